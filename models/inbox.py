@@ -1,0 +1,68 @@
+"""The inbox: one row per provider event, so a redelivery is recognized.
+
+Dedupe is a unique constraint and ``INSERT … ON CONFLICT DO NOTHING``, then a
+``SELECT … FOR UPDATE`` of the row: concurrent deliveries of one event queue up
+on that row lock, and every one after the first sees it already processed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models.enums import EventStatus
+from models.tables import WebhookEvent
+
+SETTLED = frozenset({EventStatus.PROCESSED, EventStatus.IGNORED})
+
+
+def claim_event(
+    session: Session,
+    *,
+    provider: str,
+    provider_event_id: str,
+    event_type: str,
+    payload: str,
+    provider_created_at: datetime | None,
+    source: str = "webhook",
+) -> WebhookEvent:
+    """Insert the event if new, and return its row locked for this transaction."""
+    session.execute(
+        insert(WebhookEvent)
+        .values(
+            provider=provider,
+            provider_event_id=provider_event_id,
+            event_type=event_type,
+            payload=payload,
+            status=EventStatus.RECEIVED,
+            source=source,
+            attempts=0,
+            provider_created_at=provider_created_at,
+        )
+        .on_conflict_do_nothing(constraint="uq_webhook_events_provider_provider_event_id")
+    )
+    row = session.scalars(
+        select(WebhookEvent)
+        .where(
+            WebhookEvent.provider == provider,
+            WebhookEvent.provider_event_id == provider_event_id,
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    row.attempts += 1
+    return row
+
+
+def is_settled(row: WebhookEvent) -> bool:
+    """True when the event was applied or deliberately ignored: nothing left to do."""
+    return row.status in SETTLED
+
+
+def settle(row: WebhookEvent, status: EventStatus, error: str | None = None) -> None:
+    row.status = status
+    row.last_error = error
+    row.processed_at = datetime.now(UTC)

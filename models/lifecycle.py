@@ -1,0 +1,52 @@
+"""The payment lifecycle, as a table.
+
+``TRANSITIONS[current]`` is the set of statuses a payment may move to; a pair
+missing from the table *is* the error. ``advance`` is the only way a status
+changes, and it writes the history row in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from models.enums import PaymentStatus as S
+from models.tables import Payment, PaymentStatusHistory
+
+TRANSITIONS: dict[S, frozenset[S]] = {
+    S.PENDING: frozenset({S.PROCESSING, S.COMPLETED, S.FAILED, S.EXPIRED, S.CANCELLED}),
+    S.PROCESSING: frozenset({S.COMPLETED, S.FAILED, S.EXPIRED, S.CANCELLED}),
+    # A failed attempt is not the end of a checkout: the customer may try another card.
+    S.FAILED: frozenset({S.PROCESSING, S.COMPLETED, S.EXPIRED, S.CANCELLED}),
+    S.COMPLETED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
+    S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
+    S.DISPUTED: frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED}),
+    S.REFUNDED: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+GRANTED = frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED, S.DISPUTED, S.REFUNDED})
+
+
+class TransitionError(ValueError):
+    """The lifecycle table does not allow this move."""
+
+    def __init__(self, current: S, to: S) -> None:
+        super().__init__(f"payment cannot go from {current} to {to}")
+        self.current = current
+        self.to = to
+
+
+def can_advance(current: S | str, to: S | str) -> bool:
+    return S(to) in TRANSITIONS[S(current)]
+
+
+def advance(session: Session, payment: Payment, to: S, cause: str) -> None:
+    """Move a payment to a new status and record why; raise TransitionError if not allowed."""
+    current = S(payment.status)
+    if not can_advance(current, to):
+        raise TransitionError(current, to)
+    payment.status = to
+    session.add(
+        PaymentStatusHistory(payment_id=payment.id, from_status=current, to_status=to, cause=cause)
+    )

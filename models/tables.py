@@ -1,0 +1,144 @@
+"""SQLAlchemy 2.x tables. The schema itself is created only by migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from models.enums import EventStatus, LedgerKind, PaymentStatus, sql_in
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_session_id"),
+        Index(None, "provider", "provider_payment_id"),
+        Index(None, "user_id", "created_at"),
+        Index(None, "status", "created_at"),
+        CheckConstraint(f"status IN ({sql_in(PaymentStatus)})", name="status"),
+        CheckConstraint("credits >= 0", name="credits_not_negative"),
+        CheckConstraint("amount_cents IS NULL OR amount_cents >= 0", name="amount_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_session_id: Mapped[str | None] = mapped_column(String(255))
+    provider_payment_id: Mapped[str | None] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(String(255))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    amount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(32), default=PaymentStatus.PENDING)
+    package_id: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Provider `created` of the newest event applied: an older event must not
+    # move the state backwards.
+    last_event_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class PaymentStatusHistory(Base):
+    __tablename__ = "payment_status_history"
+    __table_args__ = (Index(None, "payment_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id", ondelete="CASCADE"))
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str] = mapped_column(String(32))
+    cause: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = _now()
+
+
+class WebhookEvent(Base):
+    """The inbox: one row per provider event, the dedupe record and audit trail."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_event_id"),
+        Index(None, "status", "received_at"),
+        CheckConstraint(f"status IN ({sql_in(EventStatus)})", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_event_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(128))
+    # The body exactly as the provider signed it (text, not JSONB: JSONB would
+    # reorder keys and lose the bytes an operator may need to replay).
+    payload: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=EventStatus.RECEIVED)
+    source: Mapped[str] = mapped_column(String(16), default="webhook")
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = _now()
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CreditAccount(Base):
+    __tablename__ = "credit_accounts"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_purchased: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class CreditLedger(Base):
+    """Every change to a balance, with a key that makes it happen at most once."""
+
+    __tablename__ = "credit_ledger"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key"),
+        Index(None, "user_id", "id"),
+        Index(None, "payment_id"),
+        CheckConstraint(f"kind IN ({sql_in(LedgerKind)})", name="kind"),
+        CheckConstraint("amount <> 0", name="amount_not_zero"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("credit_accounts.user_id"))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    cause: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = _now()

@@ -1,0 +1,27 @@
+"""The Flask receiver: verify and enqueue webhooks, answer the JSON API.
+
+``create_app(settings)`` is the only place the app is assembled. The webhook
+path touches Redis and never the database; the API reads the database.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from receiver.errors import register_error_handlers
+from receiver.services import Services
+from workers.settings import Settings
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Flask:
+    from receiver import api, health, webhooks
+
+    app = Flask("payhooks")
+    # Werkzeug answers 413 before reading more than this, chunked bodies included.
+    app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes
+    app.extensions["payhooks"] = services or Services(settings)
+    register_error_handlers(app)
+    app.register_blueprint(webhooks.blueprint)
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(api.blueprint, url_prefix="/api")
+    return app

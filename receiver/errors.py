@@ -1,0 +1,32 @@
+"""Every error leaves as JSON: ``{"error": "<code>", "message": "<sentence>"}``."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("payhooks.receiver")
+
+
+def error(status: int, code: str, message: str, **extra):
+    response = jsonify({"error": code, "message": message, **extra})
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response = error(exc.code or 500, code, exc.description or exc.name)
+        for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+            if exc.get_response().headers.get(header):
+                response.headers[header] = exc.get_response().headers[header]
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error(500, "internal_error", "an unexpected error occurred; it has been logged")

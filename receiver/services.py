@@ -1,0 +1,43 @@
+"""The receiver's side effects, built lazily once per process (after gunicorn forks)."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from models.db import Database
+from workers.publish import EventPublisher
+from workers.settings import Settings
+
+
+class Services:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        publisher: EventPublisher | None = None,
+        database: Database | None = None,
+    ) -> None:
+        self.settings = settings
+        self._publisher = publisher
+        self._database = database
+
+    @property
+    def publisher(self) -> EventPublisher:
+        if self._publisher is None:
+            self._publisher = EventPublisher(
+                self.settings.require("redis_url", "the receiver enqueues into Redis"),
+                timeout=self.settings.publish_timeout_seconds,
+                attempts=self.settings.publish_attempts,
+            )
+        return self._publisher
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            url = self.settings.require("database_url", "the API reads PostgreSQL")
+            self._database = Database(url, pool_size=2)
+        return self._database
+
+
+def services() -> Services:
+    return current_app.extensions["payhooks"]

@@ -1,0 +1,68 @@
+"""The Celery application, assembled in one place from Settings.
+
+At-least-once delivery, end to end:
+
+* ``task_acks_late``: a message is acknowledged after its task returns, so a
+  worker that dies mid-task leaves it to be delivered again;
+* ``task_reject_on_worker_lost``: a prefork child killed mid-task (SIGKILL, OOM)
+  puts its message straight back on the queue;
+* ``worker_prefetch_multiplier = 1``: a worker holds one unstarted message per
+  process, so a crash strands little and a busy worker does not hoard work;
+* Redis ``visibility_timeout``: a message taken but not acknowledged within this
+  many seconds (the whole worker died) is restored to the queue. Every retry
+  countdown is capped below it (Settings checks), because Redis would otherwise
+  redeliver a message still waiting for its countdown;
+* no result backend: PostgreSQL is the truth, nothing reads task results.
+
+Redelivery is therefore normal, and it is safe because processing is idempotent
+(the inbox row and the ledger's idempotency keys).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from workers.queues import MAINTENANCE_QUEUE, ROUTES, WEBHOOKS_QUEUE
+from workers.runtime import Runtime
+from workers.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict:
+    return {
+        "broker_url": settings.require("redis_url", "the workers need a Redis broker"),
+        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": WEBHOOKS_QUEUE,
+        "task_queues": [
+            Queue(WEBHOOKS_QUEUE, routing_key=WEBHOOKS_QUEUE),
+            Queue(MAINTENANCE_QUEUE, routing_key=MAINTENANCE_QUEUE),
+        ],
+        "task_routes": ROUTES,
+        "imports": ["tasks"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {},
+    }
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("payhooks", set_as_current=True)
+    app.config_from_object(celery_config(settings))
+    app.payhooks = Runtime(settings)
+
+    @worker_process_init.connect(weak=False)
+    def _after_fork(**_: object) -> None:
+        app.payhooks.forget_connections()
+
+    return app

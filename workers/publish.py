@@ -1,0 +1,123 @@
+"""Publish a verified event onto the ``webhooks`` queue, fast, and fail fast.
+
+The receiver writes the Celery message itself — protocol 2 over kombu's Redis
+transport, one ``LPUSH`` — instead of calling ``send_task``. Building a message
+through Celery and kombu costs about as much as the rest of the receiver; the
+message below is exactly what they would build (``tests/unit`` compares the two
+field by field), so a stock ``celery worker`` consumes it.
+
+Publishing is bounded: a short connect/read timeout and a fixed number of
+attempts, then ``PublishError``, which the receiver turns into a 503 so the
+provider retries later. It never hangs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import time
+import uuid
+
+import redis
+
+from workers.queues import PROCESS_EVENT, WEBHOOKS_QUEUE
+
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+class PublishError(RuntimeError):
+    """The broker could not be reached in time; nothing was enqueued."""
+
+
+def celery_message(
+    task: str,
+    args: list,
+    *,
+    queue: str,
+    argsrepr: str,
+    origin: str,
+    task_id: str | None = None,
+) -> bytes:
+    """A Celery protocol-2 message as kombu's Redis transport stores it."""
+    task_id = task_id or str(uuid.uuid4())
+    body = json.dumps([args, {}, _EMBED]).encode()
+    envelope = {
+        "body": base64.b64encode(body).decode("ascii"),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py",
+            "task": task,
+            "id": task_id,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": task_id,
+            "parent_id": None,
+            "argsrepr": argsrepr,
+            "kwargsrepr": "{}",
+            "origin": origin,
+            "ignore_result": True,
+            "replaced_task_nesting": 0,
+            "stamped_headers": None,
+            "stamps": {},
+        },
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": queue, "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return json.dumps(envelope).encode()
+
+
+class EventPublisher:
+    """Puts one raw provider event onto the ``webhooks`` queue."""
+
+    def __init__(self, redis_url: str, *, timeout: float, attempts: int) -> None:
+        self._client = redis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=None,  # our own bounded loop below is the only retry
+            retry_on_error=[],
+            health_check_interval=0,
+        )
+        self._attempts = attempts
+        self._origin = f"{os.getpid()}@{socket.gethostname()}"
+
+    def publish(self, provider: str, event_id: str, body: str) -> str:
+        """Enqueue ``process_event(provider, body, received_at)``; return the task id."""
+        task_id = str(uuid.uuid4())
+        message = celery_message(
+            PROCESS_EVENT,
+            [provider, body, time.time()],
+            queue=WEBHOOKS_QUEUE,
+            # what Celery logs instead of the arguments: never the raw body
+            argsrepr=repr((provider, event_id)),
+            origin=self._origin,
+            task_id=task_id,
+        )
+        last_error: Exception | None = None
+        for attempt in range(self._attempts):
+            try:
+                self._client.lpush(WEBHOOKS_QUEUE, message)
+                return task_id
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                last_error = exc
+                if attempt + 1 < self._attempts:
+                    time.sleep(0.05 * (attempt + 1))
+        raise PublishError(f"broker unreachable after {self._attempts} attempts: {last_error}")
+
+    def ping(self) -> None:
+        self._client.ping()

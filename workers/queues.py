@@ -1,0 +1,15 @@
+"""Queue and task names: the contract between the receiver, the broker and the workers.
+
+The receiver publishes by name (it never imports task code), so these strings
+are part of the wire format: renaming one strands messages already queued.
+"""
+
+WEBHOOKS_QUEUE = "webhooks"  # latency-sensitive: one message per provider delivery
+MAINTENANCE_QUEUE = "maintenance"  # sweeps, reconciliation, replay, pruning
+
+PROCESS_EVENT = "payhooks.process_event"
+
+ROUTES = {
+    PROCESS_EVENT: {"queue": WEBHOOKS_QUEUE, "routing_key": WEBHOOKS_QUEUE},
+    "payhooks.*": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
+}

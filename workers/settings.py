@@ -1,0 +1,200 @@
+"""Settings: built once from the environment, then passed down.
+
+This is the only module that reads ``os.environ``. Every process (receiver,
+worker, beat, CLI) calls ``Settings.from_env()`` at its edge and hands the frozen
+result to ``create_app(settings)`` / ``make_celery(settings)``.
+
+Non-secret settings may also come from a YAML file named by ``PAYHOOKS_CONFIG``
+(keys are the field names below); the environment wins over the file. Secrets
+(webhook secrets, API keys, tokens, DSNs) are read from the environment only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _secret_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _positive_int(raw: Any) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positive_float(raw: Any) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _optional_str(raw: Any) -> str | None:
+    text = str(raw).strip()
+    return text or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    api_token: str | None = None
+    sentry_dsn: str | None = None
+    port: int = 8000
+    web_concurrency: int = 2
+
+    # Receiver
+    webhook_tolerance_seconds: int = 300
+    webhook_max_bytes: int = MIB
+    publish_timeout_seconds: float = 0.5
+    publish_attempts: int = 3
+
+    # Workers. Every retry countdown must stay below the broker's visibility
+    # timeout: Redis redelivers an unacknowledged message once it is older than
+    # that, so a longer countdown would run the task twice (harmless, because
+    # processing is idempotent, but wasteful) — see workers/celery_config.py.
+    broker_visibility_timeout: int = 3600
+    retry_max_attempts: int = 10
+    retry_backoff_base_seconds: float = 2.0
+    retry_backoff_max_seconds: float = 300.0
+
+    secret_fields: tuple[str, ...] = field(
+        default=("stripe_webhook_secrets", "stripe_api_key", "api_token", "sentry_dsn"),
+        repr=False,
+        compare=False,
+    )
+
+    def __post_init__(self) -> None:
+        if self.retry_backoff_max_seconds >= self.broker_visibility_timeout:
+            raise SettingsError(
+                "RETRY_BACKOFF_MAX_SECONDS must stay below BROKER_VISIBILITY_TIMEOUT "
+                f"({self.retry_backoff_max_seconds} >= {self.broker_visibility_timeout}), "
+                "or Redis redelivers a waiting retry"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment (and PAYHOOKS_CONFIG, if set)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        config_path = env.get("PAYHOOKS_CONFIG")
+        if config_path:
+            values.update(_read_config_file(Path(config_path)))
+        for var, (name, parse) in ENVIRONMENT.items():
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            values[name] = _parse(var, parse, raw)
+        return cls(**values)
+
+    def __repr__(self) -> str:  # never print a secret, even by accident
+        shown = []
+        for f in dataclasses.fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name in self.secret_fields and value:
+                value = "<set>"
+            elif f.name in ("database_url", "redis_url") and value:
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def require(self, name: str, why: str) -> Any:
+        """Return a setting, or raise a SettingsError saying what needs it."""
+        value = getattr(self, name)
+        if not value:
+            var = next((v for v, (n, _) in ENVIRONMENT.items() if n == name), name)
+            raise SettingsError(f"{var} is not set; {why}")
+        return value
+
+
+# environment variable -> (field, parser)
+ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "DATABASE_URL": ("database_url", _optional_str),
+    "REDIS_URL": ("redis_url", _optional_str),
+    "STRIPE_WEBHOOK_SECRET": ("stripe_webhook_secrets", _secret_list),
+    "STRIPE_API_KEY": ("stripe_api_key", _optional_str),
+    "STRIPE_API_BASE": ("stripe_api_base", _optional_str),
+    "API_TOKEN": ("api_token", _optional_str),
+    "SENTRY_DSN": ("sentry_dsn", _optional_str),
+    "PORT": ("port", _positive_int),
+    "WEB_CONCURRENCY": ("web_concurrency", _positive_int),
+    "STRIPE_WEBHOOK_TOLERANCE": ("webhook_tolerance_seconds", _positive_int),
+    "WEBHOOK_MAX_BYTES": ("webhook_max_bytes", _positive_int),
+    "PUBLISH_TIMEOUT_SECONDS": ("publish_timeout_seconds", _positive_float),
+    "PUBLISH_ATTEMPTS": ("publish_attempts", _positive_int),
+    "BROKER_VISIBILITY_TIMEOUT": ("broker_visibility_timeout", _positive_int),
+    "RETRY_MAX_ATTEMPTS": ("retry_max_attempts", _positive_int),
+    "RETRY_BACKOFF_BASE_SECONDS": ("retry_backoff_base_seconds", _positive_float),
+    "RETRY_BACKOFF_MAX_SECONDS": ("retry_backoff_max_seconds", _positive_float),
+}
+
+# Settings the YAML file may hold: everything but secrets and URLs.
+FILE_SETTINGS = {
+    "webhook_tolerance_seconds": _positive_int,
+    "webhook_max_bytes": _positive_int,
+    "publish_timeout_seconds": _positive_float,
+    "publish_attempts": _positive_int,
+    "broker_visibility_timeout": _positive_int,
+    "retry_max_attempts": _positive_int,
+    "retry_backoff_base_seconds": _positive_float,
+    "retry_backoff_max_seconds": _positive_float,
+    "port": _positive_int,
+    "web_concurrency": _positive_int,
+    "stripe_api_base": _optional_str,
+}
+
+
+def _parse(name: str, parse: Callable[[Any], Any], raw: Any) -> Any:
+    try:
+        return parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise SettingsError(f"PAYHOOKS_CONFIG: cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"PAYHOOKS_CONFIG: {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"PAYHOOKS_CONFIG: {path} must hold a mapping of settings")
+    unknown = sorted(set(data) - set(FILE_SETTINGS))
+    if unknown:
+        raise SettingsError(
+            f"PAYHOOKS_CONFIG: unknown or secret settings {unknown}; "
+            f"the file may hold {sorted(FILE_SETTINGS)}"
+        )
+    return {key: _parse(f"{path}:{key}", FILE_SETTINGS[key], value) for key, value in data.items()}
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in a connection URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
