@@ -32,7 +32,13 @@ from workers.settings import Settings
 def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.require("redis_url", "the workers need a Redis broker"),
-        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout},
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout,
+            # kombu looks for expired unacknowledged messages every 10 s but, by
+            # default, acts on only every 10th look; look every time, so a dead
+            # worker's messages return within visibility_timeout + 10 s.
+            "unacked_restore_throttle": 1,
+        },
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

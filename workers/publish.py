@@ -72,7 +72,8 @@ def celery_message(
             "correlation_id": task_id,
             "reply_to": "",
             "delivery_mode": 2,
-            "delivery_info": {"exchange": queue, "routing_key": queue},
+            # the anonymous exchange: the routing key is the queue, as Celery does for direct queues
+            "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),

@@ -1,0 +1,198 @@
+"""The receiver over HTTP with a real Redis: what it answers, and what reaches the queue."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import time
+
+import pytest
+import redis
+
+from receiver import create_app
+from tests.conftest import API_TOKEN, PRIMARY_SECRET, ROTATED_SECRET
+from tests.support.stripe_events import completed_event, encode, signed_headers
+from workers.celery_app import make_celery
+from workers.embedded import free_port
+from workers.queues import PROCESS_EVENT, WEBHOOKS_QUEUE
+
+
+@pytest.fixture
+def quiet(settings, test_services):
+    """Settings on a broker database no worker consumes, so tests can read what was queued."""
+    return dataclasses.replace(settings, redis_url=test_services.redis_url.rsplit("/", 1)[0] + "/1")
+
+
+@pytest.fixture
+def queue(quiet):
+    client = redis.Redis.from_url(quiet.redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def client(quiet):
+    return create_app(quiet).test_client()
+
+
+def queued(queue) -> list[dict]:
+    return [json.loads(raw) for raw in queue.lrange(WEBHOOKS_QUEUE, 0, -1)]
+
+
+def task_args(message: dict) -> list:
+    args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert kwargs == {}
+    return args
+
+
+def test_accepted_event_is_queued_as_a_celery_task(client, queue):
+    evt = completed_event()
+    body = encode(evt)
+
+    response = client.post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET))
+
+    assert response.status_code == 200
+    assert response.get_json() == {"received": True, "id": evt["id"]}
+    [message] = queued(queue)
+    assert message["headers"]["task"] == PROCESS_EVENT
+    provider, raw, received_at = task_args(message)
+    assert (provider, raw) == ("stripe", body.decode())
+    assert abs(received_at - time.time()) < 60
+    assert evt["id"] in message["headers"]["argsrepr"]
+    assert body.decode() not in json.dumps(message["headers"])
+
+
+def test_hand_built_message_matches_what_celery_builds(quiet, queue):
+    """The receiver's LPUSH must be indistinguishable from Celery's own send_task."""
+    celery = make_celery(quiet)
+    celery.send_task(PROCESS_EVENT, args=["stripe", "{}", 1.0], queue=WEBHOOKS_QUEUE, ignore_result=True)
+    [from_celery] = queued(queue)
+    queue.delete(WEBHOOKS_QUEUE)
+    app = create_app(quiet)
+    evt = completed_event()
+    body = encode(evt)
+    app.test_client().post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET))
+    [ours] = queued(queue)
+
+    def shape(message: dict) -> dict:
+        return {
+            "keys": sorted(message),
+            "header_keys": sorted(message["headers"]),
+            "property_keys": sorted(message["properties"]),
+            "delivery_info": message["properties"]["delivery_info"],
+            "content": (message["content-type"], message["content-encoding"]),
+            "body_encoding": message["properties"]["body_encoding"],
+            "fixed_headers": {k: message["headers"][k] for k in ("lang", "task", "retries", "eta", "timelimit")},
+            "embed": json.loads(base64.b64decode(message["body"]))[2],
+        }
+
+    assert shape(ours) == shape(from_celery)
+
+
+def test_second_rotated_secret_is_accepted(client, queue):
+    body = encode(completed_event())
+    response = client.post("/webhooks/stripe", data=body, headers=signed_headers(body, ROTATED_SECRET))
+    assert response.status_code == 200
+    assert len(queued(queue)) == 1
+
+
+def _tampered(body: bytes) -> tuple[bytes, dict]:
+    headers = signed_headers(body, PRIMARY_SECRET)
+    return body.replace(b'"credits":"100"', b'"credits":"999"'), headers
+
+
+REJECTIONS = {
+    "missing signature": lambda body: (body, {"Content-Type": "application/json"}),
+    "malformed signature": lambda body: (body, {"Stripe-Signature": "garbage"}),
+    "wrong secret": lambda body: (body, signed_headers(body, "whsec_someone_else")),
+    "stale timestamp": lambda body: (body, signed_headers(body, PRIMARY_SECRET, int(time.time()) - 301)),
+    "future timestamp": lambda body: (body, signed_headers(body, PRIMARY_SECRET, int(time.time()) + 301)),
+    "tampered body": _tampered,
+    "not json": lambda body: (b"not json", signed_headers(b"not json", PRIMARY_SECRET)),
+    "json but not an event": lambda body: (b'{"hello": 1}', signed_headers(b'{"hello": 1}', PRIMARY_SECRET)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REJECTIONS))
+def test_bad_deliveries_get_400_and_never_reach_the_queue(case, client, queue):
+    body, headers = REJECTIONS[case](encode(completed_event()))
+
+    response = client.post("/webhooks/stripe", data=body, headers=headers)
+
+    assert response.status_code == 400
+    assert set(response.get_json()) == {"error", "message"}
+    assert queued(queue) == []
+
+
+def test_body_over_the_limit_is_413_before_reading(quiet, queue):
+    small = create_app(dataclasses.replace(quiet, webhook_max_bytes=1024))
+    body = encode(completed_event())
+    assert len(body) > 1024
+
+    response = small.test_client().post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET))
+
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "request_entity_too_large"
+    assert queued(queue) == []
+
+
+def test_no_configured_secret_is_503_so_the_provider_retries(quiet, queue):
+    unconfigured = create_app(dataclasses.replace(quiet, stripe_webhook_secrets=()))
+    body = encode(completed_event())
+
+    response = unconfigured.test_client().post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET))
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert queued(queue) == []
+
+
+def test_unreachable_broker_is_503_fast(quiet):
+    nowhere = create_app(dataclasses.replace(quiet, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    body = encode(completed_event())
+
+    started = time.monotonic()
+    response = nowhere.test_client().post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET))
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "broker_unavailable"
+    assert int(response.headers["Retry-After"]) > 0
+    assert elapsed < 3
+
+
+def test_unknown_provider_is_404(client):
+    assert client.post("/webhooks/nobody", data=b"{}").status_code == 404
+
+
+def test_health_and_readiness(client, quiet):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"] == {"redis": "ok", "database": "ok"}
+
+    broken = create_app(dataclasses.replace(quiet, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    not_ready = broken.test_client().get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.get_json()["checks"]["database"] == "ok"
+    assert not_ready.get_json()["checks"]["redis"] != "ok"
+    assert "redis" in not_ready.get_json()["message"]
+
+
+def test_api_needs_the_bearer_token(client):
+    url = "/api/users/nobody/credits"
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get(url, headers={"Authorization": f"Basic {API_TOKEN}"}).status_code == 401
+    ok = client.get(url, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert ok.status_code == 200
+    assert ok.get_json() == {"user_id": "nobody", "balance": 0, "total_purchased": 0, "total_refunded": 0}
+
+
+def test_api_is_closed_without_a_configured_token(quiet):
+    closed = create_app(dataclasses.replace(quiet, api_token=None))
+    response = closed.test_client().get("/api/users/u/credits", headers={"Authorization": "Bearer "})
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "api_disabled"

@@ -1,0 +1,138 @@
+"""Real payhooks processes for tests: a Celery worker and a gunicorn receiver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll until predicate() is truthy; return its value or fail naming what we waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Process:
+    """A child process in its own process group, its output kept for failure reports."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.output: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> Process:
+        self.output = []
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in list(self.output))
+
+    def log(self, last: int = 60) -> str:
+        return "".join(self.output[-last:])
+
+    def signal_group(self, sig: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup, no acknowledgements."""
+        self.signal_group(signal.SIGKILL)
+        if self.proc:
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if not self.proc or self.proc.poll() is not None:
+            return
+        self.signal_group(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def service_env(settings_env: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "API_TOKEN", "DATABASE_URL", "REDIS_URL"))}
+    env.update(settings_env)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def celery_worker(env: dict[str, str], *, concurrency: int = 2, name: str = "worker") -> Process:
+    worker = Process(
+        name,
+        [
+            str(BIN / "celery"), "-A", "workers", "worker",
+            "--queues", "webhooks,maintenance",
+            "--concurrency", str(concurrency),
+            "--pool", "prefork",
+            "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip",
+            "--hostname", f"{name}-{os.getpid()}@%h",
+        ],
+        env,
+    ).start()
+    try:
+        wait_until(lambda: worker.saw(" ready.") or worker.proc.poll() is not None, 60, what="celery worker ready")
+    except AssertionError:
+        worker.kill()
+        raise AssertionError(f"celery worker did not start:\n{worker.log()}") from None
+    if worker.proc.poll() is not None:
+        raise AssertionError(f"celery worker exited at start:\n{worker.log()}")
+    return worker
+
+
+def gunicorn(env: dict[str, str], port: int, workers: int = 2) -> Process:
+    env = {**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers)}
+    server = Process(
+        "web",
+        [str(BIN / "gunicorn"), "--config", "python:receiver.gunicorn_conf", "receiver.wsgi:app"],
+        env,
+    ).start()
+
+    def healthy() -> bool:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited at start:\n{server.log()}")
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).ok
+        except requests.RequestException:
+            return False
+
+    wait_until(healthy, 30, what="gunicorn healthy")
+    return server
