@@ -1,0 +1,55 @@
+"""PostgreSQL refuses connections for a while: events are retried, then applied once."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from models.enums import EventStatus
+from models.tables import CreditAccount, CreditLedger, WebhookEvent
+from tests.conftest import PRIMARY_SECRET
+from tests.support.processes import wait_until
+from tests.support.services import _admin
+from tests.support.stripe_events import completed_event, encode, signed_headers
+
+
+@pytest.fixture
+def database_refusing(test_services, database):
+    """Close the database to new connections and cut the existing ones."""
+    name = make_url(test_services.database_url).database
+    with _admin(test_services._admin_url) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+    database.dispose()
+
+    def reopen():
+        with _admin(test_services._admin_url) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+    try:
+        yield reopen
+    finally:
+        reopen()
+
+
+def test_transient_database_failure_is_retried_then_applied_once(client, worker, database, database_refusing):
+    evt = completed_event(user_id="user_db_outage", credits="12")
+    body = encode(evt)
+
+    assert client.post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET)).status_code == 200
+    wait_until(lambda: worker.saw(f"transient failure on stripe {evt['id']} (attempt 2)"), 30, what="two failed attempts")
+
+    database_refusing()
+
+    def applied():
+        with database.transaction() as session:
+            return session.scalar(select(WebhookEvent.status).where(WebhookEvent.provider_event_id == evt["id"])) == EventStatus.PROCESSED
+
+    wait_until(applied, 30, what="the retried event to be applied")
+    with database.transaction() as session:
+        assert session.execute(select(CreditLedger.user_id, CreditLedger.amount)).all() == [("user_db_outage", 12)]
+        assert session.get(CreditAccount, "user_db_outage").balance == 12
