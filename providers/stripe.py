@@ -33,6 +33,7 @@ NAME = "stripe"
 SIGNATURE_HEADER = "Stripe-Signature"
 MAX_CREDITS = 10**12
 _DIGITS = re.compile(r"[0-9]+")
+_UNIX_TIME = re.compile(r"[0-9]{1,12}")  # far beyond any real timestamp, and safe to convert
 
 
 def verify_signature(
@@ -76,7 +77,7 @@ def _parse_header(header: str) -> tuple[str, list[bytes]]:
             timestamps.append(value)
         elif key == "v1":
             signatures.append(value.encode("utf-8", "replace"))
-    if len(timestamps) != 1 or not _DIGITS.fullmatch(timestamps[0]):
+    if len(timestamps) != 1 or not _UNIX_TIME.fullmatch(timestamps[0]):
         raise SignatureError(f"malformed {SIGNATURE_HEADER} header: needs exactly one t=<unix time>")
     if not signatures:
         raise SignatureError(f"{SIGNATURE_HEADER} header has no v1 signature")
@@ -96,6 +97,8 @@ def parse_event(body: bytes | str) -> ProviderEvent:
         event = json.loads(raw)
     except ValueError:
         raise InvalidEventError("body is not JSON") from None
+    except RecursionError:
+        raise InvalidEventError("body is nested too deeply") from None
     if not isinstance(event, dict):
         raise InvalidEventError("body is not a JSON object")
     event_id, event_type = event.get("id"), event.get("type")
@@ -110,16 +113,19 @@ def parse_event(body: bytes | str) -> ProviderEvent:
         provider=NAME,
         id=event_id,
         type=event_type,
-        created=_timestamp(event.get("created")),
+        created=_created(event.get("created")),
         data=data,
         raw=raw,
     )
 
 
-def _timestamp(value: object) -> datetime | None:
-    if isinstance(value, int) and not isinstance(value, bool):
+def _created(value: object) -> datetime | None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    try:
         return datetime.fromtimestamp(value, UTC)
-    return None
+    except (OverflowError, ValueError, OSError):
+        raise InvalidEventError(f"created is not a unix time: {value}") from None
 
 
 # -- handlers: event -> change ------------------------------------------------

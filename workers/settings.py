@@ -12,6 +12,7 @@ Non-secret settings may also come from a YAML file named by ``PAYHOOKS_CONFIG``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ def _secret_list(raw: str) -> tuple[str, ...]:
 
 
 def _positive_int(raw: Any) -> int:
+    if isinstance(raw, (bool, float)):  # YAML's true and 1.9 are not counts
+        raise ValueError("must be a whole number")
     value = int(raw)
     if value <= 0:
         raise ValueError("must be a positive integer")
@@ -39,8 +42,10 @@ def _positive_int(raw: Any) -> int:
 
 
 def _positive_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("must be a number")
     value = float(raw)
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:
         raise ValueError("must be a positive number")
     return value
 
@@ -177,11 +182,13 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
         raise SettingsError(f"PAYHOOKS_CONFIG: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"PAYHOOKS_CONFIG: {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise SettingsError(f"PAYHOOKS_CONFIG: {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"PAYHOOKS_CONFIG: {path} must hold a mapping of settings")
-    unknown = sorted(set(data) - set(FILE_SETTINGS))
+    unknown = sorted((str(key) for key in set(data) - set(FILE_SETTINGS)))
     if unknown:
         raise SettingsError(
             f"PAYHOOKS_CONFIG: unknown or secret settings {unknown}; "

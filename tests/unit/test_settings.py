@@ -1,0 +1,504 @@
+"""Settings.from_env: defaults, parsing, the YAML file, the retry guard, and secrecy."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from workers import settings as settings_module
+from workers.settings import MIB, Settings, SettingsError, redact_url
+
+# -- defaults -----------------------------------------------------------------
+
+
+def test_empty_environment_gives_documented_defaults():
+    s = Settings.from_env({})
+
+    assert s.database_url is None
+    assert s.redis_url is None
+    assert s.stripe_webhook_secrets == ()
+    assert s.stripe_api_key is None
+    assert s.stripe_api_base is None
+    assert s.api_token is None
+    assert s.sentry_dsn is None
+    assert s.port == 8000
+    assert s.web_concurrency == 2
+    assert s.webhook_tolerance_seconds == 300
+    assert s.webhook_max_bytes == MIB == 1024 * 1024
+    assert s.publish_timeout_seconds == 0.5
+    assert s.publish_attempts == 3
+    assert s.broker_visibility_timeout == 3600
+    assert s.retry_max_attempts == 10
+    assert s.retry_backoff_base_seconds == 2.0
+    assert s.retry_backoff_max_seconds == 300.0
+    assert s == Settings()
+
+
+def test_without_an_environ_argument_reads_os_environ(monkeypatch):
+    monkeypatch.delenv("PAYHOOKS_CONFIG", raising=False)
+    monkeypatch.setenv("WEB_CONCURRENCY", "7")
+
+    assert Settings.from_env().web_concurrency == 7
+
+
+def test_settings_are_frozen():
+    s = Settings.from_env({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_blank_variables_fall_back_to_defaults(blank):
+    s = Settings.from_env({"PORT": blank, "DATABASE_URL": blank, "STRIPE_WEBHOOK_SECRET": blank})
+
+    assert s.port == 8000
+    assert s.database_url is None
+    assert s.stripe_webhook_secrets == ()
+
+
+def test_string_settings_are_stripped():
+    s = Settings.from_env({"DATABASE_URL": "  postgresql://h/db  ", "API_TOKEN": " tok "})
+
+    assert s.database_url == "postgresql://h/db"
+    assert s.api_token == "tok"
+
+
+# -- STRIPE_WEBHOOK_SECRET ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("whsec_only", ("whsec_only",)),
+        ("whsec_a,whsec_b", ("whsec_a", "whsec_b")),
+        ("  whsec_a , whsec_b  ", ("whsec_a", "whsec_b")),
+        ("whsec_a,,whsec_b,", ("whsec_a", "whsec_b")),
+        (",  ,whsec_a, ,", ("whsec_a",)),
+        (" , ", ()),
+    ],
+    ids=["single", "two", "whitespace", "empty-items", "mostly-empty", "only-separators"],
+)
+def test_webhook_secret_list_becomes_a_tuple(raw, expected):
+    s = Settings.from_env({"STRIPE_WEBHOOK_SECRET": raw})
+
+    assert s.stripe_webhook_secrets == expected
+    assert isinstance(s.stripe_webhook_secrets, tuple)
+
+
+def test_webhook_secret_order_is_kept():
+    # verify_signature reports which secret matched by index: order matters.
+    s = Settings.from_env({"STRIPE_WEBHOOK_SECRET": "whsec_new,whsec_old"})
+    assert s.stripe_webhook_secrets[0] == "whsec_new"
+    assert s.stripe_webhook_secrets[1] == "whsec_old"
+
+
+# -- numeric variables ----------------------------------------------------------
+
+INT_VARS = [
+    ("PORT", "port", "9001", 9001),
+    ("WEB_CONCURRENCY", "web_concurrency", "4", 4),
+    ("STRIPE_WEBHOOK_TOLERANCE", "webhook_tolerance_seconds", "60", 60),
+    ("WEBHOOK_MAX_BYTES", "webhook_max_bytes", "2048", 2048),
+    ("PUBLISH_ATTEMPTS", "publish_attempts", "5", 5),
+    ("BROKER_VISIBILITY_TIMEOUT", "broker_visibility_timeout", "7200", 7200),
+    ("RETRY_MAX_ATTEMPTS", "retry_max_attempts", "25", 25),
+]
+FLOAT_VARS = [
+    ("PUBLISH_TIMEOUT_SECONDS", "publish_timeout_seconds", "1.25", 1.25),
+    ("RETRY_BACKOFF_BASE_SECONDS", "retry_backoff_base_seconds", "0.5", 0.5),
+    ("RETRY_BACKOFF_MAX_SECONDS", "retry_backoff_max_seconds", "120.5", 120.5),
+]
+NUMERIC_VARS = INT_VARS + FLOAT_VARS
+
+
+def test_numeric_table_covers_every_numeric_variable():
+    numeric_parsers = (settings_module._positive_int, settings_module._positive_float)
+    numeric = {
+        var for var, (_, parse) in settings_module.ENVIRONMENT.items() if parse in numeric_parsers
+    }
+    assert numeric == {var for var, *_ in NUMERIC_VARS}
+
+
+@pytest.mark.parametrize(("var", "field", "raw", "expected"), NUMERIC_VARS, ids=lambda v: str(v))
+def test_numeric_variable_is_parsed(var, field, raw, expected):
+    s = Settings.from_env({var: raw})
+
+    assert getattr(s, field) == expected
+    assert type(getattr(s, field)) is type(expected)
+
+
+@pytest.mark.parametrize("var", [var for var, *_ in INT_VARS])
+def test_integer_variable_tolerates_surrounding_whitespace(var):
+    field = settings_module.ENVIRONMENT[var][0]
+    assert getattr(Settings.from_env({var: " 4000 "}), field) == 4000
+
+
+def _invalid_numeric_cases():
+    for var, *_ in INT_VARS:
+        for raw in ("abc", "0", "-1", "1.5", "12abc"):
+            yield pytest.param(var, raw, id=f"{var}={raw}")
+    for var, *_ in FLOAT_VARS:
+        for raw in ("abc", "0", "0.0", "-1", "-0.5", "1,5"):
+            yield pytest.param(var, raw, id=f"{var}={raw}")
+
+
+@pytest.mark.parametrize(("var", "raw"), list(_invalid_numeric_cases()))
+def test_invalid_numeric_variable_names_the_variable(var, raw):
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env({var: raw})
+
+    message = str(excinfo.value)
+    assert var in message
+    assert "is invalid" in message  # the parse error, not some later check
+    assert repr(raw) in message
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("PUBLISH_TIMEOUT_SECONDS", "nan"),
+        ("RETRY_BACKOFF_BASE_SECONDS", "nan"),
+        # NaN would slip past the RETRY_BACKOFF_MAX < BROKER_VISIBILITY_TIMEOUT guard
+        # (nan >= 3600 is False) and backoff_seconds would then return nan.
+        ("RETRY_BACKOFF_MAX_SECONDS", "nan"),
+        # An infinite publish timeout would break the receiver's "never hangs" promise.
+        ("PUBLISH_TIMEOUT_SECONDS", "inf"),
+        ("RETRY_BACKOFF_BASE_SECONDS", "inf"),
+        ("RETRY_BACKOFF_MAX_SECONDS", "inf"),
+    ],
+)
+def test_non_finite_float_is_rejected(var, raw):
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env({var: raw})
+
+    assert var in str(excinfo.value)
+
+
+# -- PAYHOOKS_CONFIG ------------------------------------------------------------
+
+
+def _config(tmp_path, text: str, name: str = "payhooks.yaml") -> dict[str, str]:
+    path = tmp_path / name
+    path.write_text(text)
+    return {"PAYHOOKS_CONFIG": str(path)}
+
+
+def test_config_file_supplies_non_secret_settings(tmp_path):
+    env = _config(
+        tmp_path,
+        "port: 9100\n"
+        "web_concurrency: 3\n"
+        "webhook_tolerance_seconds: 120\n"
+        "webhook_max_bytes: 4096\n"
+        "publish_timeout_seconds: 0.25\n"
+        "publish_attempts: 2\n"
+        "broker_visibility_timeout: 900\n"
+        "retry_max_attempts: 4\n"
+        "retry_backoff_base_seconds: 1.5\n"
+        "retry_backoff_max_seconds: 60\n"
+        "stripe_api_base: http://localhost:12111\n",
+    )
+
+    s = Settings.from_env(env)
+
+    assert s.port == 9100
+    assert s.web_concurrency == 3
+    assert s.webhook_tolerance_seconds == 120
+    assert s.webhook_max_bytes == 4096
+    assert s.publish_timeout_seconds == 0.25
+    assert s.publish_attempts == 2
+    assert s.broker_visibility_timeout == 900
+    assert s.retry_max_attempts == 4
+    assert s.retry_backoff_base_seconds == 1.5
+    assert s.retry_backoff_max_seconds == 60.0
+    assert s.stripe_api_base == "http://localhost:12111"
+
+
+def test_config_file_values_are_parsed_like_environment_values(tmp_path):
+    env = _config(tmp_path, "port: '9200'\npublish_timeout_seconds: '0.75'\n")
+
+    s = Settings.from_env(env)
+
+    assert s.port == 9200
+    assert s.publish_timeout_seconds == 0.75
+
+
+def test_environment_wins_over_config_file(tmp_path):
+    env = _config(tmp_path, "port: 9100\nretry_max_attempts: 4\n")
+    env["PORT"] = "9300"
+
+    s = Settings.from_env(env)
+
+    assert s.port == 9300
+    assert s.retry_max_attempts == 4  # the file still supplies what the environment does not
+
+
+def test_blank_environment_variable_does_not_hide_file_value(tmp_path):
+    env = _config(tmp_path, "port: 9100\n")
+    env["PORT"] = ""
+
+    assert Settings.from_env(env).port == 9100
+
+
+@pytest.mark.parametrize("text", ["", "# nothing here\n", "~\n"])
+def test_empty_config_file_gives_defaults(tmp_path, text):
+    assert Settings.from_env(_config(tmp_path, text)) == Settings()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "api_token",
+        "stripe_webhook_secrets",
+        "stripe_api_key",
+        "sentry_dsn",
+        "database_url",
+        "redis_url",
+        "secret_fields",
+    ],
+)
+def test_config_file_may_not_hold_secrets_or_urls(tmp_path, key):
+    env = _config(tmp_path, f"{key}: should-not-be-here\n")
+
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(env)
+
+    message = str(excinfo.value)
+    assert "PAYHOOKS_CONFIG" in message
+    assert key in message
+
+
+def test_config_file_secret_is_rejected_even_if_environment_also_sets_it(tmp_path):
+    env = _config(tmp_path, "api_token: from-file\n")
+    env["API_TOKEN"] = "from-env"
+
+    with pytest.raises(SettingsError, match="api_token"):
+        Settings.from_env(env)
+
+
+def test_config_file_unknown_key_is_rejected(tmp_path):
+    env = _config(tmp_path, "port: 9100\nprot: 9101\n")
+
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(env)
+
+    assert "prot" in str(excinfo.value)
+
+
+def test_config_file_invalid_value_names_file_and_key(tmp_path):
+    env = _config(tmp_path, "publish_attempts: 0\n")
+
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(env)
+
+    message = str(excinfo.value)
+    assert "publish_attempts" in message
+    assert "payhooks.yaml" in message
+
+
+def test_missing_config_file_is_a_settings_error(tmp_path):
+    missing = tmp_path / "nope.yaml"
+
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env({"PAYHOOKS_CONFIG": str(missing)})
+
+    assert "PAYHOOKS_CONFIG" in str(excinfo.value)
+    assert "nope.yaml" in str(excinfo.value)
+
+
+def test_config_path_that_is_a_directory_is_a_settings_error(tmp_path):
+    with pytest.raises(SettingsError, match="PAYHOOKS_CONFIG"):
+        Settings.from_env({"PAYHOOKS_CONFIG": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["port: [1, 2\n", "port: 1\n  bad indent: 2\n", "{unclosed: 1\n", "key: 'unterminated\n"],
+)
+def test_invalid_yaml_is_a_settings_error(tmp_path, text):
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        Settings.from_env(_config(tmp_path, text))
+
+
+@pytest.mark.parametrize("text", ["- port\n- 9100\n", "just a string\n", "42\n"])
+def test_config_file_that_is_not_a_mapping_is_a_settings_error(tmp_path, text):
+    with pytest.raises(SettingsError, match="mapping"):
+        Settings.from_env(_config(tmp_path, text))
+
+
+def test_config_file_that_is_not_text_is_a_settings_error(tmp_path):
+    # regression: path.read_text() raised UnicodeDecodeError past the OSError/YAMLError handlers
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00port: 1\n")
+
+    with pytest.raises(SettingsError, match="PAYHOOKS_CONFIG"):
+        Settings.from_env({"PAYHOOKS_CONFIG": str(path)})
+
+
+def test_config_file_with_non_string_keys_is_a_settings_error(tmp_path):
+    # regression: sorted() over unknown keys of mixed types raised TypeError
+    with pytest.raises(SettingsError, match="PAYHOOKS_CONFIG"):
+        Settings.from_env(_config(tmp_path, "1: 2\nfoo: 3\n"))
+
+
+@pytest.mark.parametrize("text", ["port: 1.9\n", "web_concurrency: true\n"])
+def test_config_file_non_integer_for_integer_setting_is_rejected(tmp_path, text):
+    # regression: int(1.9) == 1 and int(True) == 1 were accepted from YAML, while PORT=1.9 is not
+    with pytest.raises(SettingsError):
+        Settings.from_env(_config(tmp_path, text))
+
+
+# -- retry countdown vs broker visibility timeout ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("visibility", "backoff_max"),
+    [("300", "300"), ("100", "300"), ("10", "10.5"), ("60", "61")],
+)
+def test_backoff_cap_at_or_above_visibility_timeout_is_rejected(visibility, backoff_max):
+    env = {"BROKER_VISIBILITY_TIMEOUT": visibility, "RETRY_BACKOFF_MAX_SECONDS": backoff_max}
+
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(env)
+
+    message = str(excinfo.value)
+    assert "RETRY_BACKOFF_MAX_SECONDS" in message
+    assert "BROKER_VISIBILITY_TIMEOUT" in message
+
+
+def test_default_backoff_cap_checked_against_lowered_visibility_timeout():
+    # Only the timeout is lowered: the default 300 s cap must now be refused.
+    with pytest.raises(SettingsError, match="BROKER_VISIBILITY_TIMEOUT"):
+        Settings.from_env({"BROKER_VISIBILITY_TIMEOUT": "120"})
+
+
+def test_backoff_cap_just_below_visibility_timeout_is_accepted():
+    s = Settings.from_env({"BROKER_VISIBILITY_TIMEOUT": "6", "RETRY_BACKOFF_MAX_SECONDS": "5.99"})
+
+    assert s.retry_backoff_max_seconds == 5.99
+    assert s.broker_visibility_timeout == 6
+
+
+def test_backoff_guard_applies_to_config_file(tmp_path):
+    env = _config(tmp_path, "broker_visibility_timeout: 30\nretry_backoff_max_seconds: 30\n")
+
+    with pytest.raises(SettingsError, match="RETRY_BACKOFF_MAX_SECONDS"):
+        Settings.from_env(env)
+
+
+def test_backoff_guard_applies_to_direct_construction():
+    with pytest.raises(SettingsError):
+        Settings(broker_visibility_timeout=10, retry_backoff_max_seconds=10.0)
+
+
+# -- secrecy ----------------------------------------------------------------------
+
+SECRET_ENV = {
+    "STRIPE_WEBHOOK_SECRET": "whsec_primaryAAA,whsec_rotatedBBB",
+    "STRIPE_API_KEY": "sk_test_keyCCC",
+    "API_TOKEN": "api-token-DDD",
+    "SENTRY_DSN": "https://dsnkeyEEE@o1.ingest.sentry.io/1",
+    "DATABASE_URL": "postgresql://u:hunter2@h/db",
+    "REDIS_URL": "redis://:redispwFFF@localhost:6379/0",
+}
+SECRET_VALUES = [
+    "whsec_primaryAAA",
+    "whsec_rotatedBBB",
+    "sk_test_keyCCC",
+    "api-token-DDD",
+    "dsnkeyEEE",
+    "hunter2",
+    "redispwFFF",
+]
+
+
+@pytest.mark.parametrize("render", [repr, str, lambda s: f"{s}", lambda s: f"{s!r}"])
+def test_repr_never_shows_secrets(render):
+    s = Settings.from_env(SECRET_ENV)
+    text = render(s)
+
+    for value in SECRET_VALUES:
+        assert value not in text
+    assert text.startswith("Settings(")
+
+
+def test_repr_marks_set_secrets_and_redacts_urls():
+    text = repr(Settings.from_env(SECRET_ENV))
+
+    assert "stripe_webhook_secrets='<set>'" in text
+    assert "api_token='<set>'" in text
+    assert "stripe_api_key='<set>'" in text
+    assert "sentry_dsn='<set>'" in text
+    assert "database_url='postgresql://u:***@h/db'" in text
+    assert "redis_url='redis://:***@localhost:6379/0'" in text
+    assert "port=8000" in text  # ordinary settings are still shown
+    assert "secret_fields" not in text
+
+
+def test_repr_of_unset_secrets_says_so():
+    text = repr(Settings.from_env({}))
+
+    assert "<set>" not in text
+    assert "api_token=None" in text
+    assert "stripe_webhook_secrets=()" in text
+
+
+def test_require_returns_a_set_value():
+    s = Settings.from_env({"API_TOKEN": "tok"})
+
+    assert s.require("api_token", "the admin API needs it") == "tok"
+
+
+@pytest.mark.parametrize(
+    ("name", "var"),
+    [
+        ("api_token", "API_TOKEN"),
+        ("database_url", "DATABASE_URL"),
+        ("stripe_webhook_secrets", "STRIPE_WEBHOOK_SECRET"),
+        ("stripe_api_key", "STRIPE_API_KEY"),
+    ],
+)
+def test_require_unset_names_the_environment_variable_and_the_reason(name, var):
+    s = Settings.from_env({})
+
+    with pytest.raises(SettingsError) as excinfo:
+        s.require(name, "reconciliation calls the Stripe API")
+
+    message = str(excinfo.value)
+    assert var in message
+    assert "reconciliation calls the Stripe API" in message
+
+
+def test_require_treats_empty_secret_list_as_unset():
+    s = Settings.from_env({"STRIPE_WEBHOOK_SECRET": " , "})
+
+    with pytest.raises(SettingsError, match="STRIPE_WEBHOOK_SECRET"):
+        s.require("stripe_webhook_secrets", "the receiver verifies signatures")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u:hunter2@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgresql://u:hunter2@h:5432/db?sslmode=require",
+            "postgresql://u:***@h:5432/db?sslmode=require",
+        ),
+        ("redis://:secret@localhost:6379/0", "redis://:***@localhost:6379/0"),
+        ("postgresql://u:p@ss:w0rd@h/db", "postgresql://u:***@h/db"),  # '@' inside the password
+        ("postgresql://u@h/db", "postgresql://u@h/db"),  # no password: unchanged
+        ("postgresql://h/db", "postgresql://h/db"),
+        ("not a url", "not a url"),
+        ("", ""),
+    ],
+)
+def test_redact_url(url, expected):
+    assert redact_url(url) == expected
+
+
+def test_redact_url_never_keeps_the_password():
+    redacted = redact_url("postgresql+psycopg://payhooks:s3cr3t-P4ss@db.internal:5432/payhooks")
+    assert "s3cr3t-P4ss" not in redacted
+    assert redacted.startswith("postgresql+psycopg://payhooks:")
+    assert redacted.endswith("@db.internal:5432/payhooks")
