@@ -18,13 +18,26 @@ class PaymentStatus(StrEnum):
 class EventStatus(StrEnum):
     RECEIVED = "received"  # in the inbox, not yet applied (only visible mid-transaction)
     PROCESSED = "processed"  # applied
-    IGNORED = "ignored"  # a type we do not act on; kept for dedupe and audit
+    IGNORED = "ignored"  # nothing to do (a type we do not handle, a stale or disallowed change); last_error says why
+    HELD = "held"  # waits for an event it depends on (a refund before its payment); hold_key names it
     FAILED = "failed"  # can never be applied as it is; last_error says why
 
 
 class LedgerKind(StrEnum):
-    GRANT = "grant"
-    CLAWBACK = "clawback"
+    GRANT = "grant"  # credits bought: a payment completed, a subscription invoice paid
+    CLAWBACK = "clawback"  # credits taken back: a refund or a lost dispute
+    SPEND = "spend"  # credits used by the host application
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+
+class ClawbackPolicy(StrEnum):
+    ALLOW_NEGATIVE = "allow_negative"  # take back everything; the balance may go below zero
+    FLOOR_AT_ZERO = "floor_at_zero"  # stop at zero and record the shortfall on the ledger entry
 
 
 def sql_in(enum: type[StrEnum]) -> str:

@@ -2,8 +2,12 @@
 
 Every entry carries an idempotency key under a unique constraint and is written
 with ``ON CONFLICT DO NOTHING``; only an entry that was really inserted moves the
-balance, in the same statement sequence and transaction. So a grant or clawback
-asked for twice happens once, and balance = Σ ledger holds by construction.
+balance, in the same transaction, with the account row locked. So a grant or
+clawback asked for twice happens once, and balance = Σ ledger holds always.
+
+A clawback larger than the balance follows the configured policy: take it all
+(the balance goes negative), or stop at zero and record the rest as the entry's
+``shortfall``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,12 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models.enums import LedgerKind
+from models.enums import ClawbackPolicy, LedgerKind
 from models.tables import CreditAccount, CreditLedger
+
+
+class InsufficientCreditsError(ValueError):
+    """A spend larger than the balance."""
 
 
 def grant_key(provider: str, payment_id: int) -> str:
@@ -29,42 +37,65 @@ def post_entry(
     idempotency_key: str,
     cause: str,
     payment_id: int | None = None,
-) -> bool:
-    """Write one ledger entry and move the balance; False if the key was already used."""
+    policy: ClawbackPolicy = ClawbackPolicy.ALLOW_NEGATIVE,
+) -> CreditLedger | None:
+    """Write one ledger entry and move the balance; None if the key was already used."""
     if amount == 0:
-        return False
-    _ensure_account(session, user_id)
-    inserted = session.execute(
+        return None
+    account = lock_account(session, user_id)
+    shortfall = 0
+    if amount < 0 and kind == LedgerKind.CLAWBACK and policy == ClawbackPolicy.FLOOR_AT_ZERO:
+        covered = min(-amount, max(account.balance, 0))
+        shortfall = -amount - covered
+        amount = -covered
+    entry_id = session.execute(
         insert(CreditLedger)
         .values(
             user_id=user_id,
             payment_id=payment_id,
             kind=kind,
             amount=amount,
+            shortfall=shortfall,
             idempotency_key=idempotency_key,
             cause=cause,
         )
         .on_conflict_do_nothing(constraint="uq_credit_ledger_idempotency_key")
         .returning(CreditLedger.id)
     ).scalar_one_or_none()
-    if inserted is None:
-        return False
-    account = session.get(CreditAccount, user_id, with_for_update=True, populate_existing=True)
+    if entry_id is None:
+        return None
     account.balance += amount
-    if amount > 0:
+    if kind == LedgerKind.GRANT:
         account.total_purchased += amount
-    else:
+    elif kind == LedgerKind.CLAWBACK:
         account.total_refunded += -amount
     session.flush()
-    return True
+    return session.get(CreditLedger, entry_id)
 
 
-def _ensure_account(session: Session, user_id: str) -> None:
+def spend(session: Session, *, user_id: str, credits: int, idempotency_key: str, reason: str) -> CreditLedger:
+    """Use credits; the same key twice spends once (the first entry is returned)."""
+    existing = session.scalars(select(CreditLedger).where(CreditLedger.idempotency_key == idempotency_key)).first()
+    if existing is not None:
+        return existing
+    account = lock_account(session, user_id)
+    if account.balance < credits:
+        raise InsufficientCreditsError(f"balance {account.balance} is less than {credits}")
+    entry = post_entry(
+        session, user_id=user_id, amount=-credits, kind=LedgerKind.SPEND, idempotency_key=idempotency_key, cause=reason
+    )
+    if entry is None:  # a concurrent spend with the same key won the race
+        return session.scalars(select(CreditLedger).where(CreditLedger.idempotency_key == idempotency_key)).one()
+    return entry
+
+
+def lock_account(session: Session, user_id: str) -> CreditAccount:
     session.execute(
         insert(CreditAccount)
         .values(user_id=user_id, balance=0, total_purchased=0, total_refunded=0)
         .on_conflict_do_nothing(index_elements=[CreditAccount.user_id])
     )
+    return session.get(CreditAccount, user_id, with_for_update=True, populate_existing=True)
 
 
 def account_summary(session: Session, user_id: str) -> dict[str, int | str]:

@@ -15,14 +15,16 @@ from models.tables import Payment, PaymentStatusHistory
 TRANSITIONS: dict[S, frozenset[S]] = {
     S.PENDING: frozenset({S.PROCESSING, S.COMPLETED, S.FAILED, S.EXPIRED, S.CANCELLED}),
     S.PROCESSING: frozenset({S.COMPLETED, S.FAILED, S.EXPIRED, S.CANCELLED}),
-    # A failed attempt is not the end of a checkout: the customer may try another card.
+    # A failed attempt is not the end of a checkout: the customer may try again.
     S.FAILED: frozenset({S.PROCESSING, S.COMPLETED, S.EXPIRED, S.CANCELLED}),
+    # Paid after all (the provider's word beats our sweep's): money taken is credited.
+    S.EXPIRED: frozenset({S.COMPLETED}),
+    S.CANCELLED: frozenset({S.COMPLETED}),
     S.COMPLETED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
-    S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
+    S.PARTIALLY_REFUNDED: frozenset({S.REFUNDED, S.DISPUTED}),
+    # A won dispute goes back to what the payment was; a lost one ends refunded.
     S.DISPUTED: frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED}),
     S.REFUNDED: frozenset(),
-    S.EXPIRED: frozenset(),
-    S.CANCELLED: frozenset(),
 }
 
 GRANTED = frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED, S.DISPUTED, S.REFUNDED})

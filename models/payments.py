@@ -1,24 +1,27 @@
-"""Rules that move a payment: find or record it, complete it, grant its credits.
+"""Rules that move a payment: find or record it, record what happened, settle it.
 
-Callers hold one transaction; every function here locks the payment row
-(``SELECT … FOR UPDATE``) before reading its status, so a webhook, a sweep and a
-verify racing on one checkout session apply their change one after another.
+Each rule records one fact about a payment (models/settlement.py explains why
+facts, not transitions) and then settles the payment: status, history and
+ledger follow from the facts. Callers hold one transaction; every rule locks
+the payment row (``SELECT … FOR UPDATE``) before reading it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import ledger
-from models.enums import LedgerKind
+from models.enums import DisputeStatus
 from models.enums import PaymentStatus as S
-from models.lifecycle import GRANTED, advance
-from models.tables import Payment
+from models.errors import NotReadyError, StaleEventError, UnknownPaymentError
+from models.lifecycle import TransitionError
+from models.rules import Rules
+from models.settlement import settle
+from models.tables import Dispute, Payment, PaymentAttempt
 
 
 @dataclass(frozen=True)
@@ -32,18 +35,13 @@ class CheckoutFacts:
     provider_payment_id: str | None = None
     amount_cents: int | None = None
     currency: str | None = None
+    package_id: str | None = None
     occurred_at: datetime | None = None
 
 
-class UnknownPaymentError(LookupError):
-    """No payment is recorded for a session, and the provider's copy cannot create one."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    payment_id: int
-    status: str
-    credits_added: int
+def payment_key(provider: str, provider_payment_id: str) -> str:
+    """What an event about money after checkout waits for while its payment is unknown or unpaid."""
+    return f"{provider}:pi:{provider_payment_id}"
 
 
 def lock_by_session(session: Session, provider: str, provider_session_id: str) -> Payment | None:
@@ -55,64 +53,162 @@ def lock_by_session(session: Session, provider: str, provider_session_id: str) -
     ).one_or_none()
 
 
+def lock_by_payment_id(session: Session, provider: str, provider_payment_id: str) -> Payment | None:
+    return session.scalars(
+        select(Payment)
+        .where(Payment.provider == provider, Payment.provider_payment_id == provider_payment_id)
+        .order_by(Payment.id)
+        .limit(1)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
 def lock_or_record(session: Session, facts: CheckoutFacts) -> Payment:
     """The payment for a checkout session, locked; recorded as pending if we had none."""
     payment = lock_by_session(session, facts.provider, facts.provider_session_id)
-    if payment is not None:
-        return payment
-    if not facts.user_id or not facts.credits:
-        raise UnknownPaymentError(
-            f"no payment recorded for {facts.provider} session {facts.provider_session_id}, "
-            "and the session carries no metadata.user_id (or client_reference_id) and metadata.credits"
+    if payment is None:
+        if not facts.user_id or not facts.credits:
+            raise UnknownPaymentError(
+                f"no payment recorded for {facts.provider} session {facts.provider_session_id}, and the "
+                "session carries no metadata.user_id (or client_reference_id) and metadata.credits"
+            )
+        session.execute(
+            insert(Payment)
+            .values(
+                provider=facts.provider,
+                provider_session_id=facts.provider_session_id,
+                provider_payment_id=facts.provider_payment_id,
+                user_id=facts.user_id,
+                credits=facts.credits,
+                amount_cents=facts.amount_cents,
+                currency=facts.currency,
+                package_id=facts.package_id,
+                status=S.PENDING,
+                details={},
+            )
+            .on_conflict_do_nothing(constraint="uq_payments_provider_provider_session_id")
         )
-    session.execute(
-        insert(Payment)
-        .values(
-            provider=facts.provider,
-            provider_session_id=facts.provider_session_id,
-            provider_payment_id=facts.provider_payment_id,
-            user_id=facts.user_id,
-            credits=facts.credits,
-            amount_cents=facts.amount_cents,
-            currency=facts.currency,
-            status=S.PENDING,
-            details={},
-        )
-        .on_conflict_do_nothing(constraint="uq_payments_provider_provider_session_id")
-    )
-    payment = lock_by_session(session, facts.provider, facts.provider_session_id)
-    assert payment is not None  # inserted above, or by a racer we waited for
+        payment = lock_by_session(session, facts.provider, facts.provider_session_id)
+        assert payment is not None  # inserted above, or by a racer we waited for
+    _remember(payment, facts)
     return payment
 
 
-def complete_checkout(session: Session, facts: CheckoutFacts, cause: str) -> Outcome:
-    """Mark a paid checkout completed and grant its credits, once."""
+def record_paid(session: Session, facts: CheckoutFacts, cause: str, rules: Rules) -> Payment:
+    """The checkout is paid: complete it and grant its credits, once."""
     payment = lock_or_record(session, facts)
-    _remember(payment, facts)
-    if S(payment.status) in GRANTED:
-        return Outcome(payment.id, payment.status, 0)
-    advance(session, payment, S.COMPLETED, cause)
-    # The payment row (recorded when the checkout was created) is the authority on
-    # who gets how many credits; the provider's copy only fills a row we lacked.
-    granted = ledger.post_entry(
-        session,
-        user_id=payment.user_id,
-        amount=payment.credits,
-        kind=LedgerKind.GRANT,
-        idempotency_key=ledger.grant_key(payment.provider, payment.id),
-        cause=cause,
-        payment_id=payment.id,
+    if payment.paid_at is None:
+        payment.paid_at = facts.occurred_at or datetime.now(UTC)
+    settle(session, payment, cause, rules)
+    return payment
+
+
+def record_unpaid_status(
+    session: Session, payment: Payment, status: S, at: datetime | None, cause: str, rules: Rules
+) -> Payment:
+    """Processing, failed, expired or cancelled: the newest such event wins, until paid."""
+    if payment.paid_at is not None:
+        # Paid wins: money taken is never un-taken by a late failure or expiry.
+        raise TransitionError(S(payment.status), status)
+    if at is not None and payment.unpaid_status_at is not None and at < payment.unpaid_status_at:
+        raise StaleEventError(
+            f"event from {at:%Y-%m-%dT%H:%M:%SZ} is older than the one that made the payment "
+            f"{payment.unpaid_status}; state not moved"
+        )
+    payment.unpaid_status = status
+    payment.unpaid_status_at = at
+    settle(session, payment, cause, rules)
+    return payment
+
+
+def record_failed_attempt(
+    session: Session, payment: Payment, code: str | None, message: str | None, at: datetime | None, cause: str, rules: Rules
+) -> Payment:
+    session.add(PaymentAttempt(payment_id=payment.id, code=code, message=message, cause=cause))
+    if payment.paid_at is not None:
+        return payment  # an earlier attempt failed; a later one paid: the attempt is kept for the record
+    return record_unpaid_status(session, payment, S.FAILED, at, cause, rules)
+
+
+def require_paid(session: Session, provider: str, provider_payment_id: str) -> Payment:
+    """The paid payment behind a refund or dispute, locked; NotReadyError until it is known and paid."""
+    payment = lock_by_payment_id(session, provider, provider_payment_id)
+    if payment is None or payment.paid_at is None:
+        state = "unknown" if payment is None else f"not paid yet ({payment.status})"
+        raise NotReadyError(payment_key(provider, provider_payment_id), f"payment {provider_payment_id} is {state}")
+    return payment
+
+
+def require_known(session: Session, provider: str, provider_payment_id: str) -> Payment:
+    payment = lock_by_payment_id(session, provider, provider_payment_id)
+    if payment is None:
+        raise NotReadyError(payment_key(provider, provider_payment_id), f"payment {provider_payment_id} is unknown")
+    return payment
+
+
+def record_refund(
+    session: Session, payment: Payment, refunded_cents: int, amount_cents: int, cause: str, rules: Rules
+) -> Payment:
+    """Refunds are cumulative: keep the largest amount seen, so an old event changes nothing."""
+    if payment.amount_cents is None:
+        payment.amount_cents = amount_cents
+    payment.refunded_cents = max(payment.refunded_cents, refunded_cents)
+    settle(session, payment, cause, rules)
+    return payment
+
+
+_DISPUTE_RANK = {DisputeStatus.OPEN: 0, DisputeStatus.WON: 1, DisputeStatus.LOST: 1}
+
+
+def record_dispute(
+    session: Session,
+    payment: Payment,
+    provider_dispute_id: str,
+    status: DisputeStatus,
+    cause: str,
+    rules: Rules,
+    *,
+    amount_cents: int | None = None,
+    reason: str | None = None,
+) -> Payment:
+    """A dispute only moves forward: open, then won or lost."""
+    session.execute(
+        insert(Dispute)
+        .values(
+            provider=payment.provider,
+            provider_dispute_id=provider_dispute_id,
+            payment_id=payment.id,
+            status=status,
+            amount_cents=amount_cents,
+            reason=reason,
+        )
+        .on_conflict_do_nothing(constraint="uq_disputes_provider_provider_dispute_id")
     )
-    return Outcome(payment.id, payment.status, payment.credits if granted else 0)
+    dispute = session.scalars(
+        select(Dispute)
+        .where(Dispute.provider == payment.provider, Dispute.provider_dispute_id == provider_dispute_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    if _DISPUTE_RANK[DisputeStatus(status)] > _DISPUTE_RANK[DisputeStatus(dispute.status)]:
+        dispute.status = status
+        dispute.closed_at = datetime.now(UTC)
+    settle(session, payment, cause, rules)
+    return payment
 
 
-def mark_processing(session: Session, facts: CheckoutFacts, cause: str) -> Outcome:
-    """A completed checkout whose payment has not cleared yet (an async method)."""
+def record_pending(session: Session, facts: CheckoutFacts, *, package_name: str | None, expires_at: datetime | None, details: dict) -> tuple[Payment, bool]:
+    """Record a checkout the host application created; idempotent on (provider, session id)."""
+    existing = lock_by_session(session, facts.provider, facts.provider_session_id)
+    if existing is not None:
+        return existing, False
     payment = lock_or_record(session, facts)
-    _remember(payment, facts)
-    if S(payment.status) == S.PENDING:
-        advance(session, payment, S.PROCESSING, cause)
-    return Outcome(payment.id, payment.status, 0)
+    payment.package_name = package_name
+    payment.expires_at = expires_at
+    payment.details = details
+    session.flush()
+    return payment, True
 
 
 def _remember(payment: Payment, facts: CheckoutFacts) -> None:

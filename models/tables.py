@@ -16,11 +16,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from models.enums import EventStatus, LedgerKind, PaymentStatus, sql_in
+from models.enums import DisputeStatus, EventStatus, LedgerKind, PaymentStatus, sql_in
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -49,6 +50,7 @@ class Payment(Base):
         CheckConstraint(f"status IN ({sql_in(PaymentStatus)})", name="status"),
         CheckConstraint("credits >= 0", name="credits_not_negative"),
         CheckConstraint("amount_cents IS NULL OR amount_cents >= 0", name="amount_not_negative"),
+        CheckConstraint("refunded_cents >= 0", name="refunded_not_negative"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -61,10 +63,17 @@ class Payment(Base):
     currency: Mapped[str | None] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(32), default=PaymentStatus.PENDING)
     package_id: Mapped[str | None] = mapped_column(String(255))
+    package_name: Mapped[str | None] = mapped_column(String(255))
     details: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Provider `created` of the newest event applied: an older event must not
-    # move the state backwards.
+    # The facts the status is derived from (models/settlement.py). Each only ever
+    # moves forward, so events applied in any order reach the same state.
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Before payment the newest event wins: (status, provider `created` of its event).
+    unpaid_status: Mapped[str | None] = mapped_column(String(32))
+    unpaid_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Provider `created` of the newest event applied to this payment.
     last_event_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = mapped_column(
@@ -91,6 +100,7 @@ class WebhookEvent(Base):
     __table_args__ = (
         UniqueConstraint("provider", "provider_event_id"),
         Index(None, "status", "received_at"),
+        Index(None, "hold_key", postgresql_where=text("status = 'held'")),
         CheckConstraint(f"status IN ({sql_in(EventStatus)})", name="status"),
     )
 
@@ -105,6 +115,8 @@ class WebhookEvent(Base):
     source: Mapped[str] = mapped_column(String(16), default="webhook")
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # For a held event: what it waits for, e.g. "stripe:pi:pi_123".
+    hold_key: Mapped[str | None] = mapped_column(String(255))
     provider_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = _now()
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -131,7 +143,8 @@ class CreditLedger(Base):
         Index(None, "user_id", "id"),
         Index(None, "payment_id"),
         CheckConstraint(f"kind IN ({sql_in(LedgerKind)})", name="kind"),
-        CheckConstraint("amount <> 0", name="amount_not_zero"),
+        CheckConstraint("amount <> 0 OR shortfall > 0", name="amount_or_shortfall"),
+        CheckConstraint("shortfall >= 0", name="shortfall_not_negative"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -141,4 +154,63 @@ class CreditLedger(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
     idempotency_key: Mapped[str] = mapped_column(String(255))
     cause: Mapped[str] = mapped_column(String(255))
+    # A clawback the balance could not cover under the floor-at-zero policy:
+    # how many credits were owed but not taken.
+    shortfall: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = _now()
+
+
+class PaymentAttempt(Base):
+    """A failed attempt to pay, with the provider's code and message."""
+
+    __tablename__ = "payment_attempts"
+    __table_args__ = (Index(None, "payment_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id", ondelete="CASCADE"))
+    code: Mapped[str | None] = mapped_column(String(255))
+    message: Mapped[str | None] = mapped_column(Text)
+    cause: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = _now()
+
+
+class Dispute(Base):
+    __tablename__ = "disputes"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_dispute_id"),
+        Index(None, "payment_id"),
+        CheckConstraint(f"status IN ({sql_in(DisputeStatus)})", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_dispute_id: Mapped[str] = mapped_column(String(255))
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(255))
+    amount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_subscription_id"),
+        Index(None, "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_subscription_id: Mapped[str] = mapped_column(String(255))
+    provider_customer_id: Mapped[str | None] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(32))
+    price_id: Mapped[str | None] = mapped_column(String(255))
+    credits_per_period: Mapped[int | None] = mapped_column(BigInteger)
+    current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_event_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )

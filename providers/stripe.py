@@ -19,14 +19,23 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from providers.changes import (
+    AttemptFailed,
     Change,
     Checkout,
+    CheckoutExpired,
+    CheckoutFailed,
+    DisputeClosed,
+    DisputeOpened,
     Ignored,
     InvalidEventError,
+    InvoicePaid,
+    PaymentCanceled,
     PaymentProcessing,
     PaymentSucceeded,
     ProviderEvent,
+    Refunded,
     SignatureError,
+    SubscriptionChanged,
 )
 
 NAME = "stripe"
@@ -139,9 +148,120 @@ def checkout_session_completed(event: ProviderEvent) -> Change:
     return PaymentProcessing(checkout)
 
 
+def checkout_session_async_payment_succeeded(event: ProviderEvent) -> Change:
+    return PaymentSucceeded(checkout_from_session(event.data["object"]))
+
+
+def checkout_session_async_payment_failed(event: ProviderEvent) -> Change:
+    session = event.data["object"]
+    error = _last_payment_error(session.get("payment_intent"))
+    return CheckoutFailed(checkout_from_session(session), *error)
+
+
+def checkout_session_expired(event: ProviderEvent) -> Change:
+    return CheckoutExpired(checkout_from_session(event.data["object"]))
+
+
+def payment_intent_payment_failed(event: ProviderEvent) -> Change:
+    intent = event.data["object"]
+    return AttemptFailed(_required_id(intent, "payment intent"), *_last_payment_error(intent))
+
+
+def payment_intent_canceled(event: ProviderEvent) -> Change:
+    intent = event.data["object"]
+    return PaymentCanceled(_required_id(intent, "payment intent"), _str(intent.get("cancellation_reason")))
+
+
+def charge_refunded(event: ProviderEvent) -> Change:
+    charge = event.data["object"]
+    amount = _amount(charge.get("amount"), "charge.amount")
+    refunded = _amount(charge.get("amount_refunded"), "charge.amount_refunded")
+    if amount is None or refunded is None:
+        raise InvalidEventError("charge.refunded needs amount and amount_refunded")
+    return Refunded(_payment_intent_of(charge, "charge"), refunded_cents=min(refunded, amount), amount_cents=amount)
+
+
+def charge_dispute_created(event: ProviderEvent) -> Change:
+    dispute = event.data["object"]
+    return DisputeOpened(
+        payment_id=_payment_intent_of(dispute, "dispute"),
+        dispute_id=_required_id(dispute, "dispute"),
+        amount_cents=_amount(dispute.get("amount"), "dispute.amount"),
+        reason=_str(dispute.get("reason")),
+    )
+
+
+def charge_dispute_closed(event: ProviderEvent) -> Change:
+    dispute = event.data["object"]
+    status = dispute.get("status")
+    if status not in ("won", "lost"):
+        # warning_closed and the like: the dispute ended without moving money
+        return Ignored(f"dispute closed with status {status!r}: nothing to take back")
+    return DisputeClosed(
+        payment_id=_payment_intent_of(dispute, "dispute"),
+        dispute_id=_required_id(dispute, "dispute"),
+        won=status == "won",
+        amount_cents=_amount(dispute.get("amount"), "dispute.amount"),
+        reason=_str(dispute.get("reason")),
+    )
+
+
+def customer_subscription_changed(event: ProviderEvent) -> Change:
+    subscription = event.data["object"]
+    item = _first((subscription.get("items") or {}).get("data"))
+    price = item.get("price") if isinstance(item.get("price"), dict) else {}
+    metadata = _metadata(subscription)
+    period_end = item.get("current_period_end") or subscription.get("current_period_end")
+    return SubscriptionChanged(
+        subscription_id=_required_id(subscription, "subscription"),
+        status="canceled" if event.type.endswith(".deleted") else _str(subscription.get("status")) or "unknown",
+        customer_id=_object_id(subscription.get("customer")),
+        user_id=_user_id(metadata.get("user_id")),
+        price_id=_str(price.get("id")),
+        credits=_credits(metadata.get("credits")) or _credits((price.get("metadata") or {}).get("credits")),
+        current_period_end=_time(period_end, "current_period_end"),
+    )
+
+
+def invoice_paid(event: ProviderEvent) -> Change:
+    invoice = event.data["object"]
+    parent = invoice.get("parent") or {}
+    details = parent.get("subscription_details") or {}
+    # current API versions: parent.subscription_details; older ones: invoice.subscription
+    subscription_id = _object_id(details.get("subscription")) or _object_id(invoice.get("subscription"))
+    if not subscription_id:
+        return Ignored("invoice is not for a subscription")
+    metadata = details.get("metadata") or {}
+    line = _first((invoice.get("lines") or {}).get("data"))
+    return InvoicePaid(
+        invoice_id=_required_id(invoice, "invoice"),
+        subscription_id=subscription_id,
+        user_id=_user_id(metadata.get("user_id")),
+        credits=_credits(metadata.get("credits")),
+        price_id=_line_price_id(line),
+        amount_cents=_amount(invoice.get("amount_paid"), "amount_paid"),
+        currency=_currency(invoice.get("currency")),
+        payment_id=_object_id(invoice.get("payment_intent")),
+    )
+
+
 HANDLERS: dict[str, Callable[[ProviderEvent], Change]] = {
     "checkout.session.completed": checkout_session_completed,
+    "checkout.session.async_payment_succeeded": checkout_session_async_payment_succeeded,
+    "checkout.session.async_payment_failed": checkout_session_async_payment_failed,
+    "checkout.session.expired": checkout_session_expired,
+    "payment_intent.payment_failed": payment_intent_payment_failed,
+    "payment_intent.canceled": payment_intent_canceled,
+    "charge.refunded": charge_refunded,
+    "charge.dispute.created": charge_dispute_created,
+    "charge.dispute.closed": charge_dispute_closed,
+    "customer.subscription.created": customer_subscription_changed,
+    "customer.subscription.updated": customer_subscription_changed,
+    "customer.subscription.deleted": customer_subscription_changed,
+    "invoice.paid": invoice_paid,
 }
+
+HANDLED_TYPES = tuple(HANDLERS)
 
 
 def translate(event: ProviderEvent) -> Change:
@@ -154,23 +274,79 @@ def translate(event: ProviderEvent) -> Change:
 
 def checkout_from_session(session: dict) -> Checkout:
     """Read a checkout.session object; metadata.user_id falls back to client_reference_id."""
-    session_id = session.get("id")
-    if not isinstance(session_id, str) or not session_id:
-        raise InvalidEventError("checkout session has no id")
-    metadata = session.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise InvalidEventError("metadata is not an object")
-    user_id = metadata.get("user_id") or session.get("client_reference_id")
-    if user_id is not None and (not isinstance(user_id, str) or not user_id.strip()):
-        raise InvalidEventError("metadata.user_id is not a non-empty string")
+    metadata = _metadata(session)
     return Checkout(
-        session_id=session_id,
-        user_id=user_id,
+        session_id=_required_id(session, "checkout session"),
+        user_id=_user_id(metadata.get("user_id") or session.get("client_reference_id")),
         credits=_credits(metadata.get("credits")),
-        payment_id=_payment_intent_id(session.get("payment_intent")),
+        payment_id=_object_id(session.get("payment_intent")),
         amount_cents=_amount(session.get("amount_total"), "amount_total"),
         currency=_currency(session.get("currency")),
+        package_id=_str(metadata.get("package_id")),
     )
+
+
+# -- field readers: each raises InvalidEventError naming the field ---------------
+
+
+def _required_id(obj: dict, what: str) -> str:
+    value = obj.get("id")
+    if not isinstance(value, str) or not value:
+        raise InvalidEventError(f"{what} has no id")
+    return value
+
+
+def _metadata(obj: dict) -> dict:
+    metadata = obj.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InvalidEventError("metadata is not an object")
+    return metadata
+
+
+def _user_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEventError("metadata.user_id is not a non-empty string")
+    return value
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _first(items: object) -> dict:
+    return items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+
+
+def _payment_intent_of(obj: dict, what: str) -> str:
+    payment_id = _object_id(obj.get("payment_intent"))
+    if not payment_id:
+        raise InvalidEventError(f"{what} has no payment_intent to find its payment by")
+    return payment_id
+
+
+def _last_payment_error(intent: object) -> tuple[str | None, str | None]:
+    error = intent.get("last_payment_error") if isinstance(intent, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    return _str(error.get("decline_code") or error.get("code") or error.get("type")), _str(error.get("message"))
+
+
+def _line_price_id(line: dict) -> str | None:
+    pricing = line.get("pricing") or {}
+    price = (pricing.get("price_details") or {}).get("price") if isinstance(pricing, dict) else None
+    if price is None:  # older API versions
+        price = line.get("price") or line.get("plan")
+    return _object_id(price)
+
+
+def _time(value: object, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidEventError(f"{name} is not a unix time: {value!r}")
+    return _created(value)
 
 
 def _credits(value: object) -> int | None:
@@ -202,7 +378,8 @@ def _currency(value: object) -> str | None:
     return value.lower()
 
 
-def _payment_intent_id(value: object) -> str | None:
-    if isinstance(value, dict):  # expanded object
+def _object_id(value: object) -> str | None:
+    """An id, whether the field holds the id or the expanded object."""
+    if isinstance(value, dict):
         value = value.get("id")
     return value if isinstance(value, str) and value else None

@@ -1,31 +1,138 @@
-"""Apply a provider-neutral change with the rule in ``models`` that owns it."""
+"""Apply a provider-neutral change with the rule in ``models`` that owns it.
+
+``subject_keys`` names what a change touches (its checkout session, payment,
+subscription). Processing takes a transaction-scoped advisory lock on each, in
+a fixed order, before touching rows: events about one payment then apply one
+after another, so an event held for want of its payment and the event that
+records that payment cannot miss each other. The same keys name the held
+events an applied change may unblock.
+"""
 
 from __future__ import annotations
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models import payments
-from models.enums import EventStatus
+from models import payments, subscriptions
+from models.enums import DisputeStatus
+from models.enums import PaymentStatus as S
+from models.payments import payment_key
+from models.rules import Rules
+from models.subscriptions import subscription_key
 from providers.changes import (
+    AttemptFailed,
     Change,
     Checkout,
+    CheckoutExpired,
+    CheckoutFailed,
+    DisputeClosed,
+    DisputeOpened,
     Ignored,
+    InvoicePaid,
+    PaymentCanceled,
     PaymentProcessing,
     PaymentSucceeded,
     ProviderEvent,
+    Refunded,
+    SubscriptionChanged,
 )
 
+CHECKOUT_CHANGES = (PaymentSucceeded, PaymentProcessing, CheckoutFailed, CheckoutExpired)
+PAYMENT_CHANGES = (AttemptFailed, PaymentCanceled, Refunded, DisputeOpened, DisputeClosed)
 
-def apply_change(session: Session, event: ProviderEvent, change: Change) -> EventStatus:
-    """Change rows for one event; return the status its inbox row should end with."""
+
+def subject_keys(provider: str, change: Change) -> list[str]:
+    keys: set[str] = set()
+    if isinstance(change, CHECKOUT_CHANGES):
+        keys.add(f"{provider}:cs:{change.checkout.session_id}")
+        if change.checkout.payment_id:
+            keys.add(payment_key(provider, change.checkout.payment_id))
+    elif isinstance(change, PAYMENT_CHANGES):
+        keys.add(payment_key(provider, change.payment_id))
+    elif isinstance(change, SubscriptionChanged):
+        keys.add(subscription_key(provider, change.subscription_id))
+    elif isinstance(change, InvoicePaid):
+        keys.add(subscription_key(provider, change.subscription_id))
+        keys.add(f"{provider}:in:{change.invoice_id}")
+        if change.payment_id:
+            keys.add(payment_key(provider, change.payment_id))
+    return sorted(keys)
+
+
+def lock_subjects(session: Session, keys: list[str]) -> None:
+    for key in keys:  # sorted: two transactions never wait on each other in a cycle
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+
+def apply_change(session: Session, event: ProviderEvent, change: Change, rules: Rules) -> bool:
+    """Change rows for one event; False when there was nothing to do (Ignored)."""
+    cause, at, provider = event.id, event.created, event.provider
     match change:
-        case PaymentSucceeded(checkout=checkout):
-            payments.complete_checkout(session, _facts(event, checkout), cause=event.id)
-        case PaymentProcessing(checkout=checkout):
-            payments.mark_processing(session, _facts(event, checkout), cause=event.id)
         case Ignored():
-            return EventStatus.IGNORED
-    return EventStatus.PROCESSED
+            return False
+        case PaymentSucceeded(checkout=checkout):
+            payments.record_paid(session, _facts(event, checkout), cause, rules)
+        case PaymentProcessing(checkout=checkout):
+            payment = payments.lock_or_record(session, _facts(event, checkout))
+            payments.record_unpaid_status(session, payment, S.PROCESSING, at, cause, rules)
+        case CheckoutFailed(checkout=checkout, code=code, message=message):
+            payment = payments.lock_or_record(session, _facts(event, checkout))
+            payments.record_failed_attempt(session, payment, code, message, at, cause, rules)
+        case CheckoutExpired(checkout=checkout):
+            payment = payments.lock_or_record(session, _facts(event, checkout))
+            payments.record_unpaid_status(session, payment, S.EXPIRED, at, cause, rules)
+        case AttemptFailed(payment_id=payment_id, code=code, message=message):
+            payment = payments.require_known(session, provider, payment_id)
+            payments.record_failed_attempt(session, payment, code, message, at, cause, rules)
+        case PaymentCanceled(payment_id=payment_id):
+            payment = payments.require_known(session, provider, payment_id)
+            payments.record_unpaid_status(session, payment, S.CANCELLED, at, cause, rules)
+        case Refunded(payment_id=payment_id, refunded_cents=refunded, amount_cents=amount):
+            payment = payments.require_paid(session, provider, payment_id)
+            payments.record_refund(session, payment, refunded, amount, cause, rules)
+        case DisputeOpened(payment_id=payment_id, dispute_id=dispute_id, amount_cents=amount, reason=reason):
+            payment = payments.require_paid(session, provider, payment_id)
+            payments.record_dispute(
+                session, payment, dispute_id, DisputeStatus.OPEN, cause, rules, amount_cents=amount, reason=reason
+            )
+        case DisputeClosed(payment_id=payment_id, dispute_id=dispute_id, won=won, amount_cents=amount, reason=reason):
+            payment = payments.require_paid(session, provider, payment_id)
+            outcome = DisputeStatus.WON if won else DisputeStatus.LOST
+            payments.record_dispute(session, payment, dispute_id, outcome, cause, rules, amount_cents=amount, reason=reason)
+        case SubscriptionChanged():
+            subscriptions.record_subscription(
+                session,
+                subscriptions.SubscriptionFacts(
+                    provider=provider,
+                    provider_subscription_id=change.subscription_id,
+                    status=change.status,
+                    provider_customer_id=change.customer_id,
+                    user_id=change.user_id,
+                    price_id=change.price_id,
+                    credits_per_period=change.credits,
+                    current_period_end=change.current_period_end,
+                    occurred_at=at,
+                ),
+            )
+        case InvoicePaid():
+            subscriptions.record_invoice_paid(
+                session,
+                subscriptions.InvoiceFacts(
+                    provider=provider,
+                    invoice_id=change.invoice_id,
+                    subscription_id=change.subscription_id,
+                    user_id=change.user_id,
+                    credits=change.credits,
+                    price_id=change.price_id,
+                    amount_cents=change.amount_cents,
+                    currency=change.currency,
+                    provider_payment_id=change.payment_id,
+                    occurred_at=at,
+                ),
+                cause,
+                rules,
+            )
+    return True
 
 
 def _facts(event: ProviderEvent, checkout: Checkout) -> payments.CheckoutFacts:
@@ -37,5 +144,6 @@ def _facts(event: ProviderEvent, checkout: Checkout) -> payments.CheckoutFacts:
         provider_payment_id=checkout.payment_id,
         amount_cents=checkout.amount_cents,
         currency=checkout.currency,
+        package_id=checkout.package_id,
         occurred_at=event.created,
     )

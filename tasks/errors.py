@@ -1,20 +1,15 @@
-"""What kind of failure is this? The task decides what to do with each kind.
+"""Is this failure worth another try?
 
-* permanent: the event can never be applied as it is (bad metadata, a session we
-  cannot attribute). Recorded on the inbox row with the reason; never retried.
-* transient: the database or broker went away, a deadlock or serialization
-  failure. Retried with backoff.
+Transient: the database or broker went away, a deadlock or serialization
+failure, a provider timeout. Retried with backoff. Permanent failures (an event
+that can never be applied) are settled on the inbox row by tasks/handling.py
+and never reach the retry decision.
 """
 
 from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-
-from models.payments import UnknownPaymentError
-from providers.changes import InvalidEventError
-
-PERMANENT = (InvalidEventError, UnknownPaymentError)
 
 # SQLSTATE classes worth another try: connection exceptions, serialization
 # failure and deadlock, insufficient resources, operator intervention (restart).

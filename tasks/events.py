@@ -1,77 +1,26 @@
-"""``process_event``: one provider event, one transaction.
+"""``process_event``: one provider event, one transaction (tasks/handling.py).
 
-In that transaction: claim the inbox row (insert or find, then lock it), stop if
-the event was already settled, translate the event, apply the change inside a
-savepoint, and settle the inbox row. A permanent error rolls back to the
-savepoint and settles the row as failed with the reason, so a bad payload is
-recorded once instead of crash-looping. A transient error rolls the whole
-transaction back and retries with backoff; nothing was written, so the retry
-starts clean.
+A transient failure rolls the whole transaction back and retries with backoff;
+nothing was written, so the retry starts clean. A bug (an unexpected exception)
+records the event as failed with its raw body rather than lose it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from celery import Task, shared_task
-from sqlalchemy.orm import Session
 
-from models import inbox
 from models.enums import EventStatus
-from models.lifecycle import TransitionError
-from providers import stripe
+from models import inbox
 from providers.changes import InvalidEventError, ProviderEvent
-from tasks.apply import apply_change
-from tasks.errors import PERMANENT, is_transient
+from tasks.errors import is_transient
+from tasks.handling import PROVIDERS, EventResult, claim, handle_event
 from workers.queues import PROCESS_EVENT
 from workers.retry import backoff_seconds
 
 log = logging.getLogger("payhooks.tasks")
-
-PROVIDERS = {stripe.NAME: stripe}
-
-
-@dataclass(frozen=True)
-class EventResult:
-    event_id: str
-    status: EventStatus
-    duplicate: bool = False
-    error: str | None = None
-
-
-def claim(session: Session, event: ProviderEvent, source: str):
-    """The event's inbox row, inserted if new, locked for this transaction."""
-    return inbox.claim_event(
-        session,
-        provider=event.provider,
-        provider_event_id=event.id,
-        event_type=event.type,
-        payload=event.raw,
-        provider_created_at=event.created,
-        source=source,
-    )
-
-
-def handle_event(session: Session, event: ProviderEvent, source: str = "webhook") -> EventResult:
-    """Record and apply one event inside the caller's transaction; safe to repeat."""
-    row = claim(session, event, source)
-    if inbox.is_settled(row):
-        return EventResult(event.id, EventStatus(row.status), duplicate=True)
-    adapter = PROVIDERS[event.provider]
-    try:
-        with session.begin_nested():
-            status = apply_change(session, event, adapter.translate(event))
-    except PERMANENT as exc:
-        inbox.settle(row, EventStatus.FAILED, str(exc))
-        return EventResult(event.id, EventStatus.FAILED, error=str(exc))
-    except TransitionError as exc:
-        # Recorded, never applied: the table is the authority on what may happen.
-        inbox.settle(row, EventStatus.IGNORED, str(exc))
-        return EventResult(event.id, EventStatus.IGNORED, error=str(exc))
-    inbox.settle(row, status)
-    return EventResult(event.id, status)
 
 
 class EventTask(Task):
@@ -131,7 +80,7 @@ def process_event(
     started = time.monotonic()
     try:
         with self.runtime.db.transaction() as session:
-            result = handle_event(session, event, source)
+            result = handle_event(session, event, self.runtime.rules, source)
     except Exception as exc:
         if is_transient(exc):
             log.warning(

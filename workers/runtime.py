@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from models.db import Database
+from models.rules import Rules
 from workers.settings import Settings
 
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.rules: Rules = settings.rules()
         self._db: Database | None = None
 
     @property

@@ -21,6 +21,9 @@ from typing import Any
 
 import yaml
 
+from models.enums import ClawbackPolicy
+from models.rules import Rules
+
 MIB = 1024 * 1024
 
 
@@ -55,6 +58,52 @@ def _optional_str(raw: Any) -> str | None:
     return text or None
 
 
+def _clawback_policy(raw: Any) -> ClawbackPolicy:
+    try:
+        return ClawbackPolicy(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"must be one of {[p.value for p in ClawbackPolicy]}") from None
+
+
+@dataclass(frozen=True)
+class CreditPackage:
+    """Something the host application sells through POST /api/checkout."""
+
+    id: str
+    name: str
+    credits: int
+    amount_cents: int
+    currency: str
+
+
+def _credit_packages(raw: Any) -> dict[str, CreditPackage]:
+    if not isinstance(raw, dict):
+        raise ValueError("must map package ids to {name, credits, amount_cents, currency}")
+    packages = {}
+    for package_id, spec in raw.items():
+        if not isinstance(spec, dict):
+            raise ValueError(f"package {package_id!r} must be a mapping")
+        try:
+            packages[str(package_id)] = CreditPackage(
+                id=str(package_id),
+                name=str(spec.get("name") or package_id),
+                credits=_positive_int(spec["credits"]),
+                amount_cents=_positive_int(spec["amount_cents"]),
+                currency=str(spec.get("currency", "usd")).lower(),
+            )
+        except KeyError as exc:
+            raise ValueError(f"package {package_id!r} lacks {exc.args[0]}") from None
+        except ValueError as exc:
+            raise ValueError(f"package {package_id!r}: {exc}") from None
+    return packages
+
+
+def _subscription_plans(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise ValueError("must map price ids to credits per period")
+    return {str(price): _positive_int(credits) for price, credits in raw.items()}
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -81,6 +130,16 @@ class Settings:
     retry_max_attempts: int = 10
     retry_backoff_base_seconds: float = 2.0
     retry_backoff_max_seconds: float = 300.0
+
+    # Business rules
+    clawback_policy: ClawbackPolicy = ClawbackPolicy.ALLOW_NEGATIVE
+    credit_packages: dict[str, CreditPackage] = field(default_factory=dict)
+    subscription_plans: dict[str, int] = field(default_factory=dict)
+    # How long an event may wait for the one it depends on before it is failed
+    # (Stripe retries a delivery for three days).
+    hold_window_seconds: int = 3 * 24 * 3600
+    checkout_success_url: str | None = None
+    checkout_cancel_url: str | None = None
 
     secret_fields: tuple[str, ...] = field(
         default=("stripe_webhook_secrets", "stripe_api_key", "api_token", "sentry_dsn"),
@@ -124,6 +183,9 @@ class Settings:
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
+    def rules(self) -> Rules:
+        return Rules(clawback_policy=self.clawback_policy, subscription_plans=dict(self.subscription_plans))
+
     def require(self, name: str, why: str) -> Any:
         """Return a setting, or raise a SettingsError saying what needs it."""
         value = getattr(self, name)
@@ -152,6 +214,10 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "RETRY_MAX_ATTEMPTS": ("retry_max_attempts", _positive_int),
     "RETRY_BACKOFF_BASE_SECONDS": ("retry_backoff_base_seconds", _positive_float),
     "RETRY_BACKOFF_MAX_SECONDS": ("retry_backoff_max_seconds", _positive_float),
+    "CLAWBACK_POLICY": ("clawback_policy", _clawback_policy),
+    "HOLD_WINDOW_SECONDS": ("hold_window_seconds", _positive_int),
+    "CHECKOUT_SUCCESS_URL": ("checkout_success_url", _optional_str),
+    "CHECKOUT_CANCEL_URL": ("checkout_cancel_url", _optional_str),
 }
 
 # Settings the YAML file may hold: everything but secrets and URLs.
@@ -167,6 +233,12 @@ FILE_SETTINGS = {
     "port": _positive_int,
     "web_concurrency": _positive_int,
     "stripe_api_base": _optional_str,
+    "clawback_policy": _clawback_policy,
+    "credit_packages": _credit_packages,
+    "subscription_plans": _subscription_plans,
+    "hold_window_seconds": _positive_int,
+    "checkout_success_url": _optional_str,
+    "checkout_cancel_url": _optional_str,
 }
 
 

@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from models.enums import EventStatus
 from models.tables import CreditAccount, CreditLedger, Payment, WebhookEvent
 from providers import stripe
-from tasks.events import handle_event
+from models.rules import Rules
+from tasks.handling import handle_event
 from tests.conftest import PRIMARY_SECRET
 from tests.support import processes
 from tests.support.processes import wait_until
@@ -63,7 +64,7 @@ def test_fifty_concurrent_transactions_on_one_event_grant_once(database):
 
     def apply(_: int):
         with database.transaction() as session:
-            return handle_event(session, evt)
+            return handle_event(session, evt, Rules())
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         results = list(pool.map(apply, range(CONCURRENCY)))
@@ -80,7 +81,7 @@ def test_distinct_events_for_one_session_racing_grant_once(database):
 
     def apply(evt):
         with database.transaction() as session:
-            return handle_event(session, evt)
+            return handle_event(session, evt, Rules())
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         results = list(pool.map(apply, events))

@@ -8,7 +8,9 @@ from models.enums import PaymentStatus as S
 from models.lifecycle import GRANTED, TRANSITIONS, TransitionError, advance, can_advance
 from models.tables import Payment, PaymentStatusHistory
 
-TERMINAL = (S.REFUNDED, S.EXPIRED, S.CANCELLED)
+TERMINAL = (S.REFUNDED,)
+# Ended without payment; only a payment the provider says was taken after all moves them.
+ENDED_UNPAID = (S.EXPIRED, S.CANCELLED)
 
 
 class FakeSession:
@@ -36,6 +38,11 @@ def test_terminal_states_allow_nothing(status):
     assert TRANSITIONS[status] == frozenset()
     for to in S:
         assert not can_advance(status, to)
+
+
+@pytest.mark.parametrize("status", ENDED_UNPAID)
+def test_ended_unpaid_states_only_allow_a_late_payment(status):
+    assert TRANSITIONS[status] == frozenset({S.COMPLETED})
 
 
 def test_only_the_terminal_states_are_terminal():
@@ -74,8 +81,10 @@ def test_nothing_goes_back_to_pending():
         (S.FAILED, S.COMPLETED),
         (S.COMPLETED, S.REFUNDED),
         (S.COMPLETED, S.DISPUTED),
-        (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED),
+        (S.PARTIALLY_REFUNDED, S.REFUNDED),
         (S.DISPUTED, S.COMPLETED),
+        (S.DISPUTED, S.PARTIALLY_REFUNDED),
+        (S.EXPIRED, S.COMPLETED),
         ("pending", "completed"),  # values as read from the database
     ],
 )
@@ -96,7 +105,9 @@ def test_can_advance_allowed(current, to):
         (S.COMPLETED, S.EXPIRED),
         (S.DISPUTED, S.FAILED),
         (S.REFUNDED, S.COMPLETED),
-        (S.EXPIRED, S.COMPLETED),
+        (S.REFUNDED, S.DISPUTED),
+        (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED),
+        (S.EXPIRED, S.FAILED),
         (S.CANCELLED, S.PROCESSING),
         ("completed", "pending"),
     ],

@@ -373,9 +373,9 @@ def test_non_object_metadata_is_an_invalid_event(metadata):
     "event_type",
     [
         "plan.created",
-        "checkout.session.expired",
+        "customer.created",
         "payment_intent.succeeded",
-        "charge.refunded",
+        "charge.succeeded",
         "x",
     ],
 )
