@@ -41,7 +41,10 @@ UNPAID = frozenset({S.PROCESSING, S.FAILED, S.EXPIRED, S.CANCELLED})
 def derive_status(payment: Payment, disputes: list[str]) -> S:
     if payment.paid_at is None:
         return S(payment.unpaid_status) if payment.unpaid_status else S.PENDING
-    fully_refunded = payment.amount_cents is not None and payment.refunded_cents >= payment.amount_cents > 0
+    # Same rule as takeback_target: with no amount on record, any refund is a full one.
+    fully_refunded = payment.refunded_cents > 0 and (
+        not payment.amount_cents or payment.refunded_cents >= payment.amount_cents
+    )
     if DisputeStatus.LOST in disputes or fully_refunded:
         return S.REFUNDED
     if DisputeStatus.OPEN in disputes:
