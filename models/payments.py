@@ -125,9 +125,11 @@ def record_unpaid_status(
 def record_failed_attempt(
     session: Session, payment: Payment, code: str | None, message: str | None, at: datetime | None, cause: str, rules: Rules
 ) -> Payment:
+    """Keep every failed attempt; it fails the payment only if it is the newest news of an unpaid one."""
     session.add(PaymentAttempt(payment_id=payment.id, code=code, message=message, cause=cause))
-    if payment.paid_at is not None:
-        return payment  # an earlier attempt failed; a later one paid: the attempt is kept for the record
+    superseded = at is not None and payment.unpaid_status_at is not None and at < payment.unpaid_status_at
+    if payment.paid_at is not None or superseded:
+        return payment  # a later attempt paid, or something newer happened: the attempt is kept for the record
     return record_unpaid_status(session, payment, S.FAILED, at, cause, rules)
 
 
@@ -182,6 +184,7 @@ def record_dispute(
             status=status,
             amount_cents=amount_cents,
             reason=reason,
+            closed_at=None if status == DisputeStatus.OPEN else datetime.now(UTC),
         )
         .on_conflict_do_nothing(constraint="uq_disputes_provider_provider_dispute_id")
     )

@@ -142,6 +142,9 @@ def _created(value: object) -> datetime | None:
 
 def checkout_session_completed(event: ProviderEvent) -> Change:
     session = event.data["object"]
+    if session.get("mode") in ("subscription", "setup"):
+        # A subscription's credits come with each invoice.paid; granting here too would double them.
+        return Ignored(f"{session.get('mode')} checkout: credits come with invoice.paid")
     checkout = checkout_from_session(session)
     if session.get("payment_status") in ("paid", "no_payment_required"):
         return PaymentSucceeded(checkout)

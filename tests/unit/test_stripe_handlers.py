@@ -872,3 +872,12 @@ def test_every_registered_type_translates_through_its_handler(event_type):
 
     assert type(change) is expected_type
     assert change == HANDLERS[event_type](parsed)
+
+
+@pytest.mark.parametrize("mode", ["subscription", "setup"])
+def test_a_subscription_or_setup_checkout_grants_nothing_itself(mode):
+    """Its credits come with each invoice.paid; granting at checkout too would double them."""
+    session = stripe_object("checkout.session", mode=mode, payment_status="paid", metadata={"user_id": "u", "credits": "5"})
+    change = translate(parse_event(encode(event("checkout.session.completed", session))))
+    assert isinstance(change, Ignored)
+    assert "invoice.paid" in change.reason
