@@ -112,6 +112,6 @@ def account_summary(session: Session, user_id: str) -> dict[str, int | str]:
 
 
 def ledger_sum(session: Session, user_id: str) -> int:
-    return session.scalar(
+    return int(session.scalar(
         select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.user_id == user_id)
-    )
+    ))

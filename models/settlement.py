@@ -102,8 +102,8 @@ def settle(session: Session, payment: Payment, cause: str, rules: Rules) -> None
 
 def taken_back(session: Session, payment_id: int) -> int:
     """Credits already taken back for a payment, counting shortfalls as taken (they were owed)."""
-    return session.scalar(
+    return int(session.scalar(
         select(func.coalesce(func.sum(-CreditLedger.amount + CreditLedger.shortfall), 0)).where(
             CreditLedger.payment_id == payment_id, CreditLedger.kind == LedgerKind.CLAWBACK
         )
-    )
+    ))

@@ -1,16 +1,31 @@
-"""The JSON API for the application that sells credits. Every route needs the bearer token."""
+"""The JSON API for the application that sells credits. Every route needs the bearer token.
+
+Routes only validate input, call PaymentTracker and map its exceptions to HTTP
+answers; the rules live below them.
+"""
 
 from __future__ import annotations
 
 import hmac
 
 from flask import Blueprint, request
+from pydantic import BaseModel, ValidationError
 
-from models import ledger
+from models.ledger import InsufficientCreditsError
+from providers.stripe_api import ProviderRequestError, ProviderUnavailableError, StripeNotConfiguredError
+from receiver import schemas
 from receiver.errors import error
+from receiver.openapi import openapi_document
 from receiver.services import services
+from workers.tracker import ConflictError, InvalidRequestError, NotFoundError
 
 blueprint = Blueprint("api", __name__)
+
+
+class RequestValidationError(ValueError):
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{name}: {problem}" for name, problem in fields.items()))
+        self.fields = fields
 
 
 @blueprint.before_request
@@ -19,16 +34,148 @@ def require_token():
     if not token:
         return error(503, "api_disabled", "API_TOKEN is not set, so the API is closed")
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        presented.strip().encode(), token.encode()
-    ):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
         response = error(401, "unauthorized", "send Authorization: Bearer <API_TOKEN>")
         response.headers["WWW-Authenticate"] = 'Bearer realm="payhooks"'
         return response
     return None
 
 
+def _body(model: type[BaseModel]):
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise RequestValidationError({"body": "must be a JSON object"})
+    return _validate(model, data)
+
+
+def _query(model: type[BaseModel]):
+    return _validate(model, request.args.to_dict())
+
+
+def _validate(model: type[BaseModel], data: dict):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            {".".join(str(part) for part in e["loc"]) or "body": e["msg"] for e in exc.errors()}
+        ) from None
+
+
+@blueprint.errorhandler(RequestValidationError)
+def invalid(exc: RequestValidationError):
+    return error(400, "validation_error", f"invalid request: {exc}", fields=exc.fields)
+
+
+@blueprint.errorhandler(InvalidRequestError)
+def invalid_for_tracker(exc: InvalidRequestError):
+    return error(400, "validation_error", str(exc), fields={exc.field: str(exc)})
+
+
+@blueprint.errorhandler(NotFoundError)
+def not_found(exc: NotFoundError):
+    return error(404, "not_found", str(exc))
+
+
+@blueprint.errorhandler(ConflictError)
+def conflict(exc: ConflictError):
+    return error(409, "conflict", str(exc))
+
+
+@blueprint.errorhandler(InsufficientCreditsError)
+def insufficient(exc: InsufficientCreditsError):
+    return error(409, "insufficient_credits", str(exc))
+
+
+@blueprint.errorhandler(StripeNotConfiguredError)
+def stripe_not_configured(exc: StripeNotConfiguredError):
+    return error(503, "stripe_not_configured", str(exc))
+
+
+@blueprint.errorhandler(ProviderUnavailableError)
+def provider_unavailable(exc: ProviderUnavailableError):
+    response = error(503, "provider_unavailable", str(exc))
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+@blueprint.errorhandler(ProviderRequestError)
+def provider_refused(exc: ProviderRequestError):
+    return error(502, "provider_error", str(exc))
+
+
+# -- routes ---------------------------------------------------------------------
+
+
+@blueprint.get("/openapi.json")
+def openapi():
+    return openapi_document()
+
+
 @blueprint.get("/users/<user_id>/credits")
 def user_credits(user_id: str):
-    with services().database.transaction() as session:
-        return ledger.account_summary(session, user_id)
+    return services().tracker.balance(user_id)
+
+
+@blueprint.get("/users/<user_id>/ledger")
+def user_ledger(user_id: str):
+    page = _query(schemas.Page)
+    return services().tracker.ledger(user_id, page=page.page, page_size=page.page_size)
+
+
+@blueprint.post("/users/<user_id>/spend")
+def user_spend(user_id: str):
+    spend = _body(schemas.Spend)
+    return services().tracker.spend(user_id, spend.credits, idempotency_key=spend.idempotency_key, reason=spend.reason)
+
+
+@blueprint.post("/payments")
+def create_payment():
+    body = _body(schemas.CreatePayment)
+    payment, created = services().tracker.create_pending_payment(
+        user_id=body.user_id,
+        amount_cents=body.amount_cents,
+        currency=body.currency,
+        credits=body.credits,
+        session_id=body.session_id,
+        provider=body.provider,
+        package_id=body.package_id,
+        package_name=body.package_name,
+        expires_at=body.expires_at,
+        metadata=body.metadata,
+    )
+    return payment, 201 if created else 200
+
+
+@blueprint.post("/checkout")
+def create_checkout():
+    body = _body(schemas.CreateCheckout)
+    result = services().tracker.create_checkout(
+        user_id=body.user_id,
+        package_id=body.package_id,
+        success_url=body.success_url,
+        cancel_url=body.cancel_url,
+        idempotency_key=request.headers.get("Idempotency-Key"),
+    )
+    return result, 201
+
+
+@blueprint.get("/payments/<int:payment_id>")
+def get_payment(payment_id: int):
+    return services().tracker.get(payment_id)
+
+
+@blueprint.get("/payments")
+def list_payments():
+    query = _query(schemas.ListPayments)
+    return services().tracker.history(
+        user_id=query.user_id,
+        status=query.status.value if query.status else None,
+        page=query.page,
+        page_size=query.page_size,
+    )
+
+
+@blueprint.get("/stats")
+def stats():
+    user_id = request.args.get("user_id") or None
+    return services().tracker.stats(user_id)

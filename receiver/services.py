@@ -7,6 +7,7 @@ from flask import current_app
 from models.db import Database
 from workers.publish import EventPublisher
 from workers.settings import Settings
+from workers.tracker import PaymentTracker
 
 
 class Services:
@@ -20,6 +21,7 @@ class Services:
         self.settings = settings
         self._publisher = publisher
         self._database = database
+        self._tracker: PaymentTracker | None = None
 
     @property
     def publisher(self) -> EventPublisher:
@@ -37,6 +39,12 @@ class Services:
             url = self.settings.require("database_url", "the API reads PostgreSQL")
             self._database = Database(url, pool_size=2)
         return self._database
+
+    @property
+    def tracker(self) -> PaymentTracker:
+        if self._tracker is None:
+            self._tracker = PaymentTracker(self.database, self.settings)
+        return self._tracker
 
 
 def services() -> Services:

@@ -12,6 +12,7 @@ without touching anything else on the machine.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ class TestServices:
 
     def close(self) -> None:
         self.redis.stop()
+        shutil.rmtree(self.redis.directory, ignore_errors=True)
         if self._database:
             with _admin(self._admin_url) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self._database}" WITH (FORCE)')
@@ -81,7 +83,12 @@ def start() -> TestServices:
     with _admin(admin_url) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
     database_url = make_url(admin_url).set(database=database).render_as_string(hide_password=False)
-    upgrade(database_url)
+    try:
+        upgrade(database_url)
+    except BaseException:
+        with _admin(admin_url) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        raise
 
     redis = EmbeddedRedis(ROOT / "var" / f"test-redis-{uuid.uuid4().hex[:6]}").start()
     return TestServices(

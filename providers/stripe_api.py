@@ -1,0 +1,90 @@
+"""Calls to Stripe's API, from one place that builds the client.
+
+``StripeClient`` makes no network retries unless asked, so it is built with
+``max_network_retries`` (Stripe's idempotency keys make its retries of POSTs
+safe) and a bounded timeout. ``STRIPE_API_BASE`` points it elsewhere (tests
+use a local fake). Since stripe-python 15 its objects are not dicts: every
+result leaves this module as a plain dict via ``to_dict()``.
+
+Errors say what kind they are: ``ProviderUnavailableError`` (network trouble,
+5xx, rate limiting: try again later) or ``ProviderRequestError`` (Stripe
+refused the request: trying again will not help).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import stripe
+
+
+class StripeNotConfiguredError(RuntimeError):
+    """No API key: features that call Stripe say so instead of failing obscurely."""
+
+
+class ProviderUnavailableError(RuntimeError):
+    """The provider could not answer now (timeout, connection, 5xx, rate limit)."""
+
+
+class ProviderRequestError(ValueError):
+    """The provider refused the request (4xx other than rate limiting)."""
+
+
+class StripeAPI:
+    def __init__(
+        self,
+        api_key: str | None,
+        api_base: str | None = None,
+        *,
+        max_network_retries: int = 2,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        if not api_key:
+            raise StripeNotConfiguredError(
+                "STRIPE_API_KEY is not set: creating checkouts, verifying payments, "
+                "sweeping pending sessions and reconciling events need it"
+            )
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=max_network_retries,
+            http_client=stripe.new_default_http_client(timeout=timeout_seconds),
+        )
+
+    def create_checkout_session(self, params: dict, *, idempotency_key: str) -> dict:
+        return self._call(
+            lambda: self._client.v1.checkout.sessions.create(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        )
+
+    def retrieve_checkout_session(self, session_id: str) -> dict:
+        return self._call(lambda: self._client.v1.checkout.sessions.retrieve(session_id))
+
+    def list_events(self, *, created_gte: int, types: Sequence[str], page_size: int = 100) -> Iterator[dict]:
+        """Every event created at or after ``created_gte`` of the given types, newest first."""
+        listing = self._call(
+            lambda: self._client.v1.events.list(
+                params={"created": {"gte": created_gte}, "types": list(types), "limit": page_size}
+            ),
+            as_dict=False,
+        )
+        pages = listing.auto_paging_iter()
+        while True:
+            event = self._call(lambda: next(pages, None), as_dict=False)
+            if event is None:
+                return
+            yield event.to_dict()
+
+    @staticmethod
+    def _call(request, *, as_dict: bool = True):
+        try:
+            result = request()
+        except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+            raise ProviderUnavailableError(f"Stripe unavailable: {exc.user_message or exc}") from exc
+        except stripe.StripeError as exc:
+            status = exc.http_status or 0
+            if status >= 500 or status == 0:
+                raise ProviderUnavailableError(f"Stripe answered {status or 'nothing'}: {exc.user_message or exc}") from exc
+            raise ProviderRequestError(f"Stripe refused the request ({status}): {exc.user_message or exc}") from exc
+        return result.to_dict() if as_dict and result is not None else result

@@ -1,0 +1,142 @@
+"""The OpenAPI document for /api, built from the same pydantic models the routes validate with.
+
+tests/integration/test_api.py checks that every /api route is documented with
+its methods and that nothing documented is missing from the app.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from receiver import schemas
+
+REF = "#/components/schemas/{model}"
+
+
+def _obj(properties: dict, required: list[str] | None = None) -> dict:
+    return {"type": "object", "properties": properties, "required": required or list(properties)}
+
+
+INT, STR, BOOL = {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
+NSTR, NINT = {"type": ["string", "null"]}, {"type": ["integer", "null"]}
+TIME = {"type": ["string", "null"], "format": "date-time"}
+
+RESPONSES = {
+    "Error": _obj({"error": STR, "message": STR, "fields": {"type": "object", "additionalProperties": STR}}, ["error", "message"]),
+    "Credits": _obj({"user_id": STR, "balance": INT, "total_purchased": INT, "total_refunded": INT}),
+    "Payment": _obj(
+        {
+            "id": INT, "provider": STR, "provider_session_id": NSTR, "provider_payment_id": NSTR, "user_id": STR,
+            "status": STR, "credits": INT, "amount_cents": NINT, "currency": NSTR, "refunded_cents": INT,
+            "package_id": NSTR, "package_name": NSTR, "metadata": {"type": "object"}, "expires_at": TIME,
+            "paid_at": TIME, "created_at": TIME, "updated_at": TIME,
+            "history": {"type": "array", "items": _obj({"from": NSTR, "to": STR, "cause": STR, "at": TIME})},
+            "failed_attempts": {"type": "array", "items": {"type": "object"}},
+            "disputes": {"type": "array", "items": {"type": "object"}},
+            "net_credits": INT,
+        },
+        ["id", "provider", "user_id", "status", "credits"],
+    ),
+    "PaymentList": _obj(
+        {"payments": {"type": "array", "items": {"$ref": REF.format(model="Payment")}}, "total_count": INT,
+         "page": INT, "page_size": INT, "has_more": BOOL}
+    ),
+    "LedgerEntry": _obj(
+        {"id": INT, "kind": STR, "amount": INT, "shortfall": INT, "payment_id": NINT, "cause": STR,
+         "idempotency_key": STR, "created_at": TIME}
+    ),
+    "Ledger": _obj(
+        {"user_id": STR, "entries": {"type": "array", "items": {"$ref": REF.format(model="LedgerEntry")}},
+         "total_count": INT, "page": INT, "page_size": INT, "has_more": BOOL}
+    ),
+    "SpendResult": _obj(
+        {"entry": {"$ref": REF.format(model="LedgerEntry")}, "user_id": STR, "balance": INT,
+         "total_purchased": INT, "total_refunded": INT}
+    ),
+    "Checkout": _obj({"checkout_url": NSTR, "session_id": STR, "payment_id": INT}),
+    "Stats": _obj(
+        {"user_id": NSTR, "payment_count": INT, "payments_by_status": {"type": "object", "additionalProperties": INT},
+         "amount_spent_cents": {"type": "object", "additionalProperties": INT},
+         "amount_refunded_cents": {"type": "object", "additionalProperties": INT},
+         "credits_purchased": INT, "credits_taken_back": INT, "credits_spent": INT}
+    ),
+}
+
+ERRORS = {
+    "400": "invalid request (fields names each problem)",
+    "401": "missing or wrong bearer token",
+    "503": "API_TOKEN not configured, or a dependency unavailable",
+}
+
+
+def _response(model: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
+
+
+def _operation(summary: str, ok: dict, *, body: type | None = None, query: type | None = None,
+               path: list[tuple[str, dict]] = (), extra: dict | None = None) -> dict:
+    responses = {code: _response("Error", text) for code, text in ERRORS.items()}
+    responses.update(ok)
+    responses.update({code: _response("Error", text) for code, text in (extra or {}).items()})
+    op = {"summary": summary, "security": [{"bearer": []}], "responses": responses}
+    params = [{"name": name, "in": "path", "required": True, "schema": schema} for name, schema in path]
+    if query is not None:
+        for name, field in query.model_json_schema()["properties"].items():
+            params.append({"name": name, "in": "query", "required": False, "schema": field})
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": REF.format(model=body.__name__)}}}}
+    return op
+
+
+USER = [("user_id", STR)]
+
+
+@cache
+def openapi_document() -> dict:
+    bodies = {}
+    for model in (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend):
+        schema = model.model_json_schema(ref_template=REF)
+        bodies.update(schema.pop("$defs", {}))
+        bodies[model.__name__] = schema
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "payhooks API", "version": "1", "description": "Payments, credits and stats for the application that sells credits."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": {**bodies, **RESPONSES}},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/openapi.json": {"get": _operation("This document", {"200": {"description": "OpenAPI 3.1"}})},
+            "/api/users/{user_id}/credits": {
+                "get": _operation("A user's balance and totals (zeros for an unknown user)", {"200": _response("Credits", "balance")}, path=USER)
+            },
+            "/api/users/{user_id}/ledger": {
+                "get": _operation("A user's ledger entries, newest first", {"200": _response("Ledger", "entries")}, path=USER, query=schemas.Page)
+            },
+            "/api/users/{user_id}/spend": {
+                "post": _operation("Use credits, once per idempotency key", {"200": _response("SpendResult", "spent")},
+                                   path=USER, body=schemas.Spend, extra={"409": "insufficient credits, or the key was used for another spend"})
+            },
+            "/api/payments": {
+                "post": _operation("Record a pending payment; idempotent on (provider, session_id)",
+                                   {"201": _response("Payment", "recorded"), "200": _response("Payment", "already recorded")},
+                                   body=schemas.CreatePayment, extra={"409": "the session is recorded with different details"}),
+                "get": _operation("List payments, newest first", {"200": _response("PaymentList", "a page")}, query=schemas.ListPayments),
+            },
+            "/api/payments/{payment_id}": {
+                "get": _operation("A payment with its history", {"200": _response("Payment", "the payment")},
+                                  path=[("payment_id", INT)], extra={"404": "no such payment"})
+            },
+            "/api/checkout": {
+                "post": _operation("Create a provider checkout for a configured package and record it pending",
+                                   {"201": _response("Checkout", "created")}, body=schemas.CreateCheckout,
+                                   extra={"502": "the provider refused the request"})
+            },
+            "/api/stats": {
+                "get": _operation("Totals: money spent and refunded, credits purchased, taken back and spent, payments by status",
+                                  {"200": _response("Stats", "totals")},
+                                  extra={})
+                | {"parameters": [{"name": "user_id", "in": "query", "required": False, "schema": STR}]}
+            },
+        },
+    }

@@ -1,0 +1,253 @@
+"""The JSON API and the Python PaymentTracker, on a real database (and the real worker for the story)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from werkzeug.routing import Rule
+
+from models.enums import ClawbackPolicy, EventStatus
+from models.rules import Rules
+from models.tables import CreditLedger, WebhookEvent
+from providers import stripe
+from receiver import create_app
+from tasks.handling import handle_event
+from tests.conftest import API_TOKEN, PRIMARY_SECRET
+from tests.support.processes import wait_until
+from tests.support.stripe_events import charge, checkout_session, dispute, encode, event, signed_headers
+from workers.tracker import ConflictError, NotFoundError, PaymentTracker
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def api(client, method: str, path: str, **kwargs):
+    return client.open(path, method=method, headers=AUTH, **kwargs)
+
+
+def pending(**overrides) -> dict:
+    body = {"user_id": "user_api", "amount_cents": 1000, "currency": "USD", "credits": 100, "session_id": "cs_test_api_1"}
+    return body | overrides
+
+
+# -- the OpenAPI document matches the routes -------------------------------------------------
+
+
+def test_openapi_documents_exactly_the_api_routes(app, client):
+    def documented_path(rule: Rule) -> str:
+        path = rule.rule
+        for argument in rule.arguments:
+            path = path.replace(f"<int:{argument}>", f"{{{argument}}}").replace(f"<{argument}>", f"{{{argument}}}")
+        return path
+
+    routes = {
+        (documented_path(rule), method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    document = api(client, "GET", "/api/openapi.json").get_json()
+    documented = {(path, method) for path, operations in document["paths"].items() for method in operations}
+
+    assert documented == routes
+    assert document["openapi"].startswith("3.")
+
+
+def test_every_api_route_needs_the_token(app, client):
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/"):
+            continue
+        path = rule.rule.replace("<int:payment_id>", "1").replace("<user_id>", "u")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert client.open(path, method=method).status_code == 401, (method, path)
+
+
+# -- recording pending payments --------------------------------------------------------------
+
+
+def test_create_pending_payment_is_idempotent_and_detects_conflicts(client):
+    created = api(client, "POST", "/api/payments", json=pending(package_id="starter", metadata={"campaign": "x"}))
+    assert created.status_code == 201
+    payment = created.get_json()
+    assert (payment["status"], payment["currency"], payment["credits"]) == ("pending", "usd", 100)
+    assert payment["metadata"] == {"campaign": "x"}
+
+    again = api(client, "POST", "/api/payments", json=pending(package_id="starter"))
+    assert again.status_code == 200
+    assert again.get_json()["id"] == payment["id"]
+
+    clash = api(client, "POST", "/api/payments", json=pending(credits=500))
+    assert clash.status_code == 409
+    assert clash.get_json()["error"] == "conflict"
+    assert "credits" in clash.get_json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({k: v for k, v in pending().items() if k != "user_id"}, "user_id"),
+        (pending(amount_cents=-1), "amount_cents"),
+        (pending(currency="dollars"), "currency"),
+        (pending(credits=0), "credits"),
+        (pending(credits="many"), "credits"),
+        (pending(provider="paypal"), "provider"),
+        (pending(expires_at="tomorrow"), "expires_at"),
+        (pending(surprise=1), "surprise"),
+    ],
+)
+def test_create_pending_payment_names_the_invalid_field(client, body, field):
+    response = api(client, "POST", "/api/payments", json=body)
+    assert response.status_code == 400
+    payload = response.get_json()
+    assert payload["error"] == "validation_error"
+    assert field in payload["fields"]
+
+
+def test_a_body_that_is_not_json_is_400(client):
+    response = api(client, "POST", "/api/payments", data="user_id=1", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    assert response.get_json()["fields"] == {"body": "must be a JSON object"}
+
+
+def test_unknown_payment_is_404(client):
+    response = api(client, "GET", "/api/payments/999999")
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "not_found"
+
+
+def test_listing_filters_and_pages(client):
+    for n in range(5):
+        api(client, "POST", "/api/payments", json=pending(session_id=f"cs_list_{n}", user_id="lister"))
+    api(client, "POST", "/api/payments", json=pending(session_id="cs_other", user_id="someone_else"))
+
+    first = api(client, "GET", "/api/payments?user_id=lister&page_size=2").get_json()
+    assert (first["total_count"], first["page"], first["page_size"], first["has_more"]) == (5, 1, 2, True)
+    last = api(client, "GET", "/api/payments?user_id=lister&page_size=2&page=3").get_json()
+    assert (len(last["payments"]), last["has_more"]) == (1, False)
+    ids = [p["id"] for p in first["payments"]]
+    assert ids == sorted(ids, reverse=True)  # newest first
+    assert api(client, "GET", "/api/payments?status=completed").get_json()["total_count"] == 0
+    assert api(client, "GET", "/api/payments?status=bogus").status_code == 400
+    assert api(client, "GET", "/api/payments?page=0").status_code == 400
+
+
+def test_checkout_without_a_stripe_key_says_so(client):
+    response = api(client, "POST", "/api/checkout", json={"user_id": "u", "package_id": "starter"})
+    assert response.status_code in (400, 503)  # unknown package is checked first when none are configured
+    assert response.get_json()["error"] in ("validation_error", "stripe_not_configured")
+
+
+# -- spending and the clawback policy --------------------------------------------------------
+
+
+def deliver_direct(database, evt, rules=Rules()):
+    with database.transaction() as session:
+        return handle_event(session, stripe.parse_event(encode(evt)), rules)
+
+
+def completed(user: str, credits: int, amount: int, pi: str) -> dict:
+    return event("checkout.session.completed", checkout_session(user_id=user, credits=str(credits), amount_total=amount, payment_intent=pi))
+
+
+def test_spend_is_idempotent_and_refuses_an_overdraft(client, database):
+    deliver_direct(database, completed("spender", 50, 500, "pi_spend"))
+
+    spent = api(client, "POST", "/api/users/spender/spend", json={"credits": 30, "idempotency_key": "order-1"})
+    assert spent.status_code == 200
+    assert spent.get_json()["balance"] == 20
+    again = api(client, "POST", "/api/users/spender/spend", json={"credits": 30, "idempotency_key": "order-1"})
+    assert again.get_json()["balance"] == 20
+    too_much = api(client, "POST", "/api/users/spender/spend", json={"credits": 21, "idempotency_key": "order-2"})
+    assert too_much.status_code == 409
+    assert too_much.get_json()["error"] == "insufficient_credits"
+
+
+@pytest.mark.parametrize(
+    ("policy", "balance", "shortfall"),
+    [(ClawbackPolicy.ALLOW_NEGATIVE, -60, 0), (ClawbackPolicy.FLOOR_AT_ZERO, 0, 60)],
+)
+def test_a_refund_after_spending_follows_the_clawback_policy(database, settings, policy, balance, shortfall):
+    rules = Rules(clawback_policy=policy)
+    deliver_direct(database, completed("policy_user", 100, 1000, "pi_policy"), rules)
+    tracker = PaymentTracker(database, settings)
+    tracker.spend("policy_user", 60, idempotency_key="spend-1")
+
+    deliver_direct(database, event("charge.refunded", charge("pi_policy", amount=1000, amount_refunded=1000)), rules)
+
+    assert tracker.balance("policy_user")["balance"] == balance
+    with database.transaction() as session:
+        clawback = session.query(CreditLedger).filter_by(user_id="policy_user", kind="clawback").one()
+        assert (clawback.amount, clawback.shortfall) == (-(100 - shortfall), shortfall)
+    ledger = tracker.ledger("policy_user")
+    assert sum(e["amount"] for e in ledger["entries"]) == balance  # balance = Σ ledger under either policy
+
+
+# -- the Python API --------------------------------------------------------------------------
+
+
+def test_tracker_without_http(database, settings):
+    tracker = PaymentTracker(database, settings)
+    payment, created = tracker.create_pending_payment(user_id="py_user", amount_cents=500, currency="eur", credits=40, session_id="cs_py")
+    assert created and payment["status"] == "pending"
+    assert tracker.is_duplicate("cs_py") is False
+    with pytest.raises(ConflictError):
+        tracker.create_pending_payment(user_id="someone_else", amount_cents=500, currency="eur", credits=40, session_id="cs_py")
+
+    deliver_direct(database, event("checkout.session.completed", checkout_session(session_id="cs_py", user_id=None, credits=None, amount_total=500)))
+
+    assert tracker.is_duplicate("cs_py") is True
+    found = tracker.get_by_session_id("cs_py")
+    assert (found["status"], found["net_credits"]) == ("completed", 40)
+    assert [h["to"] for h in found["history"]] == ["completed"]
+    assert tracker.balance("py_user")["balance"] == 40
+    assert tracker.history("py_user", status="completed")["total_count"] == 1
+    stats = tracker.stats("py_user")
+    assert (stats["credits_purchased"], stats["amount_spent_cents"], stats["payments_by_status"]["completed"]) == (40, {"eur": 500}, 1)
+    with pytest.raises(NotFoundError):
+        tracker.get_by_session_id("cs_nope")
+
+
+# -- the story a new user tries --------------------------------------------------------------
+
+
+def test_pending_then_completion_partial_refund_and_lost_dispute(client, worker, database):
+    """Create a pending payment, deliver completion, a partial refund, a lost dispute; read it all back."""
+    created = api(client, "POST", "/api/payments", json=pending(user_id="story", session_id="cs_story", credits=100, amount_cents=2000))
+    payment_id = created.get_json()["id"]
+    session_obj = checkout_session(session_id="cs_story", user_id=None, credits=None, amount_total=2000, payment_intent="pi_story")
+    events = [
+        event("checkout.session.completed", session_obj, created=1_760_000_000),
+        event("charge.refunded", charge("pi_story", amount=2000, amount_refunded=500), created=1_760_000_100),
+        event("charge.dispute.created", dispute("pi_story", "dp_story", "needs_response", 1500), created=1_760_000_200),
+        event("charge.dispute.closed", dispute("pi_story", "dp_story", "lost", 1500), created=1_760_000_300),
+    ]
+    for evt in events:
+        body = encode(evt)
+        assert client.post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET)).status_code == 200
+
+    def settled():
+        with database.transaction() as session:
+            statuses = [r.status for r in session.query(WebhookEvent).all()]
+        return len(statuses) == 4 and all(s == EventStatus.PROCESSED for s in statuses)
+
+    wait_until(settled, 30, what="all four events applied")
+    payment = api(client, "GET", f"/api/payments/{payment_id}").get_json()
+    assert payment["status"] == "refunded"
+    assert [(h["from"], h["to"]) for h in payment["history"]] == [
+        ("pending", "completed"),
+        ("completed", "partially_refunded"),
+        ("partially_refunded", "disputed"),
+        ("disputed", "refunded"),
+    ]
+    assert payment["disputes"][0]["status"] == "lost"
+    assert payment["net_credits"] == 0
+    ledger = api(client, "GET", "/api/users/story/ledger").get_json()
+    assert [(e["kind"], e["amount"]) for e in ledger["entries"]] == [("clawback", -75), ("clawback", -25), ("grant", 100)]
+    assert api(client, "GET", "/api/users/story/credits").get_json() == {
+        "user_id": "story", "balance": 0, "total_purchased": 100, "total_refunded": 100,
+    }
+    stats = api(client, "GET", "/api/stats?user_id=story").get_json()
+    assert (stats["credits_purchased"], stats["credits_taken_back"]) == (100, 100)
+    assert stats["amount_spent_cents"] == {"usd": 2000}
+    assert stats["amount_refunded_cents"] == {"usd": 500}
+    assert stats["payments_by_status"]["refunded"] == 1

@@ -1,0 +1,347 @@
+"""PaymentTracker: the Python API for the application that sells credits.
+
+The same rules as the workers, without HTTP: record a pending checkout, create a
+provider checkout for a configured package, read payments with their history,
+balances, ledgers and stats, spend credits. Every call is its own transaction.
+Results are plain JSON-ready dicts; errors are exceptions that say what is wrong.
+
+    tracker = PaymentTracker.from_settings(Settings.from_env())
+    tracker.create_pending_payment(user_id="u1", amount_cents=999, currency="usd",
+                                   credits=100, session_id="cs_test_…")
+    tracker.balance("u1")
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from models import ledger
+from models.db import Database
+from models.enums import LedgerKind, PaymentStatus
+from models.payments import CheckoutFacts, record_pending
+from models.tables import CreditLedger, Dispute, Payment, PaymentAttempt, PaymentStatusHistory
+from providers.stripe_api import StripeAPI
+from workers.settings import Settings
+
+MAX_PAGE_SIZE = 100
+
+
+class NotFoundError(LookupError):
+    pass
+
+
+class ConflictError(ValueError):
+    """The request contradicts what is already recorded."""
+
+
+class InvalidRequestError(ValueError):
+    """A request the tracker cannot act on; ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PaymentTracker:
+    def __init__(self, database: Database, settings: Settings, stripe_api: StripeAPI | None = None) -> None:
+        self.database = database
+        self.settings = settings
+        self._stripe_api = stripe_api
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PaymentTracker:
+        return cls(Database(settings.require("database_url", "the tracker reads PostgreSQL")), settings)
+
+    @property
+    def stripe_api(self) -> StripeAPI:
+        if self._stripe_api is None:
+            self._stripe_api = StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base)
+        return self._stripe_api
+
+    # -- recording checkouts -------------------------------------------------
+
+    def create_pending_payment(
+        self,
+        *,
+        user_id: str,
+        amount_cents: int,
+        currency: str,
+        credits: int,
+        session_id: str,
+        provider: str = "stripe",
+        package_id: str | None = None,
+        package_name: str | None = None,
+        expires_at: datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[dict, bool]:
+        """Record a checkout before its webhook; idempotent on (provider, session_id).
+
+        Returns (payment, created). The same request twice returns the first
+        payment; a request that contradicts it raises ConflictError.
+        """
+        facts = CheckoutFacts(
+            provider=provider,
+            provider_session_id=session_id,
+            user_id=user_id,
+            credits=credits,
+            amount_cents=amount_cents,
+            currency=currency.lower(),
+            package_id=package_id,
+        )
+        with self.database.transaction() as session:
+            payment, created = record_pending(
+                session, facts, package_name=package_name, expires_at=expires_at, details=metadata or {}
+            )
+            if not created:
+                _check_same(payment, facts)
+            return payment_view(session, payment, with_history=False), created
+
+    def create_checkout(
+        self,
+        *,
+        user_id: str,
+        package_id: str,
+        success_url: str | None = None,
+        cancel_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict:
+        """Create a Stripe Checkout Session for a configured package and record it pending."""
+        package = self.settings.credit_packages.get(package_id)
+        if package is None:
+            known = ", ".join(sorted(self.settings.credit_packages)) or "none are configured"
+            raise InvalidRequestError("package_id", f"unknown package {package_id!r} (known: {known})")
+        success_url = success_url or self.settings.checkout_success_url
+        cancel_url = cancel_url or self.settings.checkout_cancel_url
+        if not success_url:
+            raise InvalidRequestError("success_url", "success_url is required (or set checkout_success_url)")
+        metadata = {"user_id": user_id, "package_id": package.id, "credits": str(package.credits)}
+        params: dict[str, Any] = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": package.currency,
+                        "unit_amount": package.amount_cents,
+                        "product_data": {"name": package.name},
+                    },
+                    "quantity": 1,
+                }
+            ],
+            "metadata": metadata,
+            "client_reference_id": user_id,
+            "payment_intent_data": {"metadata": metadata},
+            "success_url": success_url,
+        }
+        if cancel_url:
+            params["cancel_url"] = cancel_url
+        checkout = self.stripe_api.create_checkout_session(
+            params, idempotency_key=idempotency_key or f"payhooks-checkout-{uuid.uuid4()}"
+        )
+        expires_at = checkout.get("expires_at")
+        payment, _ = self.create_pending_payment(
+            user_id=user_id,
+            amount_cents=package.amount_cents,
+            currency=package.currency,
+            credits=package.credits,
+            session_id=checkout["id"],
+            package_id=package.id,
+            package_name=package.name,
+            expires_at=datetime.fromtimestamp(expires_at, UTC) if isinstance(expires_at, int) else None,
+        )
+        return {"checkout_url": checkout.get("url"), "session_id": checkout["id"], "payment_id": payment["id"]}
+
+    # -- reading ----------------------------------------------------------------
+
+    def get(self, payment_id: int) -> dict:
+        with self.database.transaction() as session:
+            payment = session.get(Payment, payment_id)
+            if payment is None:
+                raise NotFoundError(f"no payment {payment_id}")
+            return payment_view(session, payment)
+
+    def get_by_session_id(self, session_id: str, provider: str = "stripe") -> dict:
+        with self.database.transaction() as session:
+            payment = session.scalars(
+                select(Payment).where(Payment.provider == provider, Payment.provider_session_id == session_id)
+            ).one_or_none()
+            if payment is None:
+                raise NotFoundError(f"no payment for {provider} session {session_id}")
+            return payment_view(session, payment)
+
+    def is_duplicate(self, session_id: str, provider: str = "stripe") -> bool:
+        """True once the session's payment is paid and its credits granted: don't grant again."""
+        with self.database.transaction() as session:
+            paid_at = session.scalar(
+                select(Payment.paid_at).where(Payment.provider == provider, Payment.provider_session_id == session_id)
+            )
+            return paid_at is not None
+
+    def history(
+        self, user_id: str | None = None, status: str | None = None, page: int = 1, page_size: int = 20
+    ) -> dict:
+        """Payments, newest first: {"payments", "total_count", "page", "page_size", "has_more"}."""
+        page, page_size = _page(page, page_size)
+        if status is not None and status not in set(PaymentStatus):
+            raise InvalidRequestError("status", f"unknown status {status!r}")
+        query = select(Payment)
+        if user_id is not None:
+            query = query.where(Payment.user_id == user_id)
+        if status is not None:
+            query = query.where(Payment.status == status)
+        with self.database.transaction() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery()))
+            rows = session.scalars(
+                query.order_by(Payment.created_at.desc(), Payment.id.desc()).offset((page - 1) * page_size).limit(page_size)
+            ).all()
+            return {
+                "payments": [payment_view(session, p, with_history=False) for p in rows],
+                "total_count": total,
+                "page": page,
+                "page_size": page_size,
+                "has_more": page * page_size < total,
+            }
+
+    def balance(self, user_id: str) -> dict:
+        with self.database.transaction() as session:
+            return ledger.account_summary(session, user_id)
+
+    def ledger(self, user_id: str, page: int = 1, page_size: int = 50) -> dict:
+        """A user's ledger entries, newest first."""
+        page, page_size = _page(page, page_size)
+        with self.database.transaction() as session:
+            total = session.scalar(select(func.count()).where(CreditLedger.user_id == user_id))
+            rows = session.scalars(
+                select(CreditLedger)
+                .where(CreditLedger.user_id == user_id)
+                .order_by(CreditLedger.id.desc())
+                .offset((page - 1) * page_size)
+                .limit(page_size)
+            ).all()
+            return {
+                "user_id": user_id,
+                "entries": [_ledger_view(entry) for entry in rows],
+                "total_count": total,
+                "page": page,
+                "page_size": page_size,
+                "has_more": page * page_size < total,
+            }
+
+    def stats(self, user_id: str | None = None) -> dict:
+        """Money spent and refunded per currency, credits bought, taken back and used, payments by status."""
+        where = [Payment.user_id == user_id] if user_id is not None else []
+        ledger_where = [CreditLedger.user_id == user_id] if user_id is not None else []
+        with self.database.transaction() as session:
+            by_status = dict(session.execute(select(Payment.status, func.count()).where(*where).group_by(Payment.status)).all())
+            money = session.execute(
+                select(Payment.currency, func.sum(Payment.amount_cents), func.sum(Payment.refunded_cents))
+                .where(Payment.paid_at.is_not(None), *where)
+                .group_by(Payment.currency)
+            ).all()
+            credits = dict(
+                session.execute(
+                    select(CreditLedger.kind, func.sum(CreditLedger.amount)).where(*ledger_where).group_by(CreditLedger.kind)
+                ).all()
+            )
+        return {
+            "user_id": user_id,
+            "payment_count": sum(by_status.values()),
+            "payments_by_status": {status.value: by_status.get(status.value, 0) for status in PaymentStatus},
+            "amount_spent_cents": {currency or "unknown": int(spent or 0) for currency, spent, _ in money},
+            "amount_refunded_cents": {currency or "unknown": int(refunded or 0) for currency, _, refunded in money},
+            "credits_purchased": int(credits.get(LedgerKind.GRANT, 0)),
+            "credits_taken_back": -int(credits.get(LedgerKind.CLAWBACK, 0)),
+            "credits_spent": -int(credits.get(LedgerKind.SPEND, 0)),
+        }
+
+    # -- using credits ---------------------------------------------------------
+
+    def spend(self, user_id: str, credits: int, *, idempotency_key: str, reason: str = "spend") -> dict:
+        """Use credits once per key; InsufficientCreditsError if the balance is short."""
+        if credits <= 0:
+            raise InvalidRequestError("credits", "credits must be a positive integer")
+        with self.database.transaction() as session:
+            entry = ledger.spend(session, user_id=user_id, credits=credits, idempotency_key=idempotency_key, reason=reason)
+            if entry.user_id != user_id or entry.amount != -credits:
+                raise ConflictError(f"idempotency key {idempotency_key!r} was used for a different spend")
+            return {"entry": _ledger_view(entry), **ledger.account_summary(session, user_id)}
+
+
+def _check_same(payment: Payment, facts: CheckoutFacts) -> None:
+    recorded = {"user_id": payment.user_id, "credits": payment.credits, "amount_cents": payment.amount_cents, "currency": payment.currency}
+    asked = {"user_id": facts.user_id, "credits": facts.credits, "amount_cents": facts.amount_cents, "currency": facts.currency}
+    different = sorted(k for k in recorded if recorded[k] is not None and recorded[k] != asked[k])
+    if different:
+        raise ConflictError(
+            f"session {facts.provider_session_id} is already recorded with different {', '.join(different)}"
+        )
+
+
+def _page(page: int, page_size: int) -> tuple[int, int]:
+    if page < 1:
+        raise InvalidRequestError("page", "page starts at 1")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidRequestError("page_size", f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+    return page, page_size
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def payment_view(session, payment: Payment, with_history: bool = True) -> dict:
+    view = {
+        "id": payment.id,
+        "provider": payment.provider,
+        "provider_session_id": payment.provider_session_id,
+        "provider_payment_id": payment.provider_payment_id,
+        "user_id": payment.user_id,
+        "status": payment.status,
+        "credits": payment.credits,
+        "amount_cents": payment.amount_cents,
+        "currency": payment.currency,
+        "refunded_cents": payment.refunded_cents,
+        "package_id": payment.package_id,
+        "package_name": payment.package_name,
+        "metadata": payment.details or {},
+        "expires_at": _time(payment.expires_at),
+        "paid_at": _time(payment.paid_at),
+        "created_at": _time(payment.created_at),
+        "updated_at": _time(payment.updated_at),
+    }
+    if with_history:
+        view["history"] = [
+            {"from": h.from_status, "to": h.to_status, "cause": h.cause, "at": _time(h.at)}
+            for h in session.scalars(
+                select(PaymentStatusHistory).where(PaymentStatusHistory.payment_id == payment.id).order_by(PaymentStatusHistory.id)
+            )
+        ]
+        view["failed_attempts"] = [
+            {"code": a.code, "message": a.message, "cause": a.cause, "at": _time(a.at)}
+            for a in session.scalars(select(PaymentAttempt).where(PaymentAttempt.payment_id == payment.id).order_by(PaymentAttempt.id))
+        ]
+        view["disputes"] = [
+            {"provider_dispute_id": d.provider_dispute_id, "status": d.status, "reason": d.reason,
+             "amount_cents": d.amount_cents, "closed_at": _time(d.closed_at)}
+            for d in session.scalars(select(Dispute).where(Dispute.payment_id == payment.id).order_by(Dispute.id))
+        ]
+        view["net_credits"] = int(
+            session.scalar(select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.payment_id == payment.id))
+        )
+    return view
+
+
+def _ledger_view(entry: CreditLedger) -> dict:
+    return {
+        "id": entry.id,
+        "kind": entry.kind,
+        "amount": entry.amount,
+        "shortfall": entry.shortfall,
+        "payment_id": entry.payment_id,
+        "cause": entry.cause,
+        "idempotency_key": entry.idempotency_key,
+        "created_at": _time(entry.created_at),
+    }
