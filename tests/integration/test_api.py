@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 from werkzeug.routing import Rule
@@ -11,7 +10,6 @@ from models.enums import ClawbackPolicy, EventStatus
 from models.rules import Rules
 from models.tables import CreditLedger, WebhookEvent
 from providers import stripe
-from receiver import create_app
 from tasks.handling import handle_event
 from tests.conftest import API_TOKEN, PRIMARY_SECRET
 from tests.support.processes import wait_until
