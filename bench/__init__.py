@@ -1,0 +1,1 @@
+"""payhooks benchmarks: ``python -m bench`` (see BENCHMARKS.md)."""

@@ -1,0 +1,147 @@
+"""python -m bench [receiver|e2e|all] [options]   (make bench BENCH_ARGS="...")
+
+receiver: payhooks' receiver vs its floor (bare Flask: verify + LPUSH), alternated.
+e2e:      N signed events through receiver, Redis and a Celery worker into PostgreSQL.
+all:      both (the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a whole run
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "all"), default="all")
+    parser.add_argument("--web-concurrency", type=int, default=2, metavar="N",
+                        help="gunicorn sync workers, receiver and floor alike (default 2)")
+    recv = parser.add_argument_group("receiver")
+    recv.add_argument("--seconds", type=float, default=8.0, help="length of each run (default 8)")
+    recv.add_argument("--warmup", type=float, default=2.0, help="warm-up per server (default 2)")
+    recv.add_argument("--rounds", type=int, default=3, help="A/B rounds (default 3)")
+    recv.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    recv.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
+                      help="load generator: wrk if on the PATH (auto), or the Python client")
+    e2e = parser.add_argument_group("e2e")
+    e2e.add_argument("--events", type=int, default=2000, help="events to post (default 2000)")
+    e2e.add_argument("--post-connections", type=int, default=16, help="posting connections (default 16)")
+    e2e.add_argument("--worker-concurrency", type=int, default=2, help="celery --concurrency (default 2)")
+    e2e.add_argument("--stall", type=float, default=60.0,
+                     help="give up when no event was processed for this long (default 60 s; "
+                          "900 s after the last POST at most)")
+    args = parser.parse_args(argv)
+    if not 0 < args.seconds <= MAX_SECONDS or not 0 <= args.warmup <= MAX_SECONDS:
+        parser.error(f"--seconds and --warmup must be within (0, {MAX_SECONDS}]")
+    counts = ("rounds", "connections", "events", "post_connections", "worker_concurrency",
+              "web_concurrency")
+    if any(getattr(args, name) < 1 for name in counts) or args.stall <= 0:
+        parser.error("counts, and --stall, must be positive")
+    return args
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = " " + line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores{model}, {platform.system()} {platform.release()}, " \
+           f"Python {platform.python_version()}"
+
+
+def revision() -> str:
+    """The commit measured, and whether tracked files differ from it."""
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown revision"
+    return f"commit {commit or '?'}{' + uncommitted changes' if dirty else ''}"
+
+
+def print_receiver(report) -> None:
+    print(f"\nreceiver — {report.generator}, {report.connections} connections, "
+          f"{report.rounds} rounds × {report.seconds:g} s, medians; body {report.body_bytes:,} B")
+    print(f"  {'':<34}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}")
+    for label, target in (("floor (Flask: verify + LPUSH)", report.floor),
+                          ("payhooks receiver (Procfile web)", report.receiver)):
+        print(f"  {label:<34}{target.median('rps'):>8,.0f}{target.median('p50_ms'):>9.2f}"
+              f"{target.median('p99_ms'):>9.2f}{target.median('cpu_us'):>12,.0f}")
+    rounds = ", ".join(f"{ratio:.0%}" for ratio in report.round_ratios)
+    print(f"  receiver / floor = {report.ratio:.0%}   (req/s medians; per round: {rounds}; "
+          f"DESIGN.md: naive send_task ≈ 55%, goal ≥ 90%)")
+    cpu = report.floor.median("cpu_us") / report.receiver.median("cpu_us")
+    print(f"  floor / receiver gunicorn CPU per request = {cpu:.0%}   (the same ratio, "
+          f"less sensitive to other load on the machine)")
+    if report.errors:
+        print(f"  WARNING: {report.errors} failed requests")
+
+
+def print_e2e(report) -> None:
+    print(f"\ne2e — {report.events:,} events, PostgreSQL: {report.postgres}, "
+          f"one INSERT + COMMIT takes {report.commit_ms:.1f} ms here")
+    print(f"  posting (receiver answers)   {report.post.rps:>8,.0f} req/s   "
+          f"p50 {report.post.p50_ms:.2f} ms, p99 {report.post.p99_ms:.2f} ms, errors {report.post.errors}")
+    print(f"  end to end (all applied)     {report.rate:>8,.0f} events/s "
+          f"({report.processed:,} in {report.seconds:.2f} s)")
+    print(f"  worker after last POST       {report.drain_rate:>8,.0f} events/s "
+          f"(DESIGN.md: Celery c=2 ≈ 750, consumer floor ≈ 1,690)")
+    print(f"  worker CPU per event         {report.worker_cpu_ms:>8.1f} ms       "
+          f"(Celery parent + pool children)")
+    for name, (found, expected) in report.checks.items():
+        mark = "ok" if found == expected else "FAILED"
+        print(f"  {name:<28} {found:>10,}  expected {expected:,}  {mark}")
+
+
+def _interrupt(signum, frame):
+    """SIGTERM unwinds like Ctrl-C, so every `finally` stops the processes it started."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    from bench import e2e, receiver
+
+    started = datetime.datetime.now(datetime.UTC)
+    print(f"payhooks bench {args.command} — {started:%Y-%m-%d %H:%M} UTC — {revision()} — {machine()}",
+          flush=True)
+    receiver_report = e2e_report = None
+    try:
+        if args.command in ("receiver", "all"):
+            receiver_report = receiver.run(args)
+        if args.command in ("e2e", "all"):
+            e2e_report = e2e.run(args)
+    except KeyboardInterrupt:
+        print("interrupted; the processes the bench started are stopped", file=sys.stderr)
+        return 130
+
+    if receiver_report:
+        print_receiver(receiver_report)
+    if e2e_report:
+        print_e2e(e2e_report)
+    failed = (receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

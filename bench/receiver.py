@@ -1,0 +1,139 @@
+"""Receiver throughput: payhooks' receiver against its floor, measured in the same run.
+
+A: the receiver exactly as the Procfile runs it
+   (gunicorn --config python:receiver.gunicorn_conf receiver.wsgi:app, WEB_CONCURRENCY=2).
+B: the floor, bench/floor_app.py: verify the signature, LPUSH the raw body, answer 200 JSON;
+   gunicorn with the same worker count and class.
+
+Both push into one private redis-server that nothing consumes; the lists are
+emptied before every run. After a warm-up of each, A and B alternate (A B, B A,
+A B, ...) and the medians are compared. Each run re-signs the body with the
+current time, so it stays inside the 300 s tolerance.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from bench import load
+from bench.procs import BIN, SECRET, cpu_seconds, group, service_env
+from providers.stripe import sign
+from tests.support import stripe_events
+from workers.embedded import EmbeddedRedis, free_port
+from workers.queues import WEBHOOKS_QUEUE
+
+FLOOR_QUEUE = "floor"
+
+
+@dataclass
+class Target:
+    name: str
+    queue: str
+    port: int
+    pgid: int = 0  # gunicorn's process group: master and workers
+    runs: list[load.LoadResult] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # gunicorn CPU time per answered request
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/webhooks/stripe"
+
+    def median(self, attribute: str) -> float:
+        if attribute == "cpu_us":
+            return statistics.median(self.cpu_us)
+        return statistics.median(getattr(run, attribute) for run in self.runs)
+
+
+@dataclass
+class ReceiverReport:
+    generator: str
+    body_bytes: int
+    connections: int
+    rounds: int
+    seconds: float
+    floor: Target
+    receiver: Target
+
+    @property
+    def ratio(self) -> float:
+        return self.receiver.median("rps") / self.floor.median("rps")
+
+    @property
+    def round_ratios(self) -> list[float]:
+        return [r.rps / f.rps for r, f in zip(self.receiver.runs, self.floor.runs, strict=True)]
+
+    @property
+    def errors(self) -> int:
+        return sum(run.errors for run in self.floor.runs + self.receiver.runs)
+
+
+def run(args) -> ReceiverReport:
+    generator = load.choose(args.generator)
+    print(f"receiver: load generator {load.describe(generator)}, {args.connections} connections, "
+          f"WEB_CONCURRENCY={args.web_concurrency} sync workers", flush=True)
+    body = stripe_events.encode(stripe_events.completed_event(user_id="bench_user", credits="100"))
+    floor = Target("floor", FLOOR_QUEUE, free_port())
+    receiver = Target("receiver", WEBHOOKS_QUEUE, free_port())
+    with tempfile.TemporaryDirectory(prefix="payhooks-bench-") as tmp:
+        broker = EmbeddedRedis(Path(tmp) / "redis", appendonly=False)
+        try:
+            broker.start()
+            with group() as processes:
+                env = service_env({
+                    "REDIS_URL": broker.url,
+                    "STRIPE_WEBHOOK_SECRET": SECRET,
+                    "WEB_CONCURRENCY": str(args.web_concurrency),
+                    "FLOOR_QUEUE": FLOOR_QUEUE,
+                })
+                floor.pgid = processes.http_server("floor", [
+                    str(BIN / "gunicorn"), "--workers", str(args.web_concurrency),
+                    "--worker-class", "sync", "--bind", f"127.0.0.1:{floor.port}",
+                    "bench.floor_app:app",
+                ], env, floor.port).proc.pid
+                receiver.pgid = processes.http_server("receiver", [
+                    str(BIN / "gunicorn"), "--config", "python:receiver.gunicorn_conf",
+                    "receiver.wsgi:app",
+                ], {**env, "PORT": str(receiver.port)}, receiver.port).proc.pid
+                _alternate(args, generator, body, redis.Redis.from_url(broker.url), floor, receiver)
+        finally:
+            broker.stop()
+    return ReceiverReport(generator=load.describe(generator), body_bytes=len(body),
+                          connections=args.connections, rounds=args.rounds, seconds=args.seconds,
+                          floor=floor, receiver=receiver)
+
+
+def _alternate(args, generator: str, body: bytes, client: redis.Redis,
+               floor: Target, receiver: Target) -> None:
+    def measure(target: Target, seconds: float) -> tuple[load.LoadResult, float]:
+        client.delete(FLOOR_QUEUE, WEBHOOKS_QUEUE)
+        signature = sign(body, SECRET, int(time.time()))
+        cpu_before = cpu_seconds(target.pgid)
+        result = load.timed_load(target.url, body, signature, connections=args.connections,
+                                 seconds=seconds, generator=generator)
+        cpu_us = (cpu_seconds(target.pgid) - cpu_before) / max(result.requests, 1) * 1e6
+        pushed = client.llen(target.queue)
+        client.delete(FLOOR_QUEUE, WEBHOOKS_QUEUE)
+        if result.errors or pushed < result.requests:
+            print(f"  WARNING {target.name}: {result.errors} errors, {pushed} pushed "
+                  f"for {result.requests} answers", flush=True)
+        return result, cpu_us
+
+    if args.warmup > 0:
+        for target in (floor, receiver):
+            measure(target, args.warmup)
+    for number in range(args.rounds):
+        order = (receiver, floor) if number % 2 == 0 else (floor, receiver)
+        for target in order:
+            result, cpu_us = measure(target, args.seconds)
+            target.runs.append(result)
+            target.cpu_us.append(cpu_us)
+            print(f"  round {number + 1} {target.name:<8} {result.rps:8,.0f} req/s  "
+                  f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                  f"cpu {cpu_us:5.0f} µs/req  errors {result.errors}", flush=True)
+
