@@ -66,3 +66,24 @@ def settle(row: WebhookEvent, status: EventStatus, error: str | None = None) -> 
     row.status = status
     row.last_error = error
     row.processed_at = datetime.now(UTC)
+
+
+def held_event_ids(session: Session, limit: int) -> list[int]:
+    """The oldest held events, to be retried one transaction each."""
+    return list(
+        session.scalars(
+            select(WebhookEvent.id)
+            .where(WebhookEvent.status == EventStatus.HELD)
+            .order_by(WebhookEvent.received_at, WebhookEvent.id)
+            .limit(limit)
+        )
+    )
+
+
+def lock_if_held(session: Session, event_row_id: int) -> WebhookEvent | None:
+    """The held event's row, locked — None if another transaction has it or it is no longer held."""
+    return session.scalars(
+        select(WebhookEvent)
+        .where(WebhookEvent.id == event_row_id, WebhookEvent.status == EventStatus.HELD)
+        .with_for_update(skip_locked=True)
+    ).one_or_none()

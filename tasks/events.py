@@ -10,58 +10,22 @@ from __future__ import annotations
 import logging
 import time
 
-from celery import Task, shared_task
+from celery import shared_task
 
-from models.enums import EventStatus
 from models import inbox
+from models.enums import EventStatus
 from providers.changes import InvalidEventError, ProviderEvent
+from tasks.base import PayhooksTask
 from tasks.errors import is_transient
 from tasks.handling import PROVIDERS, EventResult, claim, handle_event
 from workers.queues import PROCESS_EVENT
-from workers.retry import backoff_seconds
 
 log = logging.getLogger("payhooks.tasks")
 
 
-class EventTask(Task):
-    """Base for tasks that own one database transaction per run."""
-
-    @property
-    def runtime(self):
-        return self.app.payhooks
-
-    def retry_later(self, exc: BaseException):
-        """Retry a transient failure with capped, jittered backoff."""
-        settings = self.runtime.settings
-        attempt = self.request.retries
-        countdown = backoff_seconds(
-            attempt,
-            base=settings.retry_backoff_base_seconds,
-            cap=settings.retry_backoff_max_seconds,
-        )
-        # Past the configured number of attempts the event keeps its place in the
-        # broker at the longest countdown: it is never dropped while the database
-        # is unreachable.
-        if attempt >= settings.retry_max_attempts:
-            countdown = settings.retry_backoff_max_seconds
-        return self.retry(exc=exc, countdown=countdown, max_retries=None)
-
-    def record_failure(self, event: ProviderEvent, source: str, error: str) -> EventResult:
-        try:
-            with self.runtime.db.transaction() as session:
-                row = claim(session, event, source)
-                if not inbox.is_settled(row):
-                    inbox.settle(row, EventStatus.FAILED, error)
-                return EventResult(event.id, EventStatus(row.status), error=error)
-        except Exception as exc:
-            if is_transient(exc):
-                raise self.retry_later(exc) from exc
-            raise
-
-
-@shared_task(bind=True, base=EventTask, name=PROCESS_EVENT)
+@shared_task(bind=True, base=PayhooksTask, name=PROCESS_EVENT)
 def process_event(
-    self: EventTask,
+    self: PayhooksTask,
     provider: str,
     body: str,
     received_at: float | None = None,
@@ -91,7 +55,7 @@ def process_event(
         # A bug, not bad data: keep the raw body on a failed inbox row rather than
         # lose the event when Celery acknowledges the failed message.
         log.exception("unexpected failure on %s %s", provider, event.id)
-        result = self.record_failure(event, source, f"{exc.__class__.__name__}: {exc}")
+        result = record_failure(self, event, source, f"{exc.__class__.__name__}: {exc}")
     log.info(
         "%s event %s (%s): %s%s in %.1f ms%s",
         provider,
@@ -103,3 +67,16 @@ def process_event(
         f": {result.error}" if result.error else "",
     )
     return result.status
+
+
+def record_failure(task: PayhooksTask, event: ProviderEvent, source: str, error: str) -> EventResult:
+    try:
+        with task.runtime.db.transaction() as session:
+            row = claim(session, event, source)
+            if not inbox.is_settled(row):
+                inbox.settle(row, EventStatus.FAILED, error)
+            return EventResult(event.id, EventStatus(row.status), error=error)
+    except Exception as exc:
+        if is_transient(exc):
+            raise task.retry_later(exc) from exc
+        raise

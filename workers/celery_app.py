@@ -24,7 +24,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
 
-from workers.queues import MAINTENANCE_QUEUE, ROUTES, WEBHOOKS_QUEUE
+from workers.queues import MAINTENANCE_QUEUE, RETRY_HELD_EVENTS, ROUTES, WEBHOOKS_QUEUE
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -58,7 +58,18 @@ def celery_config(settings: Settings) -> dict:
         "timezone": "UTC",
         "enable_utc": True,
         "worker_hijack_root_logger": False,
-        "beat_schedule": {},
+        "beat_schedule": beat_schedule(settings),
+    }
+
+
+def beat_schedule(settings: Settings) -> dict:
+    """Periodic work. Each task is safe if a second beat runs by mistake (rows are claimed with SKIP LOCKED)."""
+    return {
+        "retry-held-events": {
+            "task": RETRY_HELD_EVENTS,
+            "schedule": float(settings.held_retry_interval_seconds),
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.held_retry_interval_seconds},
+        },
     }
 
 

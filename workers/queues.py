@@ -8,6 +8,7 @@ WEBHOOKS_QUEUE = "webhooks"  # latency-sensitive: one message per provider deliv
 MAINTENANCE_QUEUE = "maintenance"  # sweeps, reconciliation, replay, pruning
 
 PROCESS_EVENT = "payhooks.process_event"
+RETRY_HELD_EVENTS = "payhooks.retry_held_events"
 
 ROUTES = {
     PROCESS_EVENT: {"queue": WEBHOOKS_QUEUE, "routing_key": WEBHOOKS_QUEUE},

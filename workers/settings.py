@@ -138,6 +138,7 @@ class Settings:
     # How long an event may wait for the one it depends on before it is failed
     # (Stripe retries a delivery for three days).
     hold_window_seconds: int = 3 * 24 * 3600
+    held_retry_interval_seconds: int = 60
     checkout_success_url: str | None = None
     checkout_cancel_url: str | None = None
 
@@ -216,6 +217,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "RETRY_BACKOFF_MAX_SECONDS": ("retry_backoff_max_seconds", _positive_float),
     "CLAWBACK_POLICY": ("clawback_policy", _clawback_policy),
     "HOLD_WINDOW_SECONDS": ("hold_window_seconds", _positive_int),
+    "HELD_RETRY_INTERVAL_SECONDS": ("held_retry_interval_seconds", _positive_int),
     "CHECKOUT_SUCCESS_URL": ("checkout_success_url", _optional_str),
     "CHECKOUT_CANCEL_URL": ("checkout_cancel_url", _optional_str),
 }
@@ -237,6 +239,7 @@ FILE_SETTINGS = {
     "credit_packages": _credit_packages,
     "subscription_plans": _subscription_plans,
     "hold_window_seconds": _positive_int,
+    "held_retry_interval_seconds": _positive_int,
     "checkout_success_url": _optional_str,
     "checkout_cancel_url": _optional_str,
 }

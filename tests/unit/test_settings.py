@@ -104,6 +104,7 @@ INT_VARS = [
     ("BROKER_VISIBILITY_TIMEOUT", "broker_visibility_timeout", "7200", 7200),
     ("RETRY_MAX_ATTEMPTS", "retry_max_attempts", "25", 25),
     ("HOLD_WINDOW_SECONDS", "hold_window_seconds", "3600", 3600),
+    ("HELD_RETRY_INTERVAL_SECONDS", "held_retry_interval_seconds", "30", 30),
 ]
 FLOAT_VARS = [
     ("PUBLISH_TIMEOUT_SECONDS", "publish_timeout_seconds", "1.25", 1.25),
