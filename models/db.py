@@ -21,11 +21,13 @@ def normalize_url(url: str) -> str:
 class Database:
     """An engine plus a session factory; create one per process."""
 
-    def __init__(self, url: str, *, pool_size: int = 5, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, pre_ping: bool = True, echo: bool = False) -> None:
+        # Workers turn pre_ping off: a dead pooled connection fails the task with a
+        # transient error, which is retried, instead of costing a round trip per task.
         self.engine: Engine = create_engine(
             normalize_url(url),
             pool_size=pool_size,
-            pool_pre_ping=True,
+            pool_pre_ping=pre_ping,
             echo=echo,
             connect_args={"connect_timeout": 5},
         )

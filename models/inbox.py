@@ -29,8 +29,13 @@ def claim_event(
     provider_created_at: datetime | None,
     source: str = "webhook",
 ) -> WebhookEvent:
-    """Insert the event if new, and return its row locked for this transaction."""
-    session.execute(
+    """Insert the event if new, and return its row locked for this transaction.
+
+    One statement: ``INSERT … ON CONFLICT DO UPDATE`` counts the attempt and
+    takes the row lock, so concurrent deliveries of one event queue up here and
+    every one after the first sees what the first did.
+    """
+    return session.scalars(
         insert(WebhookEvent)
         .values(
             provider=provider,
@@ -39,22 +44,16 @@ def claim_event(
             payload=payload,
             status=EventStatus.RECEIVED,
             source=source,
-            attempts=0,
+            attempts=1,
             provider_created_at=provider_created_at,
         )
-        .on_conflict_do_nothing(constraint="uq_webhook_events_provider_provider_event_id")
-    )
-    row = session.scalars(
-        select(WebhookEvent)
-        .where(
-            WebhookEvent.provider == provider,
-            WebhookEvent.provider_event_id == provider_event_id,
+        .on_conflict_do_update(
+            constraint="uq_webhook_events_provider_provider_event_id",
+            set_={"attempts": WebhookEvent.attempts + 1},
         )
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        .returning(WebhookEvent),
+        execution_options={"populate_existing": True},
     ).one()
-    row.attempts += 1
-    return row
 
 
 def is_settled(row: WebhookEvent) -> bool:

@@ -66,14 +66,17 @@ def lock_by_payment_id(session: Session, provider: str, provider_payment_id: str
 
 def lock_or_record(session: Session, facts: CheckoutFacts) -> Payment:
     """The payment for a checkout session, locked; recorded as pending if we had none."""
-    payment = lock_by_session(session, facts.provider, facts.provider_session_id)
-    if payment is None:
-        if not facts.user_id or not facts.credits:
+    if not facts.user_id or not facts.credits:
+        payment = lock_by_session(session, facts.provider, facts.provider_session_id)
+        if payment is None:
             raise UnknownPaymentError(
                 f"no payment recorded for {facts.provider} session {facts.provider_session_id}, and the "
                 "session carries no metadata.user_id (or client_reference_id) and metadata.credits"
             )
-        session.execute(
+    else:
+        # One statement: insert if new; either way the row comes back locked
+        # (the no-op DO UPDATE takes the same lock a SELECT … FOR UPDATE would).
+        payment = session.scalars(
             insert(Payment)
             .values(
                 provider=facts.provider,
@@ -87,10 +90,13 @@ def lock_or_record(session: Session, facts: CheckoutFacts) -> Payment:
                 status=S.PENDING,
                 details={},
             )
-            .on_conflict_do_nothing(constraint="uq_payments_provider_provider_session_id")
-        )
-        payment = lock_by_session(session, facts.provider, facts.provider_session_id)
-        assert payment is not None  # inserted above, or by a racer we waited for
+            .on_conflict_do_update(
+                constraint="uq_payments_provider_provider_session_id",
+                set_={"updated_at": Payment.updated_at},
+            )
+            .returning(Payment),
+            execution_options={"populate_existing": True},
+        ).one()
     _remember(payment, facts)
     return payment
 
@@ -188,6 +194,7 @@ def record_dispute(
         )
         .on_conflict_do_nothing(constraint="uq_disputes_provider_provider_dispute_id")
     )
+    payment.has_disputes = True
     dispute = session.scalars(
         select(Dispute)
         .where(Dispute.provider == payment.provider, Dispute.provider_dispute_id == provider_dispute_id)
@@ -225,3 +232,4 @@ def _remember(payment: Payment, facts: CheckoutFacts) -> None:
         payment.last_event_created_at is None or facts.occurred_at > payment.last_event_created_at
     ):
         payment.last_event_created_at = facts.occurred_at
+

@@ -70,7 +70,11 @@ def takeback_target(payment: Payment, disputes: list[str]) -> int:
 
 def settle(session: Session, payment: Payment, cause: str, rules: Rules) -> None:
     """Bring the status, history and ledger in line with the payment's facts."""
-    disputes = list(session.scalars(select(Dispute.status).where(Dispute.payment_id == payment.id)))
+    disputes = (
+        list(session.scalars(select(Dispute.status).where(Dispute.payment_id == payment.id)))
+        if payment.has_disputes
+        else []
+    )
     target = derive_status(payment, disputes)
     if target != payment.status:
         advance(session, payment, target, cause)
@@ -86,7 +90,7 @@ def settle(session: Session, payment: Payment, cause: str, rules: Rules) -> None
         payment_id=payment.id,
     )
     owed = takeback_target(payment, disputes)
-    taken = taken_back(session, payment.id)
+    taken = taken_back(session, payment.id) if owed else 0
     if owed > taken:
         ledger.post_entry(
             session,

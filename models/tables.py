@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -70,6 +71,7 @@ class Payment(Base):
     # moves forward, so events applied in any order reach the same state.
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    has_disputes: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # Before payment the newest event wins: (status, provider `created` of its event).
     unpaid_status: Mapped[str | None] = mapped_column(String(32))
     unpaid_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -214,3 +216,4 @@ class Subscription(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
+

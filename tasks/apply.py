@@ -10,7 +10,7 @@ events an applied change may unblock.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from models import payments, subscriptions
@@ -59,9 +59,16 @@ def subject_keys(provider: str, change: Change) -> list[str]:
     return sorted(keys)
 
 
+_LOCK_KEYS = text(
+    # Volatile functions in the select list run after ORDER BY, so the locks are
+    # taken in key order: two transactions never wait on each other in a cycle.
+    "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"
+)
+
+
 def lock_subjects(session: Session, keys: list[str]) -> None:
-    for key in keys:  # sorted: two transactions never wait on each other in a cycle
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+    if keys:
+        session.execute(_LOCK_KEYS, {"keys": keys})
 
 
 def apply_change(session: Session, event: ProviderEvent, change: Change, rules: Rules) -> bool:

@@ -104,24 +104,23 @@ def _settle(row: WebhookEvent, event: ProviderEvent, status: EventStatus, error:
 
 def release_held(session: Session, keys: list[str], rules: Rules) -> int:
     """Apply events held for any of these keys (and for what those unblock in turn)."""
-    pending, seen, released = list(keys), set(), 0
-    while pending:
-        key = pending.pop()
-        if key in seen:
-            continue
-        seen.add(key)
+    seen: set[str] = set()
+    wave, released = set(keys), 0
+    while wave:
+        seen |= wave
         rows = session.scalars(
             select(WebhookEvent)
-            .where(WebhookEvent.hold_key == key, WebhookEvent.status == EventStatus.HELD)
+            .where(WebhookEvent.hold_key.in_(sorted(wave)), WebhookEvent.status == EventStatus.HELD)
             .order_by(WebhookEvent.provider_created_at.asc().nulls_first(), WebhookEvent.id)
             .with_for_update(skip_locked=True)  # a redelivery being handled right now handles itself
         ).all()
+        wave = set()
         for row in rows:
             row.attempts += 1
             result = apply_event(session, row, parse_stored(row), rules)
             if result.status == EventStatus.PROCESSED:
                 released += 1
-                pending.extend(result.keys)
+                wave |= set(result.keys) - seen
     return released
 
 

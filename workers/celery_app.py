@@ -38,6 +38,9 @@ def celery_config(settings: Settings) -> dict:
             # default, acts on only every 10th look; look every time, so a dead
             # worker's messages return within visibility_timeout + 10 s.
             "unacked_restore_throttle": 1,
+            # The restore holds a Redis mutex for milliseconds; if a worker is killed
+            # holding it, the default 300 s expiry would stall every restore that long.
+            "unacked_mutex_expire": 30,
         },
         "broker_connection_retry_on_startup": True,
         "task_acks_late": True,

@@ -17,7 +17,7 @@ class Runtime:
     def db(self) -> Database:
         if self._db is None:
             url = self.settings.require("database_url", "the workers need PostgreSQL")
-            self._db = Database(url)
+            self._db = Database(url, pre_ping=False)
         return self._db
 
     def forget_connections(self) -> None:

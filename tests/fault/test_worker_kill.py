@@ -75,6 +75,12 @@ def test_whole_worker_sigkilled_mid_batch(isolated_env, database):
     try:
         # Messages the dead worker had taken come back after the visibility timeout.
         wait_until(lambda: processed(database) == EVENTS, 120, interval=0.2, what=f"all {EVENTS} events applied (was {done_at_kill} at kill)")
+    except AssertionError as exc:
+        queue = redis.Redis.from_url(isolated_env["REDIS_URL"])
+        raise AssertionError(
+            f"{exc}; now {processed(database)} processed, queue {queue.llen('webhooks')}, "
+            f"unacked {queue.hlen('unacked')}\n{second.log(40)}"
+        ) from None
     finally:
         second.stop()
     assert_each_applied_once(database, EVENTS)
