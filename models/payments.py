@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -233,3 +233,44 @@ def _remember(payment: Payment, facts: CheckoutFacts) -> None:
     ):
         payment.last_event_created_at = facts.occurred_at
 
+
+def claim_for_check(
+    session: Session, *, older_than: datetime, lease_until: datetime, limit: int, dry_run: bool = False
+) -> list[tuple[int, str, datetime | None]]:
+    """Claim up to ``limit`` pending or processing payments for a provider lookup.
+
+    ``FOR UPDATE SKIP LOCKED`` keeps concurrent sweeps off each other's rows, and
+    the lease (``next_check_at``) keeps them off for a while after this
+    transaction commits, so nobody holds a transaction across the provider call.
+    """
+    due = (
+        select(Payment.id)
+        .where(
+            Payment.status.in_([S.PENDING, S.PROCESSING]),
+            Payment.provider_session_id.is_not(None),
+            Payment.created_at < older_than,
+            (Payment.next_check_at.is_(None)) | (Payment.next_check_at < datetime.now(UTC)),
+        )
+        .order_by(Payment.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    columns = (Payment.id, Payment.provider_session_id, Payment.expires_at)
+    if dry_run:
+        return [tuple(row) for row in session.execute(select(*columns).where(Payment.id.in_(due.scalar_subquery())))]
+    claimed = session.execute(
+        update(Payment)
+        .where(Payment.id.in_(due.scalar_subquery()))
+        .values(next_check_at=lease_until)
+        .returning(*columns)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted((tuple(row) for row in claimed), key=lambda row: row[0])
+
+
+def release_claims(session: Session, payment_ids: list[int]) -> None:
+    """Give back claims a sweep could not check (the provider was down), for the next sweep."""
+    if payment_ids:
+        session.execute(
+            update(Payment).where(Payment.id.in_(payment_ids)).values(next_check_at=None).execution_options(synchronize_session=False)
+        )

@@ -77,6 +77,8 @@ class Payment(Base):
     unpaid_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Provider `created` of the newest event applied to this payment.
     last_event_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The recovery sweep's lease: not looked up at the provider again before this.
+    next_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
@@ -217,3 +219,14 @@ class Subscription(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
 
+
+class ProviderCursor(Base):
+    """Reconciliation's position in a provider's events."""
+
+    __tablename__ = "provider_cursors"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_event_created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )

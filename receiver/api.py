@@ -159,6 +159,12 @@ def create_checkout():
     return result, 201
 
 
+@blueprint.post("/payments/verify")
+def verify_payment():
+    body = _body(schemas.VerifyPayment)
+    return services().tracker.verify(body.session_id)
+
+
 @blueprint.get("/payments/<int:payment_id>")
 def get_payment(payment_id: int):
     return services().tracker.get(payment_id)

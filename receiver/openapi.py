@@ -54,6 +54,10 @@ RESPONSES = {
          "total_purchased": INT, "total_refunded": INT}
     ),
     "Checkout": _obj({"checkout_url": NSTR, "session_id": STR, "payment_id": INT}),
+    "Verification": _obj(
+        {"session_id": STR, "payment_verified": BOOL, "status": NSTR, "provider_status": NSTR,
+         "provider_payment_status": NSTR, "credits_added": INT, "balance": NINT}
+    ),
     "Stats": _obj(
         {"user_id": NSTR, "payment_count": INT, "payments_by_status": {"type": "object", "additionalProperties": INT},
          "amount_spent_cents": {"type": "object", "additionalProperties": INT},
@@ -96,7 +100,7 @@ USER = [("user_id", STR)]
 @cache
 def openapi_document() -> dict:
     bodies = {}
-    for model in (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend):
+    for model in (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend, schemas.VerifyPayment):
         schema = model.model_json_schema(ref_template=REF)
         bodies.update(schema.pop("$defs", {}))
         bodies[model.__name__] = schema
@@ -122,6 +126,11 @@ def openapi_document() -> dict:
                                    {"201": _response("Payment", "recorded"), "200": _response("Payment", "already recorded")},
                                    body=schemas.CreatePayment, extra={"409": "the session is recorded with different details"}),
                 "get": _operation("List payments, newest first", {"200": _response("PaymentList", "a page")}, query=schemas.ListPayments),
+            },
+            "/api/payments/verify": {
+                "post": _operation("Ask the provider about a checkout session now and apply its answer",
+                                   {"200": _response("Verification", "what the provider says, applied")},
+                                   body=schemas.VerifyPayment, extra={"502": "the provider refused the request"})
             },
             "/api/payments/{payment_id}": {
                 "get": _operation("A payment with its history", {"200": _response("Payment", "the payment")},

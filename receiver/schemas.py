@@ -64,3 +64,9 @@ class Spend(Strict):
     credits: int = Field(ge=1, le=10**12)
     idempotency_key: Id
     reason: Annotated[str, StringConstraints(max_length=255)] = "spend"
+
+
+class VerifyPayment(Strict):
+    """Ask the provider about a checkout session now."""
+
+    session_id: Id

@@ -2,7 +2,7 @@
 
 Transient: the database or broker went away, a deadlock or serialization
 failure, a provider timeout. Retried with backoff. Permanent failures (an event
-that can never be applied) are settled on the inbox row by tasks/handling.py
+that can never be applied) are settled on the inbox row by workers/handling.py
 and never reach the retry decision.
 """
 

@@ -1,4 +1,4 @@
-"""``process_event``: one provider event, one transaction (tasks/handling.py).
+"""``process_event``: one provider event, one transaction (workers/handling.py).
 
 A transient failure rolls the whole transaction back and retries with backoff;
 nothing was written, so the retry starts clean. A bug (an unexpected exception)
@@ -17,7 +17,7 @@ from models.enums import EventStatus
 from providers.changes import InvalidEventError, ProviderEvent
 from tasks.base import PayhooksTask
 from tasks.errors import is_transient
-from tasks.handling import PROVIDERS, EventResult, claim, handle_event
+from workers.handling import PROVIDERS, EventResult, claim, handle_event
 from workers.queues import PROCESS_EVENT
 
 log = logging.getLogger("payhooks.tasks")

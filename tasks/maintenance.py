@@ -3,50 +3,17 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from celery import shared_task
 
-from models import inbox
-from models.enums import EventStatus
+from providers.stripe_api import ProviderUnavailableError, StripeNotConfiguredError
 from tasks.base import PayhooksTask
 from tasks.errors import is_transient
-from tasks.handling import apply_event, parse_stored, release_held
-from workers.queues import RETRY_HELD_EVENTS
+from workers.handling import retry_held
+from workers.queues import RECONCILE_EVENTS, RETRY_HELD_EVENTS, SWEEP_PENDING
 
 log = logging.getLogger("payhooks.maintenance")
-
-
-def retry_held(db, rules, *, hold_window: timedelta, batch_size: int = 100, now: datetime | None = None) -> dict:
-    """Retry held events, one transaction each; fail those that waited longer than the window.
-
-    Held events are normally applied the moment their predecessor is; this
-    catches any the moment missed and ends the wait of those whose predecessor
-    never comes, with the reason on the inbox row.
-    """
-    now = now or datetime.now(UTC)
-    counts = {"applied": 0, "still_held": 0, "expired": 0, "other": 0}
-    with db.transaction() as session:
-        ids = inbox.held_event_ids(session, batch_size)
-    for row_id in ids:
-        with db.transaction() as session:
-            row = inbox.lock_if_held(session, row_id)
-            if row is None:
-                continue  # another sweep or a redelivery has it
-            if row.received_at < now - hold_window:
-                inbox.settle(row, EventStatus.FAILED, f"held longer than {hold_window} waiting for {row.hold_key}")
-                counts["expired"] += 1
-                continue
-            row.attempts += 1
-            result = apply_event(session, row, parse_stored(row), rules)
-            if result.status == EventStatus.PROCESSED:
-                release_held(session, result.keys, rules)
-                counts["applied"] += 1
-            elif result.status == EventStatus.HELD:
-                counts["still_held"] += 1
-            else:
-                counts["other"] += 1
-    return counts
 
 
 @shared_task(bind=True, base=PayhooksTask, name=RETRY_HELD_EVENTS)
@@ -64,3 +31,49 @@ def retry_held_events(self: PayhooksTask) -> dict:
     if any(counts.values()):
         log.info("held events: %s", counts)
     return counts
+
+
+@shared_task(bind=True, base=PayhooksTask, name=SWEEP_PENDING)
+def sweep_pending(self: PayhooksTask) -> dict:
+    settings = self.runtime.settings
+    try:
+        recovery = self.runtime.recovery()
+    except StripeNotConfiguredError as exc:
+        log.warning("sweep skipped: %s", exc)
+        return {"skipped": "not configured"}
+    report = recovery.sweep_pending(
+        min_age=timedelta(seconds=settings.sweep_min_age_seconds),
+        expiry_grace=timedelta(seconds=settings.sweep_expiry_grace_seconds),
+        batch_size=settings.sweep_batch_size,
+        calls_per_second=settings.sweep_calls_per_second,
+    )
+    if report.checked or report.errors:
+        log.info(
+            "sweep: checked %d, completed %d, expired %d, still open %d%s",
+            report.checked, report.completed, report.expired, report.still_open,
+            f", provider unavailable: {report.errors[-1]}" if report.unavailable else "",
+        )
+    return {"checked": report.checked, "completed": report.completed, "expired": report.expired,
+            "still_open": report.still_open, "provider_unavailable": report.unavailable}
+
+
+@shared_task(bind=True, base=PayhooksTask, name=RECONCILE_EVENTS)
+def reconcile_events(self: PayhooksTask) -> dict:
+    settings = self.runtime.settings
+    try:
+        recovery = self.runtime.recovery()
+    except StripeNotConfiguredError as exc:
+        log.warning("reconciliation skipped: %s", exc)
+        return {"skipped": "not configured"}
+    try:
+        report = recovery.reconcile_events(
+            overlap=timedelta(seconds=settings.reconcile_overlap_seconds),
+            initial_lookback=timedelta(seconds=settings.reconcile_initial_lookback_seconds),
+        )
+    except ProviderUnavailableError as exc:
+        log.warning("reconciliation failed, cursor unchanged, next run retries: %s", exc)
+        return {"provider_unavailable": True}
+    log_line = log.warning if report["missing"] else log.info
+    log_line("reconciliation since %s: %d listed, %d missing from the inbox, %d applied",
+             report["since"], report["listed"], report["missing"], report["applied"])
+    return {k: report[k] for k in ("listed", "missing", "applied")}

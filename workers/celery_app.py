@@ -24,7 +24,14 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Queue
 
-from workers.queues import MAINTENANCE_QUEUE, RETRY_HELD_EVENTS, ROUTES, WEBHOOKS_QUEUE
+from workers.queues import (
+    MAINTENANCE_QUEUE,
+    RECONCILE_EVENTS,
+    RETRY_HELD_EVENTS,
+    ROUTES,
+    SWEEP_PENDING,
+    WEBHOOKS_QUEUE,
+)
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -67,12 +74,15 @@ def celery_config(settings: Settings) -> dict:
 
 def beat_schedule(settings: Settings) -> dict:
     """Periodic work. Each task is safe if a second beat runs by mistake (rows are claimed with SKIP LOCKED)."""
+
+    def every(task: str, seconds: int) -> dict:
+        # A run that could not start within its interval is dropped: the next one does the same work.
+        return {"task": task, "schedule": float(seconds), "options": {"queue": MAINTENANCE_QUEUE, "expires": seconds}}
+
     return {
-        "retry-held-events": {
-            "task": RETRY_HELD_EVENTS,
-            "schedule": float(settings.held_retry_interval_seconds),
-            "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.held_retry_interval_seconds},
-        },
+        "retry-held-events": every(RETRY_HELD_EVENTS, settings.held_retry_interval_seconds),
+        "sweep-pending": every(SWEEP_PENDING, settings.sweep_interval_seconds),
+        "reconcile-events": every(RECONCILE_EVENTS, settings.reconcile_interval_seconds),
     }
 
 

@@ -117,5 +117,90 @@ def _fill_dev_secrets(env: dict[str, str]) -> None:
             click.echo(f"{name} not set: using the development value {value!r}")
 
 
+def _recovery():
+    from providers.stripe_api import StripeNotConfiguredError
+    from workers.runtime import Runtime
+
+    runtime = Runtime(_settings())
+    try:
+        return runtime.settings, runtime.recovery()
+    except StripeNotConfiguredError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--min-age", type=click.IntRange(min=0), default=None, metavar="SECONDS",
+              help="Only payments older than this (default: SWEEP_MIN_AGE_SECONDS).")
+@click.option("--dry-run", is_flag=True, help="Ask the provider and print, change nothing.")
+def sweep(min_age: int | None, dry_run: bool) -> None:
+    """Check pending payments with the provider now: credit the paid, expire the expired."""
+    from datetime import timedelta
+
+    settings, recovery = _recovery()
+    report = recovery.sweep_pending(
+        min_age=timedelta(seconds=settings.sweep_min_age_seconds if min_age is None else min_age),
+        expiry_grace=timedelta(seconds=settings.sweep_expiry_grace_seconds),
+        batch_size=settings.sweep_batch_size,
+        calls_per_second=settings.sweep_calls_per_second,
+        dry_run=dry_run,
+    )
+    for payment_id, session_id, outcome in report.decisions:
+        verb = "would be" if dry_run and outcome != "still open" else "is"
+        click.echo(f"payment {payment_id} ({session_id}) {verb} {outcome}")
+    click.echo(
+        f"{'dry run: ' if dry_run else ''}checked {report.checked}: {report.completed} completed, "
+        f"{report.expired} expired, {report.still_open} still open"
+    )
+    for problem in report.errors:
+        click.echo(f"error: {problem}", err=True)
+    if report.errors:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--since", default=None, metavar="DURATION|ISO",
+              help="Reach back this far instead of the stored cursor: 2h, 3d, 90m, or 2026-11-01T00:00:00Z.")
+@click.option("--dry-run", is_flag=True, help="List what is missing, apply nothing, leave the cursor.")
+def reconcile(since: str | None, dry_run: bool) -> None:
+    """Find provider events missing from the inbox and apply them."""
+    from datetime import timedelta
+
+    from providers.stripe_api import ProviderUnavailableError
+
+    settings, recovery = _recovery()
+    try:
+        report = recovery.reconcile_events(
+            overlap=timedelta(seconds=settings.reconcile_overlap_seconds),
+            initial_lookback=timedelta(seconds=settings.reconcile_initial_lookback_seconds),
+            since=_since(since) if since else None,
+            dry_run=dry_run,
+        )
+    except ProviderUnavailableError as exc:
+        raise click.ClickException(f"{exc}; the cursor was not moved") from None
+    for event_id in report["missing_ids"]:
+        click.echo(f"missing: {event_id}{'' if dry_run else ' (applied)'}")
+    click.echo(
+        f"{'dry run: ' if dry_run else ''}since {report['since']}: {report['listed']} events listed, "
+        f"{report['missing']} missing from the inbox, {report['applied']} applied; cursor {report['cursor']}"
+    )
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str):
+    """A duration back from now (2h, 3d) or an ISO 8601 time."""
+    from datetime import UTC, datetime, timedelta
+
+    unit = text[-1:].lower()
+    if unit in _DURATION and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * _DURATION[unit])
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a duration (2h, 3d) nor an ISO time", param_hint="--since") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 if __name__ == "__main__":
     main()

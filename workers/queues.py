@@ -9,6 +9,8 @@ MAINTENANCE_QUEUE = "maintenance"  # sweeps, reconciliation, replay, pruning
 
 PROCESS_EVENT = "payhooks.process_event"
 RETRY_HELD_EVENTS = "payhooks.retry_held_events"
+SWEEP_PENDING = "payhooks.sweep_pending"
+RECONCILE_EVENTS = "payhooks.reconcile_events"
 
 ROUTES = {
     PROCESS_EVENT: {"queue": WEBHOOKS_QUEUE, "routing_key": WEBHOOKS_QUEUE},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from models.db import Database
 from models.rules import Rules
+from providers.stripe_api import StripeAPI
+from workers.recovery import Recovery
 from workers.settings import Settings
 
 
@@ -19,6 +21,10 @@ class Runtime:
             url = self.settings.require("database_url", "the workers need PostgreSQL")
             self._db = Database(url, pre_ping=False)
         return self._db
+
+    def recovery(self) -> Recovery:
+        """Sweeps, reconciliation and verify; StripeNotConfiguredError without STRIPE_API_KEY."""
+        return Recovery(self.db, self.rules, StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base))
 
     def forget_connections(self) -> None:
         """After fork: never share a parent's pooled connections with a child."""

@@ -142,6 +142,16 @@ class Settings:
     checkout_success_url: str | None = None
     checkout_cancel_url: str | None = None
 
+    # Recovery (workers/recovery.py)
+    sweep_interval_seconds: int = 60
+    sweep_min_age_seconds: int = 300
+    sweep_expiry_grace_seconds: int = 600
+    sweep_batch_size: int = 100
+    sweep_calls_per_second: float = 20.0
+    reconcile_interval_seconds: int = 600
+    reconcile_overlap_seconds: int = 600
+    reconcile_initial_lookback_seconds: int = 3 * 24 * 3600
+
     secret_fields: tuple[str, ...] = field(
         default=("stripe_webhook_secrets", "stripe_api_key", "api_token", "sentry_dsn"),
         repr=False,
@@ -220,6 +230,14 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "HELD_RETRY_INTERVAL_SECONDS": ("held_retry_interval_seconds", _positive_int),
     "CHECKOUT_SUCCESS_URL": ("checkout_success_url", _optional_str),
     "CHECKOUT_CANCEL_URL": ("checkout_cancel_url", _optional_str),
+    "SWEEP_INTERVAL_SECONDS": ("sweep_interval_seconds", _positive_int),
+    "SWEEP_MIN_AGE_SECONDS": ("sweep_min_age_seconds", _positive_int),
+    "SWEEP_EXPIRY_GRACE_SECONDS": ("sweep_expiry_grace_seconds", _positive_int),
+    "SWEEP_BATCH_SIZE": ("sweep_batch_size", _positive_int),
+    "SWEEP_CALLS_PER_SECOND": ("sweep_calls_per_second", _positive_float),
+    "RECONCILE_INTERVAL_SECONDS": ("reconcile_interval_seconds", _positive_int),
+    "RECONCILE_OVERLAP_SECONDS": ("reconcile_overlap_seconds", _positive_int),
+    "RECONCILE_INITIAL_LOOKBACK_SECONDS": ("reconcile_initial_lookback_seconds", _positive_int),
 }
 
 # Settings the YAML file may hold: everything but secrets and URLs.
@@ -242,6 +260,14 @@ FILE_SETTINGS = {
     "held_retry_interval_seconds": _positive_int,
     "checkout_success_url": _optional_str,
     "checkout_cancel_url": _optional_str,
+    "sweep_interval_seconds": _positive_int,
+    "sweep_min_age_seconds": _positive_int,
+    "sweep_expiry_grace_seconds": _positive_int,
+    "sweep_batch_size": _positive_int,
+    "sweep_calls_per_second": _positive_float,
+    "reconcile_interval_seconds": _positive_int,
+    "reconcile_overlap_seconds": _positive_int,
+    "reconcile_initial_lookback_seconds": _positive_int,
 }
 
 

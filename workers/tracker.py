@@ -25,6 +25,7 @@ from models.enums import LedgerKind, PaymentStatus
 from models.payments import CheckoutFacts, record_pending
 from models.tables import CreditLedger, Dispute, Payment, PaymentAttempt, PaymentStatusHistory
 from providers.stripe_api import StripeAPI
+from workers.recovery import Recovery
 from workers.settings import Settings
 
 MAX_PAGE_SIZE = 100
@@ -153,6 +154,14 @@ class PaymentTracker:
             expires_at=datetime.fromtimestamp(expires_at, UTC) if isinstance(expires_at, int) else None,
         )
         return {"checkout_url": checkout.get("url"), "session_id": checkout["id"], "payment_id": payment["id"]}
+
+    def verify(self, session_id: str) -> dict:
+        """Ask the provider about a session now and apply its answer (the success page's check).
+
+        Returns {"payment_verified", "status", "credits_added", "balance", …}. Racing
+        the session's webhook is safe: whichever applies first grants, once.
+        """
+        return Recovery(self.database, self.settings.rules(), self.stripe_api).verify(session_id)
 
     # -- reading ----------------------------------------------------------------
 

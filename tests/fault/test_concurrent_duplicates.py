@@ -12,7 +12,7 @@ from models.enums import EventStatus
 from models.tables import CreditAccount, CreditLedger, Payment, WebhookEvent
 from providers import stripe
 from models.rules import Rules
-from tasks.handling import handle_event
+from workers.handling import handle_event
 from tests.conftest import PRIMARY_SECRET
 from tests.support import processes
 from tests.support.processes import wait_until

@@ -28,7 +28,7 @@ from models.rules import Rules
 from models.tables import CreditAccount, CreditLedger, Payment, WebhookEvent
 from providers import stripe
 from tasks.errors import is_transient
-from tasks.handling import handle_event
+from workers.handling import handle_event
 from tests.support.stripe_events import checkout_session, encode, event, stripe_object
 
 T0 = 1_760_000_000

@@ -10,7 +10,7 @@ from models.enums import ClawbackPolicy, EventStatus
 from models.rules import Rules
 from models.tables import CreditLedger, WebhookEvent
 from providers import stripe
-from tasks.handling import handle_event
+from workers.handling import handle_event
 from tests.conftest import API_TOKEN, PRIMARY_SECRET
 from tests.support.processes import wait_until
 from tests.support.stripe_events import charge, checkout_session, dispute, encode, event, signed_headers

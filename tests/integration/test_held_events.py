@@ -11,8 +11,8 @@ from models.payments import CheckoutFacts, record_paid
 from models.rules import Rules
 from models.tables import CreditAccount, WebhookEvent
 from providers import stripe
-from tasks.handling import handle_event
-from tasks.maintenance import retry_held
+from workers.handling import handle_event
+from workers.handling import retry_held
 from tests.support.processes import BIN, Process, wait_until
 from tests.support.stripe_events import charge, encode, event
 

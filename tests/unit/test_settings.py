@@ -105,11 +105,19 @@ INT_VARS = [
     ("RETRY_MAX_ATTEMPTS", "retry_max_attempts", "25", 25),
     ("HOLD_WINDOW_SECONDS", "hold_window_seconds", "3600", 3600),
     ("HELD_RETRY_INTERVAL_SECONDS", "held_retry_interval_seconds", "30", 30),
+    ("SWEEP_INTERVAL_SECONDS", "sweep_interval_seconds", "15", 15),
+    ("SWEEP_MIN_AGE_SECONDS", "sweep_min_age_seconds", "120", 120),
+    ("SWEEP_EXPIRY_GRACE_SECONDS", "sweep_expiry_grace_seconds", "60", 60),
+    ("SWEEP_BATCH_SIZE", "sweep_batch_size", "10", 10),
+    ("RECONCILE_INTERVAL_SECONDS", "reconcile_interval_seconds", "300", 300),
+    ("RECONCILE_OVERLAP_SECONDS", "reconcile_overlap_seconds", "900", 900),
+    ("RECONCILE_INITIAL_LOOKBACK_SECONDS", "reconcile_initial_lookback_seconds", "86400", 86400),
 ]
 FLOAT_VARS = [
     ("PUBLISH_TIMEOUT_SECONDS", "publish_timeout_seconds", "1.25", 1.25),
     ("RETRY_BACKOFF_BASE_SECONDS", "retry_backoff_base_seconds", "0.5", 0.5),
     ("RETRY_BACKOFF_MAX_SECONDS", "retry_backoff_max_seconds", "120.5", 120.5),
+    ("SWEEP_CALLS_PER_SECOND", "sweep_calls_per_second", "2.5", 2.5),
 ]
 NUMERIC_VARS = INT_VARS + FLOAT_VARS
 

@@ -19,6 +19,7 @@ transaction back for the task to retry.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,7 +32,7 @@ from models.rules import Rules
 from models.tables import WebhookEvent
 from providers import stripe
 from providers.changes import InvalidEventError, ProviderEvent
-from tasks.apply import apply_change, lock_subjects, subject_keys
+from workers.apply import apply_change, lock_subjects, subject_keys
 
 PROVIDERS = {stripe.NAME: stripe}
 
@@ -126,3 +127,35 @@ def release_held(session: Session, keys: list[str], rules: Rules) -> int:
 
 def parse_stored(row: WebhookEvent) -> ProviderEvent:
     return PROVIDERS[row.provider].parse_event(row.payload)
+
+
+def retry_held(db, rules, *, hold_window: timedelta, batch_size: int = 100, now: datetime | None = None) -> dict:
+    """Retry held events, one transaction each; fail those that waited longer than the window.
+
+    Held events are normally applied the moment their predecessor is; this
+    catches any the moment missed and ends the wait of those whose predecessor
+    never comes, with the reason on the inbox row.
+    """
+    now = now or datetime.now(UTC)
+    counts = {"applied": 0, "still_held": 0, "expired": 0, "other": 0}
+    with db.transaction() as session:
+        ids = inbox.held_event_ids(session, batch_size)
+    for row_id in ids:
+        with db.transaction() as session:
+            row = inbox.lock_if_held(session, row_id)
+            if row is None:
+                continue  # another sweep or a redelivery has it
+            if row.received_at < now - hold_window:
+                inbox.settle(row, EventStatus.FAILED, f"held longer than {hold_window} waiting for {row.hold_key}")
+                counts["expired"] += 1
+                continue
+            row.attempts += 1
+            result = apply_event(session, row, parse_stored(row), rules)
+            if result.status == EventStatus.PROCESSED:
+                release_held(session, result.keys, rules)
+                counts["applied"] += 1
+            elif result.status == EventStatus.HELD:
+                counts["still_held"] += 1
+            else:
+                counts["other"] += 1
+    return counts

@@ -1,0 +1,265 @@
+"""Recovery: credit what the provider took even when no webhook for it arrives.
+
+Three ways to ask the provider, all applying its answer through the same path
+as a webhook (``handle_event``), so the idempotency keys are the same and a
+sweep, a verify and a webhook racing on one session grant once:
+
+* ``sweep_pending``: payments still pending or processing after a minimum age
+  are looked up (Stripe: retrieve the Checkout Session). Paid → completed and
+  granted; expired at the provider, or past ``expires_at`` plus a grace period
+  and confirmed unpaid → expired; still open → left alone. Payments are claimed
+  in batches with ``FOR UPDATE SKIP LOCKED`` and a lease (``last_checked_at``),
+  so two beats or many workers never look at one payment at once, and no
+  transaction stays open across a provider call. A provider outage stops the
+  batch and leaves the rest for the next sweep.
+* ``reconcile_events``: the provider's events since a stored cursor (minus an
+  overlap) of the types we handle; those missing from the inbox are processed,
+  marked as found by reconciliation. The cursor moves only after a clean run.
+* ``verify``: one session, now (the success page loaded before the webhook).
+
+A provider answer becomes a synthetic event whose id names its source and the
+state it saw (``sweep:cs_…:paid:complete``), so each distinct answer is applied
+once and recorded in the inbox like any event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from models.db import Database
+from models.enums import EventStatus
+from models.payments import claim_for_check, release_claims
+from models.reconciliation import advance_cursor, read_cursor
+from models.rules import Rules
+from models.tables import CreditLedger, Payment, WebhookEvent
+from providers import stripe
+from providers.changes import ProviderEvent
+from providers.stripe_api import ProviderUnavailableError, StripeAPI
+from workers.handling import EventResult, handle_event
+
+log = logging.getLogger("payhooks.recovery")
+
+
+def session_event(source: str, checkout_session: dict, now: datetime) -> ProviderEvent | None:
+    """The event a provider's view of a session amounts to; None while it is still open and unpaid."""
+    paid = checkout_session.get("payment_status") in ("paid", "no_payment_required")
+    status = checkout_session.get("status")
+    if paid:
+        event_type = "checkout.session.completed"
+    elif status == "expired":
+        event_type = "checkout.session.expired"
+    else:
+        return None
+    event_id = f"{source}:{checkout_session['id']}:{checkout_session.get('payment_status')}:{status}"
+    body = {
+        "id": event_id,
+        "object": "event",
+        "type": event_type,
+        "created": int(now.timestamp()),
+        "data": {"object": checkout_session},
+    }
+    return stripe.parse_event(json.dumps(body, separators=(",", ":")))
+
+
+def expired_event(source: str, checkout_session: dict, now: datetime) -> ProviderEvent:
+    """Past its expiry plus grace and confirmed unpaid: expire it on our side."""
+    body = {
+        "id": f"{source}:{checkout_session['id']}:unpaid:overdue",
+        "object": "event",
+        "type": "checkout.session.expired",
+        "created": int(now.timestamp()),
+        "data": {"object": checkout_session},
+    }
+    return stripe.parse_event(json.dumps(body, separators=(",", ":")))
+
+
+@dataclass
+class SweepReport:
+    checked: int = 0
+    completed: int = 0
+    expired: int = 0
+    still_open: int = 0
+    unavailable: bool = False
+    errors: list[str] = field(default_factory=list)
+    decisions: list[tuple[int, str, str]] = field(default_factory=list)  # (payment id, session id, outcome)
+
+
+class RateLimit:
+    """At most ``per_second`` provider calls a second, for one sweep."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic, sleep=time.sleep) -> None:
+        self.interval = 1.0 / per_second
+        self.clock, self.sleep = clock, sleep
+        self.next_at = clock()
+
+    def wait(self) -> None:
+        now = self.clock()
+        if now < self.next_at:
+            self.sleep(self.next_at - now)
+        self.next_at = max(now, self.next_at) + self.interval
+
+
+class Recovery:
+    def __init__(self, database: Database, rules: Rules, stripe_api: StripeAPI) -> None:
+        self.database = database
+        self.rules = rules
+        self.stripe_api = stripe_api
+
+    # -- sweep -----------------------------------------------------------------
+
+    def sweep_pending(
+        self,
+        *,
+        min_age: timedelta,
+        expiry_grace: timedelta,
+        batch_size: int = 100,
+        calls_per_second: float = 20.0,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> SweepReport:
+        now = now or datetime.now(UTC)
+        report = SweepReport()
+        with self.database.transaction() as session:
+            claimed = claim_for_check(
+                session, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size, dry_run=dry_run
+            )
+        limit = RateLimit(calls_per_second)
+        for index, (payment_id, session_id, expires_at) in enumerate(claimed):
+            limit.wait()
+            try:
+                checkout = self.stripe_api.retrieve_checkout_session(session_id)
+            except ProviderUnavailableError as exc:
+                report.unavailable = True
+                report.errors.append(str(exc))
+                unchecked = [row[0] for row in claimed[index:]]
+                log.warning("sweep stopped: %s; %d payments left for the next sweep", exc, len(unchecked))
+                if not dry_run:
+                    with self.database.transaction() as session:
+                        release_claims(session, unchecked)
+                break
+            except Exception as exc:  # one bad session must not stop the sweep
+                report.errors.append(f"{session_id}: {exc}")
+                continue
+            report.checked += 1
+            event = session_event("sweep", checkout, now)
+            if event is None and expires_at is not None and now > expires_at + expiry_grace:
+                event = expired_event("sweep", checkout, now)
+            outcome = "still open" if event is None else ("completed" if event.type.endswith("completed") else "expired")
+            report.decisions.append((payment_id, session_id, outcome))
+            if event is None:
+                report.still_open += 1
+                continue
+            if outcome == "completed":
+                report.completed += 1
+            else:
+                report.expired += 1
+            if not dry_run:
+                self._apply(event, source="sweep")
+        return report
+
+    # -- reconcile ------------------------------------------------------------------
+
+    def reconcile_events(
+        self,
+        *,
+        overlap: timedelta,
+        initial_lookback: timedelta,
+        since: datetime | None = None,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> dict:
+        """Process every provider event we handle that the inbox lacks; return what was found."""
+        now = now or datetime.now(UTC)
+        with self.database.transaction() as session:
+            cursor = read_cursor(session, stripe.NAME)
+        if since is None:
+            since = cursor - overlap if cursor else now - initial_lookback
+        report = {"since": since.isoformat(), "listed": 0, "missing": 0, "applied": 0, "missing_ids": []}
+        newest = cursor
+        for page in _pages(self.stripe_api.list_events(created_gte=int(since.timestamp()), types=stripe.HANDLED_TYPES), 100):
+            report["listed"] += len(page)
+            with self.database.transaction() as session:
+                known = set(session.scalars(
+                    select(WebhookEvent.provider_event_id).where(
+                        WebhookEvent.provider == stripe.NAME,
+                        WebhookEvent.provider_event_id.in_([e["id"] for e in page]),
+                    )
+                ))
+            for raw in page:
+                created = datetime.fromtimestamp(raw["created"], UTC)
+                newest = max(newest, created) if newest else created
+                if raw["id"] in known:
+                    continue
+                report["missing"] += 1
+                report["missing_ids"].append(raw["id"])
+                if not dry_run:
+                    self._apply(stripe.parse_event(json.dumps(raw, separators=(",", ":"))), source="reconcile")
+                    report["applied"] += 1
+        if not dry_run and newest is not None:
+            with self.database.transaction() as session:
+                advance_cursor(session, stripe.NAME, newest)
+        report["cursor"] = newest.isoformat() if newest else None
+        return report
+
+    # -- verify -------------------------------------------------------------------
+
+    def verify(self, session_id: str, *, now: datetime | None = None) -> dict:
+        """Ask the provider about one session now and apply its answer."""
+        now = now or datetime.now(UTC)
+        checkout = self.stripe_api.retrieve_checkout_session(session_id)
+        event = session_event("verify", checkout, now)
+        credits_added = 0
+        if event is not None:
+            result = self._apply(event, source="verify")
+            credits_added = self._credits_added(event.id) if not result.duplicate else 0
+        with self.database.transaction() as session:
+            payment = session.scalars(
+                select(Payment).where(Payment.provider == stripe.NAME, Payment.provider_session_id == session_id)
+            ).one_or_none()
+            balance = None
+            if payment is not None:
+                balance = int(session.scalar(
+                    select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.user_id == payment.user_id)
+                ))
+        return {
+            "session_id": session_id,
+            "payment_verified": bool(payment is not None and payment.paid_at is not None),
+            "status": payment.status if payment is not None else None,
+            "provider_status": checkout.get("status"),
+            "provider_payment_status": checkout.get("payment_status"),
+            "credits_added": credits_added,
+            "balance": balance,
+        }
+
+    # -- shared -----------------------------------------------------------------
+
+    def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
+        with self.database.transaction() as session:
+            result = handle_event(session, event, self.rules, source=source)
+        if result.status == EventStatus.FAILED:
+            log.error("%s could not apply %s: %s", source, event.id, result.error)
+        return result
+
+    def _credits_added(self, cause: str) -> int:
+        with self.database.transaction() as session:
+            return int(session.scalar(
+                select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.cause == cause)
+            ))
+
+
+def _pages(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    page: list[dict] = []
+    for item in items:
+        page.append(item)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
