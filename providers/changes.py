@@ -1,6 +1,6 @@
 """The provider-neutral vocabulary: what an event means for our payments.
 
-Handlers return one of these frozen dataclasses; ``tasks.apply`` hands each to
+Handlers return one of these frozen dataclasses; ``workers.apply`` hands each to
 the rule in ``models`` that changes rows. Adding a provider means mapping its
 events onto these, not adding new rules.
 
