@@ -43,3 +43,16 @@ class ClawbackPolicy(StrEnum):
 def sql_in(enum: type[StrEnum]) -> str:
     """A CHECK constraint body listing an enum's values."""
     return ", ".join(f"'{member.value}'" for member in enum)
+
+
+class ErrorClass(StrEnum):
+    PERMANENT = "permanent"  # the event can never be applied as it is
+    TRANSIENT = "transient"  # kept failing for a passing reason past the retry limit
+    NOT_READY = "not_ready"  # waited past the hold window for an event it depends on
+    UNEXPECTED = "unexpected"  # a bug: an exception nobody classified
+
+
+class DeadLetterStatus(StrEnum):
+    OPEN = "open"
+    REPLAYED = "replayed"
+    DISCARDED = "discarded"

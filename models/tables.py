@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from models.enums import DisputeStatus, EventStatus, LedgerKind, PaymentStatus, sql_in
+from models.enums import DeadLetterStatus, DisputeStatus, ErrorClass, EventStatus, LedgerKind, PaymentStatus, sql_in
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -121,6 +121,7 @@ class WebhookEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     # For a held event: what it waits for, e.g. "stripe:pi:pi_123".
     hold_key: Mapped[str | None] = mapped_column(String(255))
+    dead_letter_id: Mapped[int | None] = mapped_column(ForeignKey("dead_letters.id"))
     provider_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     received_at: Mapped[datetime] = _now()
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -230,3 +231,31 @@ class ProviderCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
+
+
+class DeadLetter(Base):
+    """An event that failed for good, kept with its raw body for an operator to inspect and replay."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_event_id"),
+        Index(None, "status", "last_failed_at"),
+        CheckConstraint(f"status IN ({sql_in(DeadLetterStatus)})", name="status"),
+        CheckConstraint(f"error_class IN ({sql_in(ErrorClass)})", name="error_class"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_event_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[str] = mapped_column(Text)
+    error_class: Mapped[str] = mapped_column(String(16))
+    error_message: Mapped[str] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    first_failed_at: Mapped[datetime] = _now()
+    last_failed_at: Mapped[datetime] = _now()
+    status: Mapped[str] = mapped_column(String(16), default=DeadLetterStatus.OPEN)
+    resolved_by: Mapped[str | None] = mapped_column(String(255))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolution_note: Mapped[str | None] = mapped_column(Text)

@@ -17,6 +17,9 @@ from receiver import schemas
 from receiver.errors import error
 from receiver.openapi import openapi_document
 from receiver.services import services
+from models.dead_letters import Filters
+from models.enums import DeadLetterStatus
+from workers.dlq import DeadLetterNotFoundError
 from workers.tracker import ConflictError, InvalidRequestError, NotFoundError
 
 blueprint = Blueprint("api", __name__)
@@ -72,7 +75,8 @@ def invalid_for_tracker(exc: InvalidRequestError):
 
 
 @blueprint.errorhandler(NotFoundError)
-def not_found(exc: NotFoundError):
+@blueprint.errorhandler(DeadLetterNotFoundError)
+def not_found(exc: LookupError):
     return error(404, "not_found", str(exc))
 
 
@@ -185,3 +189,56 @@ def list_payments():
 def stats():
     user_id = request.args.get("user_id") or None
     return services().tracker.stats(user_id)
+
+
+# -- dead letters -------------------------------------------------------------------
+
+
+def _dead_letter_filters(query: schemas.DeadLetterFilters) -> Filters:
+    return Filters(
+        status=None if query.status == "all" else DeadLetterStatus(query.status),
+        provider=query.provider,
+        event_type=query.type,
+        since=query.since,
+        error=query.error,
+    )
+
+
+def _actor() -> str:
+    return "api"
+
+
+@blueprint.get("/dead-letters")
+def list_dead_letters():
+    query = _query(schemas.ListDeadLetters)
+    letters, total = services().dead_letters.list(
+        _dead_letter_filters(query), limit=query.page_size, offset=(query.page - 1) * query.page_size
+    )
+    return {"dead_letters": letters, "total_count": total, "page": query.page, "page_size": query.page_size}
+
+
+@blueprint.get("/dead-letters/<int:dead_letter_id>")
+def show_dead_letter(dead_letter_id: int):
+    return services().dead_letters.show(dead_letter_id)
+
+
+@blueprint.post("/dead-letters/<int:dead_letter_id>/replay")
+def replay_dead_letter(dead_letter_id: int):
+    result = services().dead_letters.replay(dead_letter_id, _actor())
+    return {"id": result.dead_letter_id, "outcome": result.outcome, "event_status": result.event_status, "error": result.error}
+
+
+@blueprint.post("/dead-letters/replay")
+def replay_dead_letters():
+    body = _body(schemas.ReplayDeadLetters)
+    service = services().dead_letters
+    ids = service.matching(_dead_letter_filters(body))
+    if body.dry_run:
+        return {"dry_run": True, "matched": len(ids), "ids": ids}
+    return {"dry_run": False, "matched": len(ids), "outcomes": service.replay_many(ids, _actor())}
+
+
+@blueprint.post("/dead-letters/<int:dead_letter_id>/discard")
+def discard_dead_letter(dead_letter_id: int):
+    body = _body(schemas.DiscardDeadLetter)
+    return services().dead_letters.discard(dead_letter_id, _actor(), body.reason)

@@ -54,6 +54,22 @@ RESPONSES = {
          "total_purchased": INT, "total_refunded": INT}
     ),
     "Checkout": _obj({"checkout_url": NSTR, "session_id": STR, "payment_id": INT}),
+    "DeadLetter": _obj(
+        {"id": INT, "provider": STR, "event_id": STR, "event_type": STR, "error_class": STR, "error": STR,
+         "attempts": INT, "first_failed_at": TIME, "last_failed_at": TIME, "status": STR, "resolved_by": NSTR,
+         "resolved_at": TIME, "resolution_note": NSTR, "traceback": NSTR, "payload": STR},
+        ["id", "provider", "event_id", "event_type", "error_class", "error", "attempts", "status"],
+    ),
+    "DeadLetterList": _obj(
+        {"dead_letters": {"type": "array", "items": {"$ref": REF.format(model="DeadLetter")}}, "total_count": INT,
+         "page": INT, "page_size": INT}
+    ),
+    "ReplayResult": _obj({"id": INT, "outcome": STR, "event_status": NSTR, "error": NSTR}),
+    "BulkReplay": _obj(
+        {"dry_run": BOOL, "matched": INT, "ids": {"type": "array", "items": INT},
+         "outcomes": {"type": "object", "additionalProperties": INT}},
+        ["dry_run", "matched"],
+    ),
     "Verification": _obj(
         {"session_id": STR, "payment_verified": BOOL, "status": NSTR, "provider_status": NSTR,
          "provider_payment_status": NSTR, "credits_added": INT, "balance": NINT}
@@ -100,7 +116,8 @@ USER = [("user_id", STR)]
 @cache
 def openapi_document() -> dict:
     bodies = {}
-    for model in (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend, schemas.VerifyPayment):
+    for model in (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend, schemas.VerifyPayment,
+                  schemas.ReplayDeadLetters, schemas.DiscardDeadLetter):
         schema = model.model_json_schema(ref_template=REF)
         bodies.update(schema.pop("$defs", {}))
         bodies[model.__name__] = schema
@@ -140,6 +157,28 @@ def openapi_document() -> dict:
                 "post": _operation("Create a provider checkout for a configured package and record it pending",
                                    {"201": _response("Checkout", "created")}, body=schemas.CreateCheckout,
                                    extra={"502": "the provider refused the request"})
+            },
+            "/api/dead-letters": {
+                "get": _operation("Dead letters, newest failure first (open ones unless status says otherwise)",
+                                  {"200": _response("DeadLetterList", "a page")}, query=schemas.ListDeadLetters)
+            },
+            "/api/dead-letters/{dead_letter_id}": {
+                "get": _operation("One dead letter with its traceback and raw body", {"200": _response("DeadLetter", "it")},
+                                  path=[("dead_letter_id", INT)], extra={"404": "no such dead letter"})
+            },
+            "/api/dead-letters/{dead_letter_id}/replay": {
+                "post": _operation("Replay one dead letter through the normal processing path",
+                                   {"200": _response("ReplayResult", "what happened")},
+                                   path=[("dead_letter_id", INT)], extra={"404": "no such dead letter"})
+            },
+            "/api/dead-letters/replay": {
+                "post": _operation("Replay every dead letter matching the filters (or only count them with dry_run)",
+                                   {"200": _response("BulkReplay", "what happened")}, body=schemas.ReplayDeadLetters)
+            },
+            "/api/dead-letters/{dead_letter_id}/discard": {
+                "post": _operation("Close a dead letter without replaying it", {"200": _response("DeadLetter", "closed")},
+                                   path=[("dead_letter_id", INT)], body=schemas.DiscardDeadLetter,
+                                   extra={"404": "no such dead letter"})
             },
             "/api/stats": {
                 "get": _operation("Totals: money spent and refunded, credits purchased, taken back and spent, payments by status",

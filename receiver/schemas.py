@@ -70,3 +70,26 @@ class VerifyPayment(Strict):
     """Ask the provider about a checkout session now."""
 
     session_id: Id
+
+
+class DeadLetterFilters(Strict):
+    provider: Id | None = None
+    type: Id | None = None
+    since: datetime | None = None
+    error: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    status: Literal["open", "replayed", "discarded", "all"] = "open"
+
+
+class ListDeadLetters(DeadLetterFilters):
+    page: int = Field(default=1, ge=1)
+    page_size: int = Field(default=50, ge=1, le=100)
+
+
+class ReplayDeadLetters(DeadLetterFilters):
+    """Replay every dead letter matching the filters (open ones by default)."""
+
+    dry_run: bool = False
+
+
+class DiscardDeadLetter(Strict):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]

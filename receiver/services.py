@@ -6,6 +6,7 @@ from flask import current_app
 
 from models.db import Database
 from workers.publish import EventPublisher
+from workers.dlq import DeadLetters
 from workers.settings import Settings
 from workers.tracker import PaymentTracker
 
@@ -39,6 +40,10 @@ class Services:
             url = self.settings.require("database_url", "the API reads PostgreSQL")
             self._database = Database(url, pool_size=2)
         return self._database
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(self.database, self.settings.rules())
 
     @property
     def tracker(self) -> PaymentTracker:

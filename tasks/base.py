@@ -24,9 +24,9 @@ class PayhooksTask(Task):
             base=settings.retry_backoff_base_seconds,
             cap=settings.retry_backoff_max_seconds,
         )
-        # Past the configured number of attempts the event keeps its place in the
-        # broker at the longest countdown: it is never dropped while the database
-        # is unreachable.
+        # Past the configured number of attempts (when even the dead letter could
+        # not be written) the event keeps its place in the broker at the longest
+        # countdown: it is never dropped while the database is unreachable.
         if attempt >= settings.retry_max_attempts:
             countdown = settings.retry_backoff_max_seconds
         return self.retry(exc=exc, countdown=countdown, max_retries=None)

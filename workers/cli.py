@@ -202,5 +202,145 @@ def _since(text: str):
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# -- dead letters -------------------------------------------------------------------
+
+
+def _dead_letters():
+    from models.db import Database
+    from workers.dlq import DeadLetters
+
+    settings = _settings()
+    return DeadLetters(Database(settings.require("database_url", "dead letters live in PostgreSQL")), settings.rules())
+
+
+def _actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def _filters(provider, event_type, since, error, status):
+    from models.dead_letters import Filters
+    from models.enums import DeadLetterStatus
+
+    return Filters(
+        status=None if status == "all" else DeadLetterStatus(status),
+        provider=provider,
+        event_type=event_type,
+        since=_since(since) if since else None,
+        error=error,
+    )
+
+
+def _filter_options(command):
+    for option in reversed([
+        click.option("--provider", default=None, help="Only this provider (stripe)."),
+        click.option("--type", "event_type", default=None, help="Only this event type."),
+        click.option("--since", default=None, metavar="DURATION|ISO", help="Failed at or after: 2h, 3d, or an ISO time."),
+        click.option("--error", default=None, metavar="TEXT", help="Error message contains TEXT (case-insensitive)."),
+        click.option("--status", type=click.Choice(["open", "replayed", "discarded", "all"]), default="open", show_default=True),
+    ]):
+        command = option(command)
+    return command
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: events that failed for good, kept with their raw body."""
+
+
+@dlq.command("list")
+@_filter_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+def dlq_list(provider, event_type, since, error, status, as_json, limit) -> None:
+    """List dead letters, newest failure first."""
+    import json
+
+    letters, total = _dead_letters().list(_filters(provider, event_type, since, error, status), limit=limit)
+    if as_json:
+        click.echo(json.dumps({"dead_letters": letters, "total_count": total}, indent=2))
+        return
+    for letter in letters:
+        click.echo(
+            f"{letter['id']:>6}  {letter['status']:<9} {letter['last_failed_at'][:19]}  {letter['provider']}  "
+            f"{letter['event_type']:<34} {letter['event_id']}  [{letter['error_class']}] {letter['error'][:80]}"
+        )
+    click.echo(f"{len(letters)} shown of {total}")
+
+
+@dlq.command("show")
+@click.argument("dead_letter_id", type=int)
+def dlq_show(dead_letter_id: int) -> None:
+    """Everything about one dead letter: why, how often, the traceback and the raw body."""
+    import json
+
+    from workers.dlq import DeadLetterNotFoundError
+
+    try:
+        letter = _dead_letters().show(dead_letter_id)
+    except DeadLetterNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    payload, trace = letter.pop("payload"), letter.pop("traceback")
+    for key, value in letter.items():
+        click.echo(f"{key:>16}: {value}")
+    if trace:
+        click.echo("\ntraceback:\n" + trace.rstrip())
+    try:
+        payload = json.dumps(json.loads(payload), indent=2)
+    except ValueError:
+        pass
+    click.echo("\nraw body:\n" + payload)
+
+
+@dlq.command("replay")
+@click.argument("dead_letter_id", type=int, required=False)
+@click.option("--all", "replay_all", is_flag=True, help="Every dead letter matching the filters.")
+@_filter_options
+@click.option("--dry-run", is_flag=True, help="Say what would be replayed, replay nothing.")
+def dlq_replay(dead_letter_id, replay_all, provider, event_type, since, error, status, dry_run) -> None:
+    """Replay one dead letter (ID) or many (--all with filters) through the normal processing path."""
+    from workers.dlq import DeadLetterNotFoundError
+
+    service = _dead_letters()
+    if (dead_letter_id is None) == (not replay_all):
+        raise click.UsageError("give a dead letter ID or --all (with filters), not both")
+    if dead_letter_id is not None:
+        if dry_run:
+            click.echo(f"dry run: would replay dead letter {dead_letter_id}")
+            return
+        try:
+            result = service.replay(dead_letter_id, _actor())
+        except DeadLetterNotFoundError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"dead letter {dead_letter_id}: {result.outcome}" + (f" ({result.error})" if result.error else ""))
+        if result.outcome == "failed_again":
+            sys.exit(1)
+        return
+    ids = service.matching(_filters(provider, event_type, since, error, status))
+    if dry_run:
+        click.echo(f"dry run: {len(ids)} dead letters would be replayed: {' '.join(map(str, ids))}")
+        return
+    with click.progressbar(length=len(ids), label="replaying", file=sys.stderr) as bar:
+        counts = service.replay_many(ids, _actor(), progress=lambda _: bar.update(1))
+    click.echo(f"{len(ids)} matched: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+    if counts.get("failed_again"):
+        sys.exit(1)
+
+
+@dlq.command("discard")
+@click.argument("dead_letter_id", type=int)
+@click.option("--reason", required=True, help="Why it is safe to drop (kept on the record).")
+def dlq_discard(dead_letter_id: int, reason: str) -> None:
+    """Close a dead letter without replaying it."""
+    from workers.dlq import DeadLetterNotFoundError
+
+    try:
+        letter = _dead_letters().discard(dead_letter_id, _actor(), reason)
+    except (DeadLetterNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"dead letter {dead_letter_id}: {letter['status']} by {letter['resolved_by']}")
+
+
 if __name__ == "__main__":
     main()

@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import inbox
-from models.enums import EventStatus
+from models import dead_letters, inbox
+from models.enums import ErrorClass, EventStatus
 from models.errors import NotReadyError, StaleEventError, UnknownPaymentError
 from models.lifecycle import TransitionError
 from models.rules import Rules
@@ -84,7 +84,7 @@ def apply_event(session: Session, row: WebhookEvent, event: ProviderEvent, rules
         with session.begin_nested():
             applied = apply_change(session, event, change, rules)
     except PERMANENT as exc:
-        return _settle(row, event, EventStatus.FAILED, str(exc))
+        return fail(session, row, ErrorClass.PERMANENT, str(exc))
     except NOTHING_TO_DO as exc:
         return _settle(row, event, EventStatus.IGNORED, str(exc))
     except NotReadyError as exc:
@@ -101,6 +101,14 @@ def _settle(row: WebhookEvent, event: ProviderEvent, status: EventStatus, error:
         row.hold_key = None
     inbox.settle(row, status, error)
     return EventResult(event.id, status, error=error)
+
+
+def fail(session: Session, row: WebhookEvent, error_class: ErrorClass, message: str, traceback: str | None = None) -> EventResult:
+    """Settle an inbox row as failed and dead-letter it with its raw body, in this transaction."""
+    row.hold_key = None
+    inbox.settle(row, EventStatus.FAILED, message)
+    dead_letters.record(session, row, error_class, message, traceback)
+    return EventResult(row.provider_event_id, EventStatus.FAILED, error=message)
 
 
 def release_held(session: Session, keys: list[str], rules: Rules) -> int:
@@ -146,7 +154,7 @@ def retry_held(db, rules, *, hold_window: timedelta, batch_size: int = 100, now:
             if row is None:
                 continue  # another sweep or a redelivery has it
             if row.received_at < now - hold_window:
-                inbox.settle(row, EventStatus.FAILED, f"held longer than {hold_window} waiting for {row.hold_key}")
+                fail(session, row, ErrorClass.NOT_READY, f"held longer than {hold_window} waiting for {row.hold_key}")
                 counts["expired"] += 1
                 continue
             row.attempts += 1

@@ -55,7 +55,7 @@ def test_every_api_route_needs_the_token(app, client):
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/"):
             continue
-        path = rule.rule.replace("<int:payment_id>", "1").replace("<user_id>", "u")
+        path = rule.rule.replace("<int:payment_id>", "1").replace("<int:dead_letter_id>", "1").replace("<user_id>", "u")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert client.open(path, method=method).status_code == 401, (method, path)
 

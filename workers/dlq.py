@@ -1,0 +1,134 @@
+"""Operating on dead letters: list, show, replay (one or many), discard.
+
+Replay goes through the same path as a delivery (``apply_event`` on the
+event's inbox row, then releasing what it unblocks), one transaction per dead
+letter. Replaying an event that was applied meanwhile changes nothing but the
+dead letter's status; replaying a dead letter that is no longer open changes
+nothing at all. If the event fails again, the dead letter stays open with one
+more attempt and the new reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from models import dead_letters, inbox
+from models.db import Database
+from models.dead_letters import Filters
+from models.enums import DeadLetterStatus, EventStatus
+from models.rules import Rules
+from models.tables import DeadLetter, WebhookEvent
+from workers.handling import apply_event, parse_stored, release_held
+
+
+class DeadLetterNotFoundError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    dead_letter_id: int
+    outcome: str  # replayed | already_applied | failed_again | not_open
+    event_status: str | None = None
+    error: str | None = None
+
+
+class DeadLetters:
+    def __init__(self, database: Database, rules: Rules) -> None:
+        self.database = database
+        self.rules = rules
+
+    def list(self, filters: Filters, *, limit: int | None = 100, offset: int = 0) -> tuple[list[dict], int]:
+        with self.database.transaction() as session:
+            letters, total = dead_letters.find(session, filters, limit=limit, offset=offset)
+            return [view(letter) for letter in letters], total
+
+    def show(self, dead_letter_id: int) -> dict:
+        with self.database.transaction() as session:
+            letter = session.get(DeadLetter, dead_letter_id)
+            if letter is None:
+                raise DeadLetterNotFoundError(f"no dead letter {dead_letter_id}")
+            return view(letter, full=True)
+
+    def matching(self, filters: Filters) -> list[int]:
+        with self.database.transaction() as session:
+            return dead_letters.ids_matching(session, filters)
+
+    def replay(self, dead_letter_id: int, actor: str) -> ReplayResult:
+        with self.database.transaction() as session:
+            letter = dead_letters.lock(session, dead_letter_id)
+            if letter is None:
+                raise DeadLetterNotFoundError(f"no dead letter {dead_letter_id}")
+            if letter.status != DeadLetterStatus.OPEN:
+                return ReplayResult(dead_letter_id, "not_open", error=f"dead letter is {letter.status}")
+            row = session.scalars(
+                select(WebhookEvent)
+                .where(WebhookEvent.provider == letter.provider, WebhookEvent.provider_event_id == letter.provider_event_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).one()
+            if inbox.is_settled(row):
+                dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor, "already applied")
+                return ReplayResult(dead_letter_id, "already_applied", row.status)
+            if not row.payload:
+                row.payload = letter.payload  # retention may have pruned the inbox copy
+            row.attempts += 1
+            result = apply_event(session, row, parse_stored(row), self.rules)
+            if result.status == EventStatus.FAILED:
+                return ReplayResult(dead_letter_id, "failed_again", result.status, result.error)
+            if result.status == EventStatus.PROCESSED:
+                release_held(session, result.keys, self.rules)
+            dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor)
+            return ReplayResult(dead_letter_id, "replayed", result.status)
+
+    def replay_many(
+        self, ids: list[int], actor: str, progress: Callable[[ReplayResult], None] | None = None
+    ) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for dead_letter_id in ids:
+            result = self.replay(dead_letter_id, actor)
+            counts[result.outcome] = counts.get(result.outcome, 0) + 1
+            if progress:
+                progress(result)
+        return counts
+
+    def discard(self, dead_letter_id: int, actor: str, reason: str) -> dict:
+        if not reason.strip():
+            raise ValueError("a reason is required to discard a dead letter")
+        with self.database.transaction() as session:
+            letter = dead_letters.lock(session, dead_letter_id)
+            if letter is None:
+                raise DeadLetterNotFoundError(f"no dead letter {dead_letter_id}")
+            if letter.status == DeadLetterStatus.OPEN:
+                dead_letters.resolve(letter, DeadLetterStatus.DISCARDED, actor, reason)
+            return view(letter)
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def view(letter: DeadLetter, full: bool = False) -> dict:
+    data = {
+        "id": letter.id,
+        "provider": letter.provider,
+        "event_id": letter.provider_event_id,
+        "event_type": letter.event_type,
+        "error_class": letter.error_class,
+        "error": letter.error_message,
+        "attempts": letter.attempts,
+        "first_failed_at": _time(letter.first_failed_at),
+        "last_failed_at": _time(letter.last_failed_at),
+        "status": letter.status,
+        "resolved_by": letter.resolved_by,
+        "resolved_at": _time(letter.resolved_at),
+        "resolution_note": letter.resolution_note,
+    }
+    if full:
+        data["traceback"] = letter.traceback
+        data["payload"] = letter.payload
+    return data
