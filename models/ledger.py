@@ -73,7 +73,7 @@ def post_entry(
         shortfall = -amount - covered
         amount = -covered
     session.flush()
-    return session.execute(
+    entry_id = session.execute(
         _POST,
         {
             "user_id": user_id,
@@ -87,6 +87,10 @@ def post_entry(
             "refunded": -amount if kind == LedgerKind.CLAWBACK else 0,
         },
     ).scalar_one_or_none()
+    if entry_id is not None:
+        # For whoever owns the transaction to report once it commits (metrics, logs).
+        session.info.setdefault("ledger_posted", []).append((kind, amount))
+    return entry_id
 
 
 def spend(session: Session, *, user_id: str, credits: int, idempotency_key: str, reason: str) -> CreditLedger:

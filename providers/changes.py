@@ -16,7 +16,11 @@ from datetime import datetime
 
 
 class SignatureError(ValueError):
-    """A delivery's signature is missing, malformed, stale or wrong."""
+    """A delivery's signature is missing, malformed, stale or wrong; ``reason`` says which, in one word."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class InvalidEventError(ValueError):

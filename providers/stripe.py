@@ -55,13 +55,13 @@ def verify_signature(
 ) -> int:
     """Check the signature over the raw body; return the index of the secret that matched."""
     if not header:
-        raise SignatureError(f"missing {SIGNATURE_HEADER} header")
+        raise SignatureError(f"missing {SIGNATURE_HEADER} header", "missing")
     timestamp, signatures = _parse_header(header)
     age = now - int(timestamp)
     if age > tolerance:
-        raise SignatureError("timestamp is older than the tolerance")
+        raise SignatureError("timestamp is older than the tolerance", "stale")
     if -age > tolerance:
-        raise SignatureError("timestamp is further in the future than the tolerance")
+        raise SignatureError("timestamp is further in the future than the tolerance", "future")
     signed = timestamp.encode() + b"." + body
     matched = None
     for index, secret in enumerate(secrets):
@@ -71,7 +71,7 @@ def verify_signature(
             if hmac.compare_digest(expected, candidate) and matched is None:
                 matched = index
     if matched is None:
-        raise SignatureError("no v1 signature matches a configured secret")
+        raise SignatureError("no v1 signature matches a configured secret", "mismatch")
     return matched
 
 
@@ -87,9 +87,9 @@ def _parse_header(header: str) -> tuple[str, list[bytes]]:
         elif key == "v1":
             signatures.append(value.encode("utf-8", "replace"))
     if len(timestamps) != 1 or not _UNIX_TIME.fullmatch(timestamps[0]):
-        raise SignatureError(f"malformed {SIGNATURE_HEADER} header: needs exactly one t=<unix time>")
+        raise SignatureError(f"malformed {SIGNATURE_HEADER} header: needs exactly one t=<unix time>", "malformed")
     if not signatures:
-        raise SignatureError(f"{SIGNATURE_HEADER} header has no v1 signature")
+        raise SignatureError(f"{SIGNATURE_HEADER} header has no v1 signature", "malformed")
     return timestamps[0], signatures
 
 

@@ -5,6 +5,7 @@ LPUSH), and on these machines sync workers gave steady throughput where gthread
 gave bimodal results. Scale with WEB_CONCURRENCY (processes per machine).
 """
 
+from workers import metrics
 from workers.settings import Settings
 
 _settings = Settings.from_env()
@@ -15,3 +16,8 @@ worker_class = "sync"
 timeout = 30
 graceful_timeout = 20
 # Headers and request line sizes stay at gunicorn's defaults; bodies are capped by the app.
+
+
+def child_exit(server, worker):
+    """Let /metrics forget a dead worker's live gauges (multiprocess mode)."""
+    metrics.mark_process_dead(worker.pid, _settings.metrics_dir)

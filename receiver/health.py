@@ -1,10 +1,15 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and metrics."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response
+from sqlalchemy import func, select
 
+from models.enums import DeadLetterStatus, EventStatus, PaymentStatus
+from models.tables import DeadLetter, Payment, WebhookEvent
 from receiver.services import services
+from workers import metrics
+from workers.queues import MAINTENANCE_QUEUE, WEBHOOKS_QUEUE
 
 blueprint = Blueprint("health", __name__)
 
@@ -34,3 +39,44 @@ def _check(probe) -> str:
     except Exception as exc:  # any failure means not ready; the class says which kind
         return f"unavailable ({exc.__class__.__name__})"
     return "ok"
+
+
+@blueprint.get("/metrics")
+def prometheus_metrics():
+    svc = services()
+    body, content_type = metrics.render(_state_collector(svc), svc.settings.metrics_dir)
+    return Response(body, content_type=content_type)
+
+
+def _state_collector(svc) -> metrics.StateCollector:
+    def queue_depth():
+        client = svc.publisher.client
+        return {(queue,): float(client.llen(queue)) for queue in (WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)}
+
+    def count(statement):
+        def probe():
+            with svc.database.transaction() as session:
+                return {(): float(session.scalar(statement))}
+
+        return probe
+
+    return metrics.StateCollector(
+        {
+            "payhooks_queue_depth": ("Messages waiting in each queue", queue_depth, ["queue"]),
+            "payhooks_dead_letters_open": (
+                "Dead letters waiting for an operator",
+                count(select(func.count()).select_from(DeadLetter).where(DeadLetter.status == DeadLetterStatus.OPEN)),
+                [],
+            ),
+            "payhooks_payments_pending": (
+                "Payments pending or processing (the sweep's backlog)",
+                count(select(func.count()).select_from(Payment).where(Payment.status.in_([PaymentStatus.PENDING, PaymentStatus.PROCESSING]))),
+                [],
+            ),
+            "payhooks_events_held": (
+                "Events waiting for one they depend on",
+                count(select(func.count()).select_from(WebhookEvent).where(WebhookEvent.status == EventStatus.HELD)),
+                [],
+            ),
+        }
+    )

@@ -11,11 +11,14 @@ import logging
 import time
 
 from flask import Blueprint, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from providers import stripe
 from providers.changes import InvalidEventError, SignatureError
 from receiver.errors import error
 from receiver.services import services
+from workers import metrics
+from workers.logs import log_context
 from workers.publish import PublishError
 
 log = logging.getLogger("payhooks.receiver")
@@ -24,18 +27,27 @@ blueprint = Blueprint("webhooks", __name__)
 RETRY_AFTER_SECONDS = 5
 
 
+def _answer(status: int, code: str, message: str, *, event_type: str = "unknown", retry: bool = False):
+    metrics.DELIVERIES.labels(stripe.NAME, event_type, code).inc()
+    response = error(status, code, message)
+    if retry:
+        # Not the sender's fault: ask it to come back rather than drop the event.
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 @blueprint.post("/webhooks/stripe")
 def stripe_webhook():
     svc = services()
     settings = svc.settings
     if not settings.stripe_webhook_secrets:
-        # Not the sender's fault: ask it to come back rather than drop the event.
-        response = error(503, "not_configured", "STRIPE_WEBHOOK_SECRET is not set")
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
-    body = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH, before reading it all
+        return _answer(503, "not_configured", "STRIPE_WEBHOOK_SECRET is not set", retry=True)
     try:
-        stripe.verify_signature(
+        body = request.get_data(cache=False)  # refused past MAX_CONTENT_LENGTH, before reading it all
+    except RequestEntityTooLarge:
+        return _answer(413, "request_entity_too_large", f"bodies are limited to {settings.webhook_max_bytes} bytes")
+    try:
+        secret = stripe.verify_signature(
             body,
             request.headers.get(stripe.SIGNATURE_HEADER),
             settings.stripe_webhook_secrets,
@@ -43,17 +55,21 @@ def stripe_webhook():
             now=time.time(),
         )
     except SignatureError as exc:
+        metrics.SIGNATURE_FAILURES.labels(stripe.NAME, exc.reason).inc()
         log.warning("rejected stripe delivery: %s", exc)
-        return error(400, "invalid_signature", str(exc))
+        return _answer(400, "invalid_signature", str(exc))
+    metrics.SIGNATURE_MATCHES.labels(stripe.NAME, str(secret)).inc()
     try:
         event = stripe.parse_event(body)
     except (InvalidEventError, UnicodeDecodeError) as exc:
-        return error(400, "invalid_event", f"not a Stripe event: {exc}")
-    try:
-        svc.publisher.publish(stripe.NAME, event.id, event.raw)
-    except PublishError as exc:
-        log.error("could not enqueue stripe event %s: %s", event.id, exc)
-        response = error(503, "broker_unavailable", "the queue is unreachable; retry later")
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
+        return _answer(400, "invalid_event", f"not a Stripe event: {exc}")
+    with log_context(provider=stripe.NAME, event_id=event.id, event_type=event.type):
+        started = time.perf_counter()
+        try:
+            svc.publisher.publish(stripe.NAME, event.id, event.raw)
+        except PublishError as exc:
+            log.error("could not enqueue: %s", exc)
+            return _answer(503, "broker_unavailable", "the queue is unreachable; retry later", event_type=event.type, retry=True)
+        metrics.ENQUEUE_SECONDS.labels(stripe.NAME).observe(time.perf_counter() - started)
+    metrics.DELIVERIES.labels(stripe.NAME, event.type, "accepted").inc()
     return {"received": True, "id": event.id}

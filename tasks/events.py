@@ -20,7 +20,9 @@ from models.enums import ErrorClass, EventStatus
 from providers.changes import InvalidEventError, ProviderEvent
 from tasks.base import PayhooksTask
 from tasks.errors import is_transient
+from workers import metrics
 from workers.handling import PROVIDERS, EventResult, claim, fail, handle_event
+from workers.logs import log_context
 from workers.queues import PROCESS_EVENT
 
 log = logging.getLogger("payhooks.tasks")
@@ -44,34 +46,56 @@ def process_event(
         # The receiver checks this before enqueueing; only a hand-made message lands here.
         log.error("dropping unparseable %s event (task %s): %s", provider, self.request.id, exc)
         return "invalid"
+    with log_context(task_id=self.request.id, provider=provider, event_id=event.id, event_type=event.type):
+        result, posted = _process(self, event, source)
+        _observe(event, source, result, posted, received_at)
+    return result.status
+
+
+def _process(task: PayhooksTask, event: ProviderEvent, source: str) -> tuple[EventResult, list]:
     started = time.monotonic()
+    posted: list = []
     try:
-        with self.runtime.db.transaction() as session:
-            result = handle_event(session, event, self.runtime.rules, source)
+        with task.runtime.db.transaction() as session:
+            result = handle_event(session, event, task.runtime.rules, source)
+            posted = session.info.pop("ledger_posted", [])
     except Exception as exc:
-        if is_transient(exc) and self.request.retries < self.runtime.settings.retry_max_attempts:
-            log.warning(
-                "transient failure on %s %s (attempt %d): %s",
-                provider, event.id, self.request.retries + 1, exc.__class__.__name__,
-            )
-            raise self.retry_later(exc) from exc
+        if is_transient(exc) and task.request.retries < task.runtime.settings.retry_max_attempts:
+            log.warning("transient failure (attempt %d): %s", task.request.retries + 1, exc.__class__.__name__)
+            metrics.RETRIES.labels(event.provider, event.type).inc()
+            raise task.retry_later(exc) from exc
         # Out of retries, or a bug rather than bad data: dead-letter the raw body
         # rather than lose the event when Celery acknowledges the failed message.
         error_class = ErrorClass.TRANSIENT if is_transient(exc) else ErrorClass.UNEXPECTED
         if error_class == ErrorClass.UNEXPECTED:
-            log.exception("unexpected failure on %s %s", provider, event.id)
-        result = dead_letter(self, event, source, error_class, exc)
+            log.exception("unexpected failure")
+        result = dead_letter(task, event, source, error_class, exc)
+        if result.status == EventStatus.FAILED:
+            metrics.DEAD_LETTERS.labels(event.provider, event.type, error_class).inc()
     log.info(
-        "%s event %s (%s): %s%s in %.1f ms%s",
-        provider,
-        event.id,
-        event.type,
+        "%s%s in %.1f ms%s",
         result.status,
         " (duplicate)" if result.duplicate else "",
         (time.monotonic() - started) * 1000,
         f": {result.error}" if result.error else "",
+        extra={"outcome": result.status, "payment_id": result.payment_id, "credits": [[k, a] for k, a in posted] or None},
     )
-    return result.status
+    return result, posted
+
+
+def _observe(event: ProviderEvent, source: str, result: EventResult, posted: list, received_at: float | None) -> None:
+    outcome = "duplicate" if result.duplicate else result.status
+    metrics.EVENTS.labels(event.provider, event.type, outcome, source).inc()
+    if result.status == EventStatus.FAILED and not result.duplicate and result.error_class == ErrorClass.PERMANENT:
+        metrics.DEAD_LETTERS.labels(event.provider, event.type, ErrorClass.PERMANENT).inc()
+    if result.status == EventStatus.PROCESSED and not result.duplicate:
+        now = time.time()
+        if event.created:
+            metrics.LAG.labels("created").observe(max(0.0, now - event.created.timestamp()))
+        if received_at:
+            metrics.LAG.labels("received").observe(max(0.0, now - received_at))
+    for kind, amount in posted:
+        metrics.CREDITS.labels(kind).inc(abs(amount))
 
 
 def dead_letter(task: PayhooksTask, event: ProviderEvent, source: str, error_class: ErrorClass, exc: BaseException) -> EventResult:

@@ -10,6 +10,8 @@ events an applied change may unblock.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -36,6 +38,12 @@ from providers.changes import (
     Refunded,
     SubscriptionChanged,
 )
+
+@dataclass(frozen=True)
+class Applied:
+    changed: bool
+    payment_id: int | None = None
+
 
 CHECKOUT_CHANGES = (PaymentSucceeded, PaymentProcessing, CheckoutFailed, CheckoutExpired)
 PAYMENT_CHANGES = (AttemptFailed, PaymentCanceled, Refunded, DisputeOpened, DisputeClosed)
@@ -71,14 +79,15 @@ def lock_subjects(session: Session, keys: list[str]) -> None:
         session.execute(_LOCK_KEYS, {"keys": keys})
 
 
-def apply_change(session: Session, event: ProviderEvent, change: Change, rules: Rules) -> bool:
-    """Change rows for one event; False when there was nothing to do (Ignored)."""
+def apply_change(session: Session, event: ProviderEvent, change: Change, rules: Rules) -> Applied:
+    """Change rows for one event; Applied(False) when there was nothing to do (Ignored)."""
     cause, at, provider = event.id, event.created, event.provider
+    payment = None
     match change:
         case Ignored():
-            return False
+            return Applied(False)
         case PaymentSucceeded(checkout=checkout):
-            payments.record_paid(session, _facts(event, checkout), cause, rules)
+            payment = payments.record_paid(session, _facts(event, checkout), cause, rules)
         case PaymentProcessing(checkout=checkout):
             payment = payments.lock_or_record(session, _facts(event, checkout))
             payments.record_unpaid_status(session, payment, S.PROCESSING, at, cause, rules)
@@ -122,7 +131,7 @@ def apply_change(session: Session, event: ProviderEvent, change: Change, rules: 
                 ),
             )
         case InvoicePaid():
-            subscriptions.record_invoice_paid(
+            payment = subscriptions.record_invoice_paid(
                 session,
                 subscriptions.InvoiceFacts(
                     provider=provider,
@@ -139,7 +148,7 @@ def apply_change(session: Session, event: ProviderEvent, change: Change, rules: 
                 cause,
                 rules,
             )
-    return True
+    return Applied(True, payment.id if payment is not None else None)
 
 
 def _facts(event: ProviderEvent, checkout: Checkout) -> payments.CheckoutFacts:

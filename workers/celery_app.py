@@ -20,8 +20,10 @@ Redelivery is therefore normal, and it is safe because processing is idempotent
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 from kombu import Queue
 
 from workers.queues import (
@@ -32,6 +34,8 @@ from workers.queues import (
     SWEEP_PENDING,
     WEBHOOKS_QUEUE,
 )
+from workers import metrics
+from workers.logs import configure_logging
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -94,5 +98,14 @@ def make_celery(settings: Settings) -> Celery:
     @worker_process_init.connect(weak=False)
     def _after_fork(**_: object) -> None:
         app.payhooks.forget_connections()
+
+    @worker_process_shutdown.connect(weak=False)
+    def _child_gone(**_: object) -> None:
+        metrics.mark_process_dead(os.getpid(), settings.metrics_dir)
+
+    @setup_logging.connect(weak=False)
+    def _logging(**_: object) -> None:
+        # Connected, this replaces Celery's own logging setup: every line is JSON with the event's context.
+        configure_logging(settings.log_level, settings.log_format)
 
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -88,6 +89,12 @@ def run(procfile: str, var_dir: str) -> None:
         if embedded:
             _fill_dev_secrets(env)
         env.setdefault("PORT", "8000")
+        if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+            # One /metrics for web, worker and beat: they share this machine.
+            metrics_dir = var / "metrics"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
 
         processes = parse_procfile(Path(procfile).read_text()).processes
         missing = {"release", *LONG_RUNNING} - set(processes)

@@ -48,6 +48,8 @@ class EventResult:
     error: str | None = None
     keys: list[str] = field(default_factory=list)
     released: int = 0
+    payment_id: int | None = None
+    error_class: str | None = None
 
 
 def claim(session: Session, event: ProviderEvent, source: str) -> WebhookEvent:
@@ -71,7 +73,7 @@ def handle_event(session: Session, event: ProviderEvent, rules: Rules, source: s
     result = apply_event(session, row, event, rules)
     if result.status == EventStatus.PROCESSED:
         released = release_held(session, result.keys, rules)
-        return EventResult(result.event_id, result.status, keys=result.keys, released=released)
+        return EventResult(result.event_id, result.status, keys=result.keys, released=released, payment_id=result.payment_id)
     return result
 
 
@@ -90,10 +92,10 @@ def apply_event(session: Session, row: WebhookEvent, event: ProviderEvent, rules
     except NotReadyError as exc:
         row.hold_key = exc.key
         return _settle(row, event, EventStatus.HELD, f"held: {exc}", keep_hold=True)
-    if not applied:
+    if not applied.changed:
         return _settle(row, event, EventStatus.IGNORED, getattr(change, "reason", None))
     result = _settle(row, event, EventStatus.PROCESSED, None)
-    return EventResult(result.event_id, result.status, keys=keys)
+    return EventResult(result.event_id, result.status, keys=keys, payment_id=applied.payment_id)
 
 
 def _settle(row: WebhookEvent, event: ProviderEvent, status: EventStatus, error: str | None, keep_hold: bool = False) -> EventResult:
@@ -108,7 +110,7 @@ def fail(session: Session, row: WebhookEvent, error_class: ErrorClass, message: 
     row.hold_key = None
     inbox.settle(row, EventStatus.FAILED, message)
     dead_letters.record(session, row, error_class, message, traceback)
-    return EventResult(row.provider_event_id, EventStatus.FAILED, error=message)
+    return EventResult(row.provider_event_id, EventStatus.FAILED, error=message, error_class=error_class)
 
 
 def release_held(session: Session, keys: list[str], rules: Rules) -> int:

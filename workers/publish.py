@@ -122,3 +122,7 @@ class EventPublisher:
 
     def ping(self) -> None:
         self._client.ping()
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client

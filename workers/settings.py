@@ -58,6 +58,20 @@ def _optional_str(raw: Any) -> str | None:
     return text or None
 
 
+def _log_level(raw: Any) -> str:
+    level = str(raw).strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def _log_format(raw: Any) -> str:
+    fmt = str(raw).strip().lower()
+    if fmt not in ("json", "text"):
+        raise ValueError("must be json or text")
+    return fmt
+
+
 def _clawback_policy(raw: Any) -> ClawbackPolicy:
     try:
         return ClawbackPolicy(str(raw).strip())
@@ -115,6 +129,11 @@ class Settings:
     sentry_dsn: str | None = None
     port: int = 8000
     web_concurrency: int = 2
+
+    # prometheus-client's multiprocess directory, shared by the processes of one machine
+    metrics_dir: str | None = None
+    log_level: str = "INFO"
+    log_format: str = "json"  # or "text"
 
     # Receiver
     webhook_tolerance_seconds: int = 300
@@ -216,6 +235,9 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "API_TOKEN": ("api_token", _optional_str),
     "SENTRY_DSN": ("sentry_dsn", _optional_str),
     "PORT": ("port", _positive_int),
+    "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", _optional_str),
+    "LOG_LEVEL": ("log_level", _log_level),
+    "LOG_FORMAT": ("log_format", _log_format),
     "WEB_CONCURRENCY": ("web_concurrency", _positive_int),
     "STRIPE_WEBHOOK_TOLERANCE": ("webhook_tolerance_seconds", _positive_int),
     "WEBHOOK_MAX_BYTES": ("webhook_max_bytes", _positive_int),
@@ -251,6 +273,8 @@ FILE_SETTINGS = {
     "retry_backoff_base_seconds": _positive_float,
     "retry_backoff_max_seconds": _positive_float,
     "port": _positive_int,
+    "log_level": _log_level,
+    "log_format": _log_format,
     "web_concurrency": _positive_int,
     "stripe_api_base": _optional_str,
     "clawback_policy": _clawback_policy,

@@ -1,0 +1,99 @@
+"""Metrics after traffic, across real gunicorn and Celery prefork processes; JSON logs that follow an event."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import PRIMARY_SECRET, ROTATED_SECRET
+from tests.support import processes
+from tests.support.processes import wait_until
+from tests.support.stripe_events import completed_event, encode, signed_headers
+from workers.embedded import free_port
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(found: dict, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for (n, ls), v in found.items() if n == name and set(labels.items()) <= set(ls))
+
+
+@pytest.fixture
+def stack(process_env, test_services, tmp_path):
+    """gunicorn and a prefork worker sharing one multiprocess metrics directory and their own Redis db."""
+    url = test_services.redis_url.rsplit("/", 1)[0] + "/3"
+    redis.Redis.from_url(url).flushdb()
+    env = {**process_env, "REDIS_URL": url, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    port = free_port()
+    web = processes.gunicorn(env, port)
+    worker = processes.celery_worker(env, name="observed")
+    try:
+        yield f"http://127.0.0.1:{port}", worker
+    finally:
+        worker.stop()
+        web.stop()
+        redis.Redis.from_url(url).flushdb()
+
+
+def test_metrics_after_a_burst_cover_every_process(stack):
+    base, worker = stack
+    events = [completed_event(user_id=f"user_metrics_{n}", credits="5") for n in range(6)]
+    for n, evt in enumerate(events):
+        body = encode(evt)
+        secret = ROTATED_SECRET if n == 0 else PRIMARY_SECRET
+        assert requests.post(f"{base}/webhooks/stripe", data=body, headers=signed_headers(body, secret), timeout=5).ok
+    bad = encode(completed_event())
+    assert requests.post(f"{base}/webhooks/stripe", data=bad, headers=signed_headers(bad, "whsec_wrong"), timeout=5).status_code == 400
+
+    def scraped():
+        found = samples(requests.get(f"{base}/metrics", timeout=5).text)
+        return found if value(found, "payhooks_events_total", outcome="processed") >= 6 else None
+
+    found = wait_until(scraped, 30, what="the worker's events to show in the receiver's /metrics")
+    assert value(found, "payhooks_deliveries_total", outcome="accepted") == 6
+    assert value(found, "payhooks_deliveries_total", outcome="invalid_signature") == 1
+    assert value(found, "payhooks_signature_matches_total", secret="1") == 1  # the rotated secret, seen working
+    assert value(found, "payhooks_signature_failures_total", reason="mismatch") == 1
+    assert value(found, "payhooks_enqueue_seconds_count") == 6
+    assert value(found, "payhooks_credits_total", kind="grant") == 30
+    assert value(found, "payhooks_event_lag_seconds_count", since="received") == 6
+    assert ("payhooks_queue_depth", (("queue", "webhooks"),)) in found
+    assert value(found, "payhooks_dead_letters_open") == 0
+    assert value(found, "payhooks_payments_pending") == 0
+    assert value(found, "payhooks_state_scrape_errors") == 0
+
+
+def test_json_logs_follow_one_event_from_task_to_ledger(stack):
+    base, worker = stack
+    evt = completed_event(user_id="user_logged", credits="7")
+    body = encode(evt)
+    assert requests.post(f"{base}/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET), timeout=5).ok
+
+    def line_for_event():
+        for raw in list(worker.output):
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if record.get("event_id") == evt["id"] and record.get("outcome"):
+                return record
+        return None
+
+    record = wait_until(line_for_event, 30, what="a JSON log line for the event")
+    assert record["provider"] == "stripe"
+    assert record["event_type"] == "checkout.session.completed"
+    assert record["outcome"] == "processed"
+    assert record["task_id"] and record["payment_id"]
+    assert record["credits"] == [["grant", 7]]
+    assert body.decode() not in "".join(worker.output)  # raw bodies never reach the logs
