@@ -22,7 +22,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from models.enums import DeadLetterStatus, DisputeStatus, ErrorClass, EventStatus, LedgerKind, PaymentStatus, sql_in
+from models.enums import (
+    DeadLetterStatus,
+    DisputeStatus,
+    ErrorClass,
+    EventStatus,
+    LedgerKind,
+    PaymentStatus,
+    sql_in,
+)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -11,14 +11,18 @@ import hmac
 from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
 
+from models.dead_letters import Filters
+from models.enums import DeadLetterStatus
 from models.ledger import InsufficientCreditsError
-from providers.stripe_api import ProviderRequestError, ProviderUnavailableError, StripeNotConfiguredError
+from providers.stripe_api import (
+    ProviderRequestError,
+    ProviderUnavailableError,
+    StripeNotConfiguredError,
+)
 from receiver import schemas
 from receiver.errors import error
 from receiver.openapi import openapi_document
 from receiver.services import services
-from models.dead_letters import Filters
-from models.enums import DeadLetterStatus
 from workers.dlq import DeadLetterNotFoundError
 from workers.tracker import ConflictError, InvalidRequestError, NotFoundError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import current_app
 
 from models.db import Database
-from workers.publish import EventPublisher
 from workers.dlq import DeadLetters
+from workers.publish import EventPublisher
 from workers.settings import Settings
 from workers.tracker import PaymentTracker
 

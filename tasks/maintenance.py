@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from celery import shared_task
 
+from models import retention
 from providers.stripe_api import ProviderUnavailableError, StripeNotConfiguredError
 from tasks.base import PayhooksTask
 from tasks.errors import is_transient
+from workers import metrics
 from workers.handling import retry_held
-from workers.queues import RECONCILE_EVENTS, RETRY_HELD_EVENTS, SWEEP_PENDING
+from workers.queues import PRUNE_INBOX, RECONCILE_EVENTS, RETRY_HELD_EVENTS, SWEEP_PENDING
 
 log = logging.getLogger("payhooks.maintenance")
 
@@ -47,6 +49,8 @@ def sweep_pending(self: PayhooksTask) -> dict:
         batch_size=settings.sweep_batch_size,
         calls_per_second=settings.sweep_calls_per_second,
     )
+    for outcome in ("completed", "expired", "still_open"):
+        metrics.SWEEP_RESULTS.labels(outcome).inc(getattr(report, outcome))
     if report.checked or report.errors:
         log.info(
             "sweep: checked %d, completed %d, expired %d, still open %d%s",
@@ -73,7 +77,34 @@ def reconcile_events(self: PayhooksTask) -> dict:
     except ProviderUnavailableError as exc:
         log.warning("reconciliation failed, cursor unchanged, next run retries: %s", exc)
         return {"provider_unavailable": True}
+    metrics.RECONCILE_MISSING.set(report["missing"])
     log_line = log.warning if report["missing"] else log.info
     log_line("reconciliation since %s: %d listed, %d missing from the inbox, %d applied",
              report["since"], report["listed"], report["missing"], report["applied"])
     return {k: report[k] for k in ("listed", "missing", "applied")}
+
+
+def prune(db, *, payload_days: int, inbox_days: int, batch_size: int = 1000, now: datetime | None = None) -> dict:
+    """Drop old raw payloads, then old inbox rows, a batch per transaction until none is left."""
+    now = now or datetime.now(UTC)
+    totals = {"payloads_pruned": 0, "rows_deleted": 0}
+    for key, step, days in (
+        ("payloads_pruned", retention.prune_payloads, payload_days),
+        ("rows_deleted", retention.delete_old_rows, max(inbox_days, retention.MIN_INBOX_RETENTION_DAYS)),
+    ):
+        while True:
+            with db.transaction() as session:
+                done = step(session, older_than=now - timedelta(days=days), batch_size=batch_size)
+            totals[key] += done
+            if done < batch_size:
+                break
+    return totals
+
+
+@shared_task(bind=True, base=PayhooksTask, name=PRUNE_INBOX)
+def prune_inbox(self: PayhooksTask) -> dict:
+    settings = self.runtime.settings
+    totals = prune(self.runtime.db, payload_days=settings.retention_payload_days, inbox_days=settings.retention_inbox_days)
+    if any(totals.values()):
+        log.info("retention: %s", totals)
+    return totals

@@ -39,6 +39,7 @@ from providers.changes import (
     SubscriptionChanged,
 )
 
+
 @dataclass(frozen=True)
 class Applied:
     changed: bool

@@ -26,16 +26,17 @@ from celery import Celery
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 from kombu import Queue
 
+from workers import metrics
+from workers.logs import configure_logging
 from workers.queues import (
     MAINTENANCE_QUEUE,
+    PRUNE_INBOX,
     RECONCILE_EVENTS,
     RETRY_HELD_EVENTS,
     ROUTES,
     SWEEP_PENDING,
     WEBHOOKS_QUEUE,
 )
-from workers import metrics
-from workers.logs import configure_logging
 from workers.runtime import Runtime
 from workers.settings import Settings
 
@@ -87,6 +88,7 @@ def beat_schedule(settings: Settings) -> dict:
         "retry-held-events": every(RETRY_HELD_EVENTS, settings.held_retry_interval_seconds),
         "sweep-pending": every(SWEEP_PENDING, settings.sweep_interval_seconds),
         "reconcile-events": every(RECONCILE_EVENTS, settings.reconcile_interval_seconds),
+        "prune-inbox": every(PRUNE_INBOX, settings.retention_interval_seconds),
     }
 
 

@@ -11,6 +11,7 @@ PROCESS_EVENT = "payhooks.process_event"
 RETRY_HELD_EVENTS = "payhooks.retry_held_events"
 SWEEP_PENDING = "payhooks.sweep_pending"
 RECONCILE_EVENTS = "payhooks.reconcile_events"
+PRUNE_INBOX = "payhooks.prune_inbox"
 
 ROUTES = {
     PROCESS_EVENT: {"queue": WEBHOOKS_QUEUE, "routing_key": WEBHOOKS_QUEUE},

@@ -161,6 +161,11 @@ class Settings:
     checkout_success_url: str | None = None
     checkout_cancel_url: str | None = None
 
+    # Retention (models/retention.py)
+    retention_payload_days: int = 7
+    retention_inbox_days: int = 90
+    retention_interval_seconds: int = 3600
+
     # Recovery (workers/recovery.py)
     sweep_interval_seconds: int = 60
     sweep_min_age_seconds: int = 300
@@ -178,6 +183,11 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.retention_inbox_days < 35:
+            raise SettingsError(
+                "RETENTION_INBOX_DAYS must be at least 35: providers redeliver for days and list events "
+                "for 30, and an inbox id pruned earlier would let a late copy be applied twice"
+            )
         if self.retry_backoff_max_seconds >= self.broker_visibility_timeout:
             raise SettingsError(
                 "RETRY_BACKOFF_MAX_SECONDS must stay below BROKER_VISIBILITY_TIMEOUT "
@@ -252,6 +262,9 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "HELD_RETRY_INTERVAL_SECONDS": ("held_retry_interval_seconds", _positive_int),
     "CHECKOUT_SUCCESS_URL": ("checkout_success_url", _optional_str),
     "CHECKOUT_CANCEL_URL": ("checkout_cancel_url", _optional_str),
+    "RETENTION_PAYLOAD_DAYS": ("retention_payload_days", _positive_int),
+    "RETENTION_INBOX_DAYS": ("retention_inbox_days", _positive_int),
+    "RETENTION_INTERVAL_SECONDS": ("retention_interval_seconds", _positive_int),
     "SWEEP_INTERVAL_SECONDS": ("sweep_interval_seconds", _positive_int),
     "SWEEP_MIN_AGE_SECONDS": ("sweep_min_age_seconds", _positive_int),
     "SWEEP_EXPIRY_GRACE_SECONDS": ("sweep_expiry_grace_seconds", _positive_int),
@@ -284,6 +297,9 @@ FILE_SETTINGS = {
     "held_retry_interval_seconds": _positive_int,
     "checkout_success_url": _optional_str,
     "checkout_cancel_url": _optional_str,
+    "retention_payload_days": _positive_int,
+    "retention_inbox_days": _positive_int,
+    "retention_interval_seconds": _positive_int,
     "sweep_interval_seconds": _positive_int,
     "sweep_min_age_seconds": _positive_int,
     "sweep_expiry_grace_seconds": _positive_int,

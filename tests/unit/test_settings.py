@@ -112,6 +112,9 @@ INT_VARS = [
     ("RECONCILE_INTERVAL_SECONDS", "reconcile_interval_seconds", "300", 300),
     ("RECONCILE_OVERLAP_SECONDS", "reconcile_overlap_seconds", "900", 900),
     ("RECONCILE_INITIAL_LOOKBACK_SECONDS", "reconcile_initial_lookback_seconds", "86400", 86400),
+    ("RETENTION_PAYLOAD_DAYS", "retention_payload_days", "14", 14),
+    ("RETENTION_INBOX_DAYS", "retention_inbox_days", "60", 60),
+    ("RETENTION_INTERVAL_SECONDS", "retention_interval_seconds", "600", 600),
 ]
 FLOAT_VARS = [
     ("PUBLISH_TIMEOUT_SECONDS", "publish_timeout_seconds", "1.25", 1.25),

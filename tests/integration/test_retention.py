@@ -1,0 +1,61 @@
+"""Retention: old payloads dropped, inbox ids kept long enough to recognize a late redelivery."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+
+from models.enums import EventStatus
+from models.rules import Rules
+from models.tables import CreditLedger, WebhookEvent
+from providers import stripe
+from tasks.maintenance import prune
+from tests.support.stripe_events import completed_event, encode
+from workers.handling import handle_event
+from workers.settings import Settings, SettingsError
+
+
+def deliver(database, evt):
+    with database.transaction() as session:
+        return handle_event(session, stripe.parse_event(encode(evt)), Rules())
+
+
+def age(database, event_id: str, days: int) -> None:
+    with database.transaction() as session:
+        session.execute(
+            text("UPDATE webhook_events SET received_at = now() - make_interval(days => :days) WHERE provider_event_id = :id"),
+            {"days": days, "id": event_id},
+        )
+
+
+def inbox(database) -> dict[str, tuple[str, bool]]:
+    with database.transaction() as session:
+        return {r.provider_event_id: (r.status, r.payload is not None) for r in session.scalars(select(WebhookEvent))}
+
+
+def test_prune_keeps_ids_for_dedupe_and_failed_payloads_for_replay(database):
+    recent, week_old, month_old, ancient = (completed_event(user_id=f"user_ret_{n}", credits="1") for n in range(4))
+    failed = completed_event(user_id="user_ret_bad", credits="lots")
+    for evt, days in ((recent, 1), (week_old, 8), (month_old, 30), (ancient, 40), (failed, 40)):
+        deliver(database, evt)
+        age(database, evt["id"], days)
+
+    totals = prune(database, payload_days=7, inbox_days=35, batch_size=2)
+
+    assert totals == {"payloads_pruned": 3, "rows_deleted": 1}
+    rows = inbox(database)
+    assert rows[recent["id"]] == (EventStatus.PROCESSED, True)
+    assert rows[week_old["id"]] == (EventStatus.PROCESSED, False)
+    assert rows[month_old["id"]] == (EventStatus.PROCESSED, False)
+    assert ancient["id"] not in rows
+    assert rows[failed["id"]] == (EventStatus.FAILED, True)  # kept for the operator
+
+    again = deliver(database, month_old)  # a late redelivery of a pruned event
+    assert again.duplicate
+    with database.transaction() as session:
+        assert len(session.scalars(select(CreditLedger).where(CreditLedger.user_id == "user_ret_2")).all()) == 1
+
+
+def test_inbox_retention_below_35_days_is_refused():
+    with pytest.raises(SettingsError, match="at least 35"):
+        Settings.from_env({"RETENTION_INBOX_DAYS": "30"})
