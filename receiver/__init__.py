@@ -16,7 +16,7 @@ from workers.settings import Settings
 def create_app(settings: Settings, services: Services | None = None) -> Flask:
     from receiver import api, health, webhooks
 
-    app = Flask("payhooks")
+    app = Flask("payhooks", static_folder=None)
     # Werkzeug answers 413 before reading more than this, chunked bodies included.
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes
     app.extensions["payhooks"] = services or Services(settings)

@@ -84,8 +84,7 @@ def _process(task: PayhooksTask, event: ProviderEvent, source: str) -> tuple[Eve
 
 
 def _observe(event: ProviderEvent, source: str, result: EventResult, posted: list, received_at: float | None) -> None:
-    outcome = "duplicate" if result.duplicate else result.status
-    metrics.EVENTS.labels(event.provider, event.type, outcome, source).inc()
+    metrics.observe_event(event.provider, event.type, source, result.status, result.duplicate, posted)
     if result.status == EventStatus.FAILED and not result.duplicate and result.error_class == ErrorClass.PERMANENT:
         metrics.DEAD_LETTERS.labels(event.provider, event.type, ErrorClass.PERMANENT).inc()
     if result.status == EventStatus.PROCESSED and not result.duplicate:
@@ -94,8 +93,6 @@ def _observe(event: ProviderEvent, source: str, result: EventResult, posted: lis
             metrics.LAG.labels("created").observe(max(0.0, now - event.created.timestamp()))
         if received_at:
             metrics.LAG.labels("received").observe(max(0.0, now - received_at))
-    for kind, amount in posted:
-        metrics.CREDITS.labels(kind).inc(abs(amount))
 
 
 def dead_letter(task: PayhooksTask, event: ProviderEvent, source: str, error_class: ErrorClass, exc: BaseException) -> EventResult:

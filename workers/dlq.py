@@ -22,6 +22,7 @@ from models.dead_letters import Filters
 from models.enums import DeadLetterStatus, EventStatus
 from models.rules import Rules
 from models.tables import DeadLetter, WebhookEvent
+from workers import metrics
 from workers.handling import apply_event, parse_stored, release_held
 
 
@@ -77,13 +78,17 @@ class DeadLetters:
             if not row.payload:
                 row.payload = letter.payload  # retention may have pruned the inbox copy
             row.attempts += 1
-            result = apply_event(session, row, parse_stored(row), self.rules)
-            if result.status == EventStatus.FAILED:
-                return ReplayResult(dead_letter_id, "failed_again", result.status, result.error)
+            event = parse_stored(row)
+            result = apply_event(session, row, event, self.rules)
             if result.status == EventStatus.PROCESSED:
                 release_held(session, result.keys, self.rules)
-            dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor)
-            return ReplayResult(dead_letter_id, "replayed", result.status)
+            if result.status != EventStatus.FAILED:
+                dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor)
+            posted = session.info.pop("ledger_posted", [])
+        metrics.observe_event(event.provider, event.type, "replay", result.status, False, posted)
+        if result.status == EventStatus.FAILED:
+            return ReplayResult(dead_letter_id, "failed_again", result.status, result.error)
+        return ReplayResult(dead_letter_id, "replayed", result.status)
 
     def replay_many(
         self, ids: list[int], actor: str, progress: Callable[[ReplayResult], None] | None = None

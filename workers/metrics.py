@@ -78,6 +78,13 @@ RECONCILE_MISSING = Gauge(
 SWEEP_RESULTS = Counter("payhooks_sweep_results_total", "Pending payments checked by the sweep", ["outcome"])
 
 
+def observe_event(provider: str, event_type: str, source: str, status: str, duplicate: bool, posted: list) -> None:
+    """Count one handled event (from a webhook, sweep, verify, reconciliation or replay) and the credits it moved."""
+    EVENTS.labels(provider, event_type, "duplicate" if duplicate else status, source).inc()
+    for kind, amount in posted:
+        CREDITS.labels(kind).inc(abs(amount))
+
+
 def mark_process_dead(pid: int, multiprocess_dir: str | None) -> None:
     if multiprocess_dir:
         multiprocess.mark_process_dead(pid, multiprocess_dir)

@@ -42,6 +42,7 @@ from models.tables import CreditLedger, Payment, WebhookEvent
 from providers import stripe
 from providers.changes import ProviderEvent
 from providers.stripe_api import ProviderUnavailableError, StripeAPI
+from workers import metrics
 from workers.handling import EventResult, handle_event
 
 log = logging.getLogger("payhooks.recovery")
@@ -243,6 +244,8 @@ class Recovery:
     def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
         with self.database.transaction() as session:
             result = handle_event(session, event, self.rules, source=source)
+            posted = session.info.pop("ledger_posted", [])
+        metrics.observe_event(event.provider, event.type, source, result.status, result.duplicate, posted)
         if result.status == EventStatus.FAILED:
             log.error("%s could not apply %s: %s", source, event.id, result.error)
         return result

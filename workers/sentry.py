@@ -175,8 +175,20 @@ _CARD_TOKENS = frozenset({"card", "cvc", "cvv", "cvc2", "cvv2", "last4", "finger
 _CARD_NAMES = frozenset({"number", "exp_month", "exp_year", "expiry", "expiration", "iin"})
 _PERSONAL_TOKENS = frozenset({"email", "phone", "address", "addr", "ssn", "dob", "birthdate"})
 _PERSONAL_NAMES = frozenset(
-    {"ip", "ip_address", "remote_addr", "x_forwarded_for", "x_real_ip", "forwarded", "shipping",
-     "billing_details", "customer_details", "customer_email", "customer_name", "username"}
+    {
+        "ip",
+        "ip_address",
+        "remote_addr",
+        "x_forwarded_for",
+        "x_real_ip",
+        "forwarded",
+        "shipping",
+        "billing_details",
+        "customer_details",
+        "customer_email",
+        "customer_name",
+        "username",
+    }
 )
 
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
@@ -205,8 +217,17 @@ def _filtered_name(name: Any) -> bool:
 
 # -- values -------------------------------------------------------------------
 
-_SAFE_SCALARS = (bool, float, type(None), _dt.datetime, _dt.date, _dt.time, _dt.timedelta,
-                 decimal.Decimal, uuid.UUID)
+_SAFE_SCALARS = (
+    bool,
+    float,
+    type(None),
+    _dt.datetime,
+    _dt.date,
+    _dt.time,
+    _dt.timedelta,
+    decimal.Decimal,
+    uuid.UUID,
+)
 
 
 def _scrub(value: Any, depth: int, *, key: Any = None, check_keys: bool = True) -> Any:
@@ -230,9 +251,7 @@ def _scrub(value: Any, depth: int, *, key: Any = None, check_keys: bool = True) 
     if isinstance(value, AnnotatedValue):
         return AnnotatedValue(_scrub(value.value, depth + 1, check_keys=check_keys), value.metadata)
     if isinstance(value, Mapping):
-        return {
-            k: _scrub(v, depth + 1, key=k, check_keys=check_keys) for k, v in value.items()
-        }
+        return {k: _scrub(v, depth + 1, key=k, check_keys=check_keys) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_scrub(item, depth + 1, check_keys=check_keys) for item in value]
     # Anything else (only in breadcrumbs, before the SDK serializes): its repr.
@@ -262,7 +281,9 @@ def _scrub_request(request: Any, depth: int) -> Any:
 def _scrub_user(user: Any, depth: int) -> Any:
     if not isinstance(user, Mapping):
         return _scrub(user, depth)
-    return {key: (_scrub(value, depth + 1) if key == "id" else FILTERED) for key, value in user.items()}
+    return {
+        key: (_scrub(value, depth + 1) if key == "id" else FILTERED) for key, value in user.items()
+    }
 
 
 def _scrub_headers(headers: Any, depth: int) -> Any:
@@ -309,8 +330,13 @@ _SECRET_VALUE = r"(?!\[Filtered\])[^\s\"',;&)}\]\\]+"
 
 _STRING_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Header lines in a repr of request headers: "Authorization: ...\r\n".
-    (re.compile(r"(?i)\b((?:proxy-)?authorization|(?:set-)?cookie|stripe-signature|x-api-key)"
-                r"(\s*:\s*)[^\r\n]*"), rf"\1\2{FILTERED}"),
+    (
+        re.compile(
+            r"(?i)\b((?:proxy-)?authorization|(?:set-)?cookie|stripe-signature|x-api-key)"
+            r"(\s*:\s*)[^\r\n]*"
+        ),
+        rf"\1\2{FILTERED}",
+    ),
     # Stripe-Signature values: t=<unix>,v1=<hex>[,v0=<hex>...], and lone v1=<hex>.
     (re.compile(r"\bt=\d+(?:\s*,\s*v\d+=[0-9A-Za-z]*)+"), FILTERED),
     (re.compile(r"\bv\d+=[0-9a-fA-F]{8,}"), FILTERED),
@@ -323,8 +349,10 @@ _STRING_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # name=value, and 'name': 'value' (a dict's repr, JSON), where the name looks secret.
     # (Not "Name: value" in prose: "SignatureError: timestamp too old" must stay.)
     (re.compile(rf"(?i)\b({_SECRET_NAME}=\\?[\"']?){_SECRET_VALUE}"), rf"\1{FILTERED}"),
-    (re.compile(rf"(?i)(\\?[\"']{_SECRET_NAME}\\?[\"']\s*:\s*\\?[\"']?){_SECRET_VALUE}"),
-     rf"\1{FILTERED}"),
+    (
+        re.compile(rf"(?i)(\\?[\"']{_SECRET_NAME}\\?[\"']\s*:\s*\\?[\"']?){_SECRET_VALUE}"),
+        rf"\1{FILTERED}",
+    ),
     # Passwords in URLs: scheme://user:password@host.
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@"), rf"\1{FILTERED}@"),
     # Bare HMAC-SHA256 digests (a computed signature in a local variable).
@@ -355,7 +383,9 @@ def _is_card_number(text: str) -> bool:
 
 
 def _mask_cards(text: str) -> str:
-    return _CARD_CANDIDATE.sub(lambda m: FILTERED if _is_card_number(m.group()) else m.group(), text)
+    return _CARD_CANDIDATE.sub(
+        lambda m: FILTERED if _is_card_number(m.group()) else m.group(), text
+    )
 
 
 def _is_json_document(text: str) -> bool:
