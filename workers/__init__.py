@@ -16,8 +16,11 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         if _app is None:
             from workers.celery_app import make_celery
+            from workers.sentry import init_sentry
             from workers.settings import Settings
 
-            _app = make_celery(Settings.from_env())
+            settings = Settings.from_env()
+            init_sentry(settings, "worker")
+            _app = make_celery(settings)
         return _app
     raise AttributeError(f"module 'workers' has no attribute {name!r}")
