@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,7 @@ def record(
         last_failed_at=now,
         status=DeadLetterStatus.OPEN,
     )
+    discarded = DeadLetter.status == DeadLetterStatus.DISCARDED
     letter = session.scalars(
         statement.on_conflict_do_update(
             constraint="uq_dead_letters_provider_provider_event_id",
@@ -45,10 +46,12 @@ def record(
                 "traceback": statement.excluded.traceback,
                 "attempts": DeadLetter.attempts + 1,
                 "last_failed_at": statement.excluded.last_failed_at,
-                "status": DeadLetterStatus.OPEN,
-                "resolved_by": None,
-                "resolved_at": None,
-                "resolution_note": None,
+                # An operator's discard stands when the provider redelivers the same event;
+                # a replayed letter that fails again is open again.
+                "status": case((discarded, DeadLetter.status), else_=DeadLetterStatus.OPEN.value),
+                "resolved_by": case((discarded, DeadLetter.resolved_by), else_=None),
+                "resolved_at": case((discarded, DeadLetter.resolved_at), else_=None),
+                "resolution_note": case((discarded, DeadLetter.resolution_note), else_=None),
             },
         ).returning(DeadLetter),
         execution_options={"populate_existing": True},

@@ -235,7 +235,7 @@ def _remember(payment: Payment, facts: CheckoutFacts) -> None:
 
 
 def claim_for_check(
-    session: Session, *, older_than: datetime, lease_until: datetime, limit: int, dry_run: bool = False
+    session: Session, *, now: datetime, older_than: datetime, lease_until: datetime, limit: int, dry_run: bool = False
 ) -> list[tuple[int, str, datetime | None]]:
     """Claim up to ``limit`` pending or processing payments for a provider lookup.
 
@@ -249,7 +249,7 @@ def claim_for_check(
             Payment.status.in_([S.PENDING, S.PROCESSING]),
             Payment.provider_session_id.is_not(None),
             Payment.created_at < older_than,
-            (Payment.next_check_at.is_(None)) | (Payment.next_check_at < datetime.now(UTC)),
+            (Payment.next_check_at.is_(None)) | (Payment.next_check_at < now),
         )
         .order_by(Payment.created_at)
         .limit(limit)

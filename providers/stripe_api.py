@@ -4,7 +4,7 @@
 ``max_network_retries`` (Stripe's idempotency keys make its retries of POSTs
 safe) and a bounded timeout. ``STRIPE_API_BASE`` points it elsewhere (tests
 use a local fake). Since stripe-python 15 its objects are not dicts: every
-result leaves this module as a plain dict via ``to_dict()``.
+result leaves this module as a plain, JSON-ready dict via ``to_dict(for_json=True)``.
 
 Errors say what kind they are: ``ProviderUnavailableError`` (network trouble,
 5xx, rate limiting: try again later) or ``ProviderRequestError`` (Stripe
@@ -74,7 +74,7 @@ class StripeAPI:
             event = self._call(lambda: next(pages, None), as_dict=False)
             if event is None:
                 return
-            yield event.to_dict()
+            yield event.to_dict(for_json=True)
 
     @staticmethod
     def _call(request, *, as_dict: bool = True):
@@ -87,4 +87,6 @@ class StripeAPI:
             if status >= 500 or status == 0:
                 raise ProviderUnavailableError(f"Stripe answered {status or 'nothing'}: {exc.user_message or exc}") from exc
             raise ProviderRequestError(f"Stripe refused the request ({status}): {exc.user_message or exc}") from exc
-        return result.to_dict() if as_dict and result is not None else result
+        # for_json: decimal-string fields (fx_rate, unit_amount_decimal) come back as
+        # strings, as Stripe sent them, not Decimals that json.dumps cannot encode.
+        return result.to_dict(for_json=True) if as_dict and result is not None else result

@@ -7,6 +7,7 @@ import redis
 from sqlalchemy import text
 
 from models.db import Database
+from models.tables import Base
 from receiver import create_app
 from tests.support import processes, services
 from workers.settings import Settings
@@ -15,7 +16,8 @@ PRIMARY_SECRET = "whsec_test_primary"
 ROTATED_SECRET = "whsec_test_rotated"
 API_TOKEN = "test-token"
 
-TABLES = ("credit_ledger", "payment_status_history", "payments", "credit_accounts", "webhook_events")
+# Every table the models define, so a new table is cleaned without anyone remembering to.
+TABLES = tuple(Base.metadata.tables)
 
 
 @pytest.fixture(scope="session")

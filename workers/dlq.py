@@ -33,7 +33,7 @@ class DeadLetterNotFoundError(LookupError):
 @dataclass(frozen=True)
 class ReplayResult:
     dead_letter_id: int
-    outcome: str  # replayed | already_applied | failed_again | not_open
+    outcome: str  # replayed | already_applied | failed_again | still_held | not_open
     event_status: str | None = None
     error: str | None = None
 
@@ -71,7 +71,11 @@ class DeadLetters:
                 .where(WebhookEvent.provider == letter.provider, WebhookEvent.provider_event_id == letter.provider_event_id)
                 .with_for_update()
                 .execution_options(populate_existing=True)
-            ).one()
+            ).one_or_none()
+            if row is None:
+                # Retention deletes only settled inbox rows: the event was applied long ago.
+                dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor, "already applied (inbox row pruned)")
+                return ReplayResult(dead_letter_id, "already_applied")
             if inbox.is_settled(row):
                 dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor, "already applied")
                 return ReplayResult(dead_letter_id, "already_applied", row.status)
@@ -82,12 +86,15 @@ class DeadLetters:
             result = apply_event(session, row, event, self.rules)
             if result.status == EventStatus.PROCESSED:
                 release_held(session, result.keys, self.rules)
-            if result.status != EventStatus.FAILED:
+            if result.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
                 dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor)
             posted = session.info.pop("ledger_posted", [])
         metrics.observe_event(event.provider, event.type, "replay", result.status, False, posted)
         if result.status == EventStatus.FAILED:
             return ReplayResult(dead_letter_id, "failed_again", result.status, result.error)
+        if result.status == EventStatus.HELD:
+            # What it waits for has still not come: nothing was applied, so the letter stays open.
+            return ReplayResult(dead_letter_id, "still_held", result.status, result.error)
         return ReplayResult(dead_letter_id, "replayed", result.status)
 
     def replay_many(

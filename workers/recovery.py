@@ -129,7 +129,7 @@ class Recovery:
         report = SweepReport()
         with self.database.transaction() as session:
             claimed = claim_for_check(
-                session, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size, dry_run=dry_run
+                session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size, dry_run=dry_run
             )
         limit = RateLimit(calls_per_second)
         for index, (payment_id, session_id, expires_at) in enumerate(claimed):
@@ -149,20 +149,26 @@ class Recovery:
                 report.errors.append(f"{session_id}: {exc}")
                 continue
             report.checked += 1
-            event = session_event("sweep", checkout, now)
-            if event is None and expires_at is not None and now > expires_at + expiry_grace:
-                event = expired_event("sweep", checkout, now)
-            outcome = "still open" if event is None else ("completed" if event.type.endswith("completed") else "expired")
-            report.decisions.append((payment_id, session_id, outcome))
-            if event is None:
-                report.still_open += 1
+            try:
+                event = session_event("sweep", checkout, now)
+                if event is None and expires_at is not None and now > expires_at + expiry_grace:
+                    event = expired_event("sweep", checkout, now)
+                outcome = "still open" if event is None else ("completed" if event.type.endswith("completed") else "expired")
+                if event is not None and not dry_run:
+                    self._apply(event, source="sweep")
+            except ProviderUnavailableError:
+                raise
+            except Exception as exc:  # one bad session must not stop the sweep
+                log.exception("sweep could not apply session %s", session_id)
+                report.errors.append(f"{session_id}: {exc.__class__.__name__}: {exc}")
                 continue
+            report.decisions.append((payment_id, session_id, outcome))
             if outcome == "completed":
                 report.completed += 1
-            else:
+            elif outcome == "expired":
                 report.expired += 1
-            if not dry_run:
-                self._apply(event, source="sweep")
+            else:
+                report.still_open += 1
         return report
 
     # -- reconcile ------------------------------------------------------------------

@@ -9,15 +9,15 @@ import requests
 from sqlalchemy import func, select
 
 from models.enums import EventStatus
+from models.rules import Rules
 from models.tables import CreditAccount, CreditLedger, Payment, WebhookEvent
 from providers import stripe
-from models.rules import Rules
-from workers.handling import handle_event
 from tests.conftest import PRIMARY_SECRET
 from tests.support import processes
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode, event, signed_headers
 from workers.embedded import free_port
+from workers.handling import handle_event
 
 CONCURRENCY = 50
 

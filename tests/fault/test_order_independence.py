@@ -28,8 +28,8 @@ from models.rules import Rules
 from models.tables import CreditAccount, CreditLedger, Payment, WebhookEvent
 from providers import stripe
 from tasks.errors import is_transient
-from workers.handling import handle_event
 from tests.support.stripe_events import checkout_session, encode, event, stripe_object
+from workers.handling import handle_event
 
 T0 = 1_760_000_000
 

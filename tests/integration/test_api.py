@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from werkzeug.routing import Rule
 
@@ -10,10 +9,17 @@ from models.enums import ClawbackPolicy, EventStatus
 from models.rules import Rules
 from models.tables import CreditLedger, WebhookEvent
 from providers import stripe
-from workers.handling import handle_event
 from tests.conftest import API_TOKEN, PRIMARY_SECRET
 from tests.support.processes import wait_until
-from tests.support.stripe_events import charge, checkout_session, dispute, encode, event, signed_headers
+from tests.support.stripe_events import (
+    charge,
+    checkout_session,
+    dispute,
+    encode,
+    event,
+    signed_headers,
+)
+from workers.handling import handle_event
 from workers.tracker import ConflictError, NotFoundError, PaymentTracker
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}

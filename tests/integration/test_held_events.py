@@ -11,10 +11,9 @@ from models.payments import CheckoutFacts, record_paid
 from models.rules import Rules
 from models.tables import CreditAccount, WebhookEvent
 from providers import stripe
-from workers.handling import handle_event
-from workers.handling import retry_held
 from tests.support.processes import BIN, Process, wait_until
 from tests.support.stripe_events import charge, encode, event
+from workers.handling import handle_event, retry_held
 
 WINDOW = timedelta(hours=1)
 

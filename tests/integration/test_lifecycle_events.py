@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from models.enums import EventStatus, PaymentStatus
 from models.payments import CheckoutFacts, record_pending
@@ -56,14 +56,6 @@ PROCESSED, IGNORED, HELD, FAILED = (
 
 
 # -- fixtures and helpers ---------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def clean_subscriptions(clean_state, database):
-    """clean_state does not truncate subscriptions (nothing references payments there)."""
-    with database.transaction() as session:
-        session.execute(text("TRUNCATE subscriptions RESTART IDENTITY"))
-    yield
 
 
 def uid(prefix: str) -> str:
