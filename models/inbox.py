@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -86,3 +86,16 @@ def lock_if_held(session: Session, event_row_id: int) -> WebhookEvent | None:
         .where(WebhookEvent.id == event_row_id, WebhookEvent.status == EventStatus.HELD)
         .with_for_update(skip_locked=True)
     ).one_or_none()
+
+
+def known_events(session: Session, events: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (provider, provider event id) pairs the inbox holds, in any status."""
+    if not events:
+        return set()
+    return set(
+        session.execute(
+            select(WebhookEvent.provider, WebhookEvent.provider_event_id).where(
+                tuple_(WebhookEvent.provider, WebhookEvent.provider_event_id).in_(events)
+            )
+        ).tuples()
+    )

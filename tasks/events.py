@@ -13,6 +13,7 @@ import logging
 import time
 import traceback
 
+import redis
 from celery import shared_task
 
 from models import inbox
@@ -20,7 +21,7 @@ from models.enums import ErrorClass, EventStatus
 from providers.changes import InvalidEventError, ProviderEvent
 from tasks.base import PayhooksTask
 from tasks.errors import is_transient
-from workers import metrics
+from workers import journal, metrics
 from workers.handling import PROVIDERS, EventResult, claim, fail, handle_event
 from workers.logs import log_context
 from workers.queues import PROCESS_EVENT
@@ -49,7 +50,16 @@ def process_event(
     with log_context(task_id=self.request.id, provider=provider, event_id=event.id, event_type=event.type):
         result, posted = _process(self, event, source)
         _observe(event, source, result, posted, received_at)
+        _forget(self, event)
     return result.status
+
+
+def _forget(task: PayhooksTask, event: ProviderEvent) -> None:
+    """The event is durable in PostgreSQL now; a failure here only leaves work for the reaper."""
+    try:
+        journal.forget(task.runtime.publisher.client, event.provider, event.id)
+    except redis.RedisError as exc:
+        log.warning("could not clear the journal entry: %s", exc.__class__.__name__)
 
 
 def _process(task: PayhooksTask, event: ProviderEvent, source: str) -> tuple[EventResult, list]:

@@ -7,13 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 from celery import shared_task
 
-from models import retention
+from models import inbox, retention
 from providers.stripe_api import ProviderUnavailableError, StripeNotConfiguredError
 from tasks.base import PayhooksTask
 from tasks.errors import is_transient
-from workers import metrics
+from workers import journal, metrics
 from workers.handling import retry_held
-from workers.queues import PRUNE_INBOX, RECONCILE_EVENTS, RETRY_HELD_EVENTS, SWEEP_PENDING
+from workers.queues import (
+    PRUNE_INBOX,
+    REAP_JOURNAL,
+    RECONCILE_EVENTS,
+    RETRY_HELD_EVENTS,
+    SWEEP_PENDING,
+)
 
 log = logging.getLogger("payhooks.maintenance")
 
@@ -108,3 +114,24 @@ def prune_inbox(self: PayhooksTask) -> dict:
     if any(totals.values()):
         log.info("retention: %s", totals)
     return totals
+
+
+@shared_task(bind=True, base=PayhooksTask, name=REAP_JOURNAL)
+def reap_journal(self: PayhooksTask) -> dict:
+    """Publish again accepted events that never reached the inbox (a worker died holding them)."""
+    runtime = self.runtime
+    counts = journal.reap(
+        runtime.publisher.client,
+        known=lambda events: _known(runtime.db, events),
+        republish=runtime.publisher.republish,
+        grace_seconds=runtime.settings.journal_grace_seconds,
+    )
+    if counts["republished"]:
+        log.warning("journal: published %d accepted events again that never reached the inbox", counts["republished"])
+    metrics.JOURNAL_REPUBLISHED.inc(counts["republished"])
+    return counts
+
+
+def _known(db, events):
+    with db.transaction() as session:
+        return inbox.known_events(session, events)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import redis
 from sqlalchemy import text
@@ -10,8 +12,10 @@ from models.db import Database
 from models.tables import Base
 from receiver import create_app
 from tests.support import processes, services
-from workers.settings import Settings
+from tests.support.fake_stripe import FakeStripe
+from workers.settings import CreditPackage, Settings
 
+STARTER = CreditPackage("starter", "Starter", 100, 999, "usd")
 PRIMARY_SECRET = "whsec_test_primary"
 ROTATED_SECRET = "whsec_test_rotated"
 API_TOKEN = "test-token"
@@ -105,3 +109,22 @@ def worker(process_env, test_services):
     started = processes.celery_worker(process_env)
     yield started
     started.stop()
+
+
+@pytest.fixture
+def fake():
+    """A local fake of the Stripe API (tests/support/fake_stripe.py)."""
+    with FakeStripe() as fake_stripe:
+        yield fake_stripe
+
+
+@pytest.fixture
+def stripe_settings(settings, fake):
+    """Settings pointing the Stripe client at the fake, with one credit package."""
+    return dataclasses.replace(
+        settings,
+        stripe_api_key="sk_test_x",
+        stripe_api_base=fake.url,
+        credit_packages={"starter": STARTER},
+        checkout_success_url="https://example.com/ok",
+    )

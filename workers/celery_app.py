@@ -31,6 +31,7 @@ from workers.logs import configure_logging
 from workers.queues import (
     MAINTENANCE_QUEUE,
     PRUNE_INBOX,
+    REAP_JOURNAL,
     RECONCILE_EVENTS,
     RETRY_HELD_EVENTS,
     ROUTES,
@@ -89,6 +90,7 @@ def beat_schedule(settings: Settings) -> dict:
         "sweep-pending": every(SWEEP_PENDING, settings.sweep_interval_seconds),
         "reconcile-events": every(RECONCILE_EVENTS, settings.reconcile_interval_seconds),
         "prune-inbox": every(PRUNE_INBOX, settings.retention_interval_seconds),
+        "reap-journal": every(REAP_JOURNAL, settings.journal_reap_interval_seconds),
     }
 
 

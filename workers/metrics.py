@@ -75,6 +75,10 @@ RECONCILE_MISSING = Gauge(
     "Events the most recent reconciliation found missing from the inbox (drift)",
     multiprocess_mode="mostrecent",
 )
+JOURNAL_REPUBLISHED = Counter(
+    "payhooks_journal_republished_total",
+    "Accepted events published again because they never reached the inbox (a worker died holding them)",
+)
 SWEEP_RESULTS = Counter("payhooks_sweep_results_total", "Pending payments checked by the sweep", ["outcome"])
 
 

@@ -6,6 +6,10 @@ through Celery and kombu costs about as much as the rest of the receiver; the
 message below is exactly what they would build (``tests/unit`` compares the two
 field by field), so a stock ``celery worker`` consumes it.
 
+Each accepted event is also written to the journal (workers/journal.py) in
+the same MULTI/EXEC, so an event a dying worker took from the queue can be
+published again.
+
 Publishing is bounded: a short connect/read timeout and a fixed number of
 attempts, then ``PublishError``, which the receiver turns into a 503 so the
 provider retries later. It never hangs.
@@ -22,6 +26,7 @@ import uuid
 
 import redis
 
+from workers import journal
 from workers.queues import PROCESS_EVENT, WEBHOOKS_QUEUE
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -97,12 +102,13 @@ class EventPublisher:
         self._attempts = attempts
         self._origin = f"{os.getpid()}@{socket.gethostname()}"
 
-    def publish(self, provider: str, event_id: str, body: str) -> str:
-        """Enqueue ``process_event(provider, body, received_at)``; return the task id."""
+    def publish(self, provider: str, event_id: str, body: str, received_at: float | None = None) -> str:
+        """Enqueue ``process_event(provider, body, received_at)`` and journal it; return the task id."""
+        received_at = time.time() if received_at is None else received_at
         task_id = str(uuid.uuid4())
         message = celery_message(
             PROCESS_EVENT,
-            [provider, body, time.time()],
+            [provider, body, received_at],
             queue=WEBHOOKS_QUEUE,
             # what Celery logs instead of the arguments: never the raw body
             argsrepr=repr((provider, event_id)),
@@ -112,13 +118,21 @@ class EventPublisher:
         last_error: Exception | None = None
         for attempt in range(self._attempts):
             try:
-                self._client.lpush(WEBHOOKS_QUEUE, message)
+                # One round trip, all or nothing: the message and its journal entry.
+                pipe = self._client.pipeline(transaction=True)
+                pipe.lpush(WEBHOOKS_QUEUE, message)
+                journal.record(pipe, provider, event_id, body, received_at)
+                pipe.execute()
                 return task_id
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 last_error = exc
                 if attempt + 1 < self._attempts:
                     time.sleep(0.05 * (attempt + 1))
         raise PublishError(f"broker unreachable after {self._attempts} attempts: {last_error}")
+
+    def republish(self, provider: str, event_id: str, body: str, received_at: float) -> str:
+        """Publish a journaled event again (a new message; the same event)."""
+        return self.publish(provider, event_id, body, received_at)
 
     def ping(self) -> None:
         self._client.ping()

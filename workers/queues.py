@@ -12,6 +12,7 @@ RETRY_HELD_EVENTS = "payhooks.retry_held_events"
 SWEEP_PENDING = "payhooks.sweep_pending"
 RECONCILE_EVENTS = "payhooks.reconcile_events"
 PRUNE_INBOX = "payhooks.prune_inbox"
+REAP_JOURNAL = "payhooks.reap_journal"
 
 ROUTES = {
     PROCESS_EVENT: {"queue": WEBHOOKS_QUEUE, "routing_key": WEBHOOKS_QUEUE},

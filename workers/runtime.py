@@ -5,6 +5,7 @@ from __future__ import annotations
 from models.db import Database
 from models.rules import Rules
 from providers.stripe_api import StripeAPI
+from workers.publish import EventPublisher
 from workers.recovery import Recovery
 from workers.settings import Settings
 
@@ -14,6 +15,18 @@ class Runtime:
         self.settings = settings
         self.rules: Rules = settings.rules()
         self._db: Database | None = None
+        self._publisher: EventPublisher | None = None
+
+    @property
+    def publisher(self) -> EventPublisher:
+        """For the journal: forgetting settled events and publishing lost ones again."""
+        if self._publisher is None:
+            self._publisher = EventPublisher(
+                self.settings.require("redis_url", "the workers need a Redis broker"),
+                timeout=max(self.settings.publish_timeout_seconds, 2.0),
+                attempts=self.settings.publish_attempts,
+            )
+        return self._publisher
 
     @property
     def db(self) -> Database:
@@ -31,3 +44,4 @@ class Runtime:
         if self._db is not None:
             self._db.engine.dispose(close=False)
             self._db = None
+        self._publisher = None

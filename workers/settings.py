@@ -161,6 +161,11 @@ class Settings:
     checkout_success_url: str | None = None
     checkout_cancel_url: str | None = None
 
+    # The accepted-events journal (workers/journal.py): how long an accepted event
+    # may be missing from the inbox before it is published again.
+    journal_grace_seconds: int = 900
+    journal_reap_interval_seconds: int = 60
+
     # Retention (models/retention.py)
     retention_payload_days: int = 7
     retention_inbox_days: int = 90
@@ -262,6 +267,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "HELD_RETRY_INTERVAL_SECONDS": ("held_retry_interval_seconds", _positive_int),
     "CHECKOUT_SUCCESS_URL": ("checkout_success_url", _optional_str),
     "CHECKOUT_CANCEL_URL": ("checkout_cancel_url", _optional_str),
+    "JOURNAL_GRACE_SECONDS": ("journal_grace_seconds", _positive_int),
+    "JOURNAL_REAP_INTERVAL_SECONDS": ("journal_reap_interval_seconds", _positive_int),
     "RETENTION_PAYLOAD_DAYS": ("retention_payload_days", _positive_int),
     "RETENTION_INBOX_DAYS": ("retention_inbox_days", _positive_int),
     "RETENTION_INTERVAL_SECONDS": ("retention_interval_seconds", _positive_int),
@@ -297,6 +304,8 @@ FILE_SETTINGS = {
     "held_retry_interval_seconds": _positive_int,
     "checkout_success_url": _optional_str,
     "checkout_cancel_url": _optional_str,
+    "journal_grace_seconds": _positive_int,
+    "journal_reap_interval_seconds": _positive_int,
     "retention_payload_days": _positive_int,
     "retention_inbox_days": _positive_int,
     "retention_interval_seconds": _positive_int,

@@ -4,36 +4,18 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from models.enums import EventStatus
 from models.tables import CreditAccount, CreditLedger, WebhookEvent
 from tests.conftest import PRIMARY_SECRET
 from tests.support.processes import wait_until
-from tests.support.services import _admin
 from tests.support.stripe_events import completed_event, encode, signed_headers
 
 
 @pytest.fixture
 def database_refusing(test_services, database):
-    """Close the database to new connections and cut the existing ones."""
-    name = make_url(test_services.database_url).database
-    with _admin(test_services._admin_url) as admin:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-    database.dispose()
-
-    def reopen():
-        with _admin(test_services._admin_url) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-
-    try:
+    with test_services.refusing_connections(database) as reopen:
         yield reopen
-    finally:
-        reopen()
 
 
 def test_transient_database_failure_is_retried_then_applied_once(client, worker, database, database_refusing):

@@ -6,14 +6,12 @@ Real PostgreSQL; Stripe is the local fake (tests/support/fake_stripe.py).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from models.enums import LedgerKind, PaymentStatus
@@ -23,28 +21,9 @@ from providers.stripe_api import StripeAPI
 from tests.support.fake_stripe import FakeStripe
 from workers.handling import handle_event
 from workers.recovery import Recovery
-from workers.settings import CreditPackage
 from workers.tracker import PaymentTracker
 
-STARTER = CreditPackage("starter", "Starter", 100, 999, "usd")
 SESSION_PATH = "/v1/checkout/sessions/"
-
-
-@pytest.fixture
-def fake():
-    with FakeStripe() as fake:
-        yield fake
-
-
-@pytest.fixture
-def stripe_settings(settings, fake):
-    return dataclasses.replace(
-        settings,
-        stripe_api_key="sk_test_x",
-        stripe_api_base=fake.url,
-        credit_packages={"starter": STARTER},
-        checkout_success_url="https://example.com/ok",
-    )
 
 
 def stripe_api(fake: FakeStripe) -> StripeAPI:

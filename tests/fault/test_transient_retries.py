@@ -27,7 +27,6 @@ from models.rules import Rules
 from models.tables import CreditAccount, CreditLedger, DeadLetter, WebhookEvent
 from tests.support import processes
 from tests.support.processes import wait_until
-from tests.support.services import _admin
 from tests.support.stripe_events import completed_event, encode
 from workers.dlq import DeadLetters
 from workers.publish import EventPublisher
@@ -102,28 +101,6 @@ def balance(database, user: str) -> int:
 # -- 8. the database goes away: retried, then applied once ------------------------------
 
 
-@contextmanager
-def database_closed(test_services, database):
-    """PostgreSQL refuses connections to the test database (and cuts the open ones) until reopened."""
-    name = make_url(test_services.database_url).database
-
-    def reopen():
-        with _admin(test_services._admin_url) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-
-    with _admin(test_services._admin_url) as admin:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-    database.dispose()
-    try:
-        yield reopen
-    finally:
-        reopen()
-
-
 def test_transient_database_failure_is_retried_then_applied_once(
     process_env, test_services, database
 ):
@@ -136,7 +113,7 @@ def test_transient_database_failure_is_retried_then_applied_once(
             "RETRY_BACKOFF_MAX_SECONDS": "0.5",
         }
         with running_worker(env, "patient") as worker:
-            with database_closed(test_services, database) as reopen:
+            with test_services.refusing_connections(database) as reopen:
                 publish(env, evt)
                 wait_until(
                     lambda: len(transient_attempts(worker, evt["id"])) >= 2,

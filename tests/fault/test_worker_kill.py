@@ -7,17 +7,20 @@ take their messages.
 from __future__ import annotations
 
 import signal
+import time
 
 import psutil
 import pytest
 import redis
 from sqlalchemy import func, select
 
+from models import inbox
 from models.enums import EventStatus
 from models.tables import CreditAccount, CreditLedger, WebhookEvent
 from tests.support import processes
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode
+from workers import journal
 from workers.publish import EventPublisher
 
 EVENTS = 400
@@ -72,9 +75,21 @@ def test_whole_worker_sigkilled_mid_batch(isolated_env, database):
     assert in_flight > 0, "no message was in flight at the kill: the test proves nothing"
 
     second = processes.celery_worker(isolated_env, name="survivor")
+    queue = redis.Redis.from_url(isolated_env["REDIS_URL"])
+    republished = 0
+
+    def all_applied() -> bool:
+        # Messages the dead worker had taken come back after the visibility timeout;
+        # one it had popped but not yet recorded as taken comes back from the journal.
+        nonlocal republished
+        if processed(database) == EVENTS:
+            return True
+        if queue.llen("webhooks") == 0 and queue.hlen("unacked") == 0:
+            republished += reap_now(isolated_env["REDIS_URL"], database)
+        return False
+
     try:
-        # Messages the dead worker had taken come back after the visibility timeout.
-        wait_until(lambda: processed(database) == EVENTS, 120, interval=0.2, what=f"all {EVENTS} events applied (was {done_at_kill} at kill)")
+        wait_until(all_applied, 120, interval=0.5, what=f"all {EVENTS} events applied (was {done_at_kill} at kill)")
     except AssertionError as exc:
         queue = redis.Redis.from_url(isolated_env["REDIS_URL"])
         raise AssertionError(
@@ -84,6 +99,41 @@ def test_whole_worker_sigkilled_mid_batch(isolated_env, database):
     finally:
         second.stop()
     assert_each_applied_once(database, EVENTS)
+    assert journal.size(queue) == 0, "every settled event is forgotten by the journal"
+    print(f"journal republished {republished} event(s) the killed worker had taken")
+
+
+def reap_now(redis_url: str, database) -> int:
+    """What the scheduled reaper does, with a short grace, from the test process."""
+    publisher = EventPublisher(redis_url, timeout=1.0, attempts=3)
+
+    def known(events):
+        with database.transaction() as session:
+            return inbox.known_events(session, events)
+
+    return journal.reap(publisher.client, known, publisher.republish, grace_seconds=3)["republished"]
+
+
+def test_a_message_taken_and_lost_comes_back_from_the_journal(isolated_env, database):
+    """Exactly kombu's gap: BRPOP removes the message; the taker dies before recording it."""
+    [event_id] = publish_batch(isolated_env["REDIS_URL"], 1)
+    queue = redis.Redis.from_url(isolated_env["REDIS_URL"])
+    assert queue.brpop("webhooks", timeout=1) is not None  # taken... and gone with its taker
+    assert queue.llen("webhooks") == 0 and queue.hlen("unacked") == 0
+    assert journal.size(queue) == 1
+
+    assert reap_now(isolated_env["REDIS_URL"], database) == 0  # within the grace: left alone
+    time.sleep(3.1)
+    assert reap_now(isolated_env["REDIS_URL"], database) == 1
+
+    worker = processes.celery_worker(isolated_env, name="rescuer")
+    try:
+        wait_until(lambda: processed(database) == 1, 30, what="the republished event applied")
+        wait_until(lambda: journal.size(queue) == 0, 10, what="the journal entry forgotten")
+    finally:
+        worker.stop()
+    assert_each_applied_once(database, 1)
+    assert reap_now(isolated_env["REDIS_URL"], database) == 0
 
 
 def test_pool_child_sigkilled_mid_task_is_requeued(isolated_env, database):

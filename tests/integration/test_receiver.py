@@ -13,6 +13,7 @@ import redis
 from receiver import create_app
 from tests.conftest import API_TOKEN, PRIMARY_SECRET, ROTATED_SECRET
 from tests.support.stripe_events import completed_event, encode, signed_headers
+from workers import journal
 from workers.celery_app import make_celery
 from workers.embedded import free_port
 from workers.queues import PROCESS_EVENT, WEBHOOKS_QUEUE
@@ -62,6 +63,8 @@ def test_accepted_event_is_queued_as_a_celery_task(client, queue):
     assert abs(received_at - time.time()) < 60
     assert evt["id"] in message["headers"]["argsrepr"]
     assert body.decode() not in json.dumps(message["headers"])
+    # journaled in the same MULTI, so a message lost by a dying worker can come back
+    assert list(journal.entries(queue)) == [f"stripe:{evt['id']}"]
 
 
 def test_hand_built_message_matches_what_celery_builds(quiet, queue):

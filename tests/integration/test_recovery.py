@@ -11,7 +11,6 @@ tests/fault/test_recovery_races.py.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import time
@@ -42,34 +41,15 @@ from tests.support.processes import BIN, Process, wait_until
 from tests.support.stripe_events import checkout_session, event
 from workers.handling import handle_event
 from workers.recovery import Recovery
-from workers.settings import CreditPackage
 from workers.tracker import PaymentTracker
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-STARTER = CreditPackage("starter", "Starter", 100, 999, "usd")
 GRACE = timedelta(minutes=10)
 LOOKBACK = timedelta(hours=1)
 OVERLAP = timedelta(minutes=10)
 
 
 # -- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake():
-    with FakeStripe() as fake:
-        yield fake
-
-
-@pytest.fixture
-def stripe_settings(settings, fake):
-    return dataclasses.replace(
-        settings,
-        stripe_api_key="sk_test_x",
-        stripe_api_base=fake.url,
-        credit_packages={"starter": STARTER},
-        checkout_success_url="https://example.com/ok",
-    )
 
 
 def stripe_api(fake) -> StripeAPI:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,31 @@ class TestServices:
     @property
     def redis_url(self) -> str:
         return self.redis.url
+
+    @contextmanager
+    def refusing_connections(self, database) -> Iterator[Callable[[], None]]:
+        """PostgreSQL refuses new connections to the test database and cuts the open ones.
+
+        Yields ``reopen``; the database is reopened on exit in any case. A real
+        outage as a client sees it, without stopping a server others may share.
+        """
+        name = make_url(self.database_url).database
+
+        def reopen() -> None:
+            with _admin(self._admin_url) as admin:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+        with _admin(self._admin_url) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        database.dispose()
+        try:
+            yield reopen
+        finally:
+            reopen()
 
     def close(self) -> None:
         self.redis.stop()

@@ -112,6 +112,8 @@ INT_VARS = [
     ("RECONCILE_INTERVAL_SECONDS", "reconcile_interval_seconds", "300", 300),
     ("RECONCILE_OVERLAP_SECONDS", "reconcile_overlap_seconds", "900", 900),
     ("RECONCILE_INITIAL_LOOKBACK_SECONDS", "reconcile_initial_lookback_seconds", "86400", 86400),
+    ("JOURNAL_GRACE_SECONDS", "journal_grace_seconds", "120", 120),
+    ("JOURNAL_REAP_INTERVAL_SECONDS", "journal_reap_interval_seconds", "30", 30),
     ("RETENTION_PAYLOAD_DAYS", "retention_payload_days", "14", 14),
     ("RETENTION_INBOX_DAYS", "retention_inbox_days", "60", 60),
     ("RETENTION_INTERVAL_SECONDS", "retention_interval_seconds", "600", 600),
