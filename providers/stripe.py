@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+
+import orjson
 
 from providers.changes import (
     AttemptFailed,
@@ -103,11 +104,10 @@ def parse_event(body: bytes | str) -> ProviderEvent:
     """Decode an event body; raise InvalidEventError unless it is a JSON Stripe event."""
     raw = body.decode("utf-8") if isinstance(body, bytes) else body
     try:
-        event = json.loads(raw)
-    except ValueError:
-        raise InvalidEventError("body is not JSON") from None
-    except RecursionError:
-        raise InvalidEventError("body is nested too deeply") from None
+        event = orjson.loads(raw)  # on the receiver's hot path: several times faster than json
+    except orjson.JSONDecodeError as exc:
+        reason = "nested too deeply" if "recursion" in str(exc).lower() else "not JSON"
+        raise InvalidEventError(f"body is {reason}") from None
     if not isinstance(event, dict):
         raise InvalidEventError("body is not a JSON object")
     event_id, event_type = event.get("id"), event.get("type")
@@ -129,8 +129,10 @@ def parse_event(body: bytes | str) -> ProviderEvent:
 
 
 def _created(value: object) -> datetime | None:
-    if not isinstance(value, int) or isinstance(value, bool):
+    if value is None:
         return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidEventError(f"created is not a unix time: {value!r}")
     try:
         return datetime.fromtimestamp(value, UTC)
     except (OverflowError, ValueError, OSError):

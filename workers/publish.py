@@ -6,8 +6,8 @@ through Celery and kombu costs about as much as the rest of the receiver; the
 message below is exactly what they would build (``tests/unit`` compares the two
 field by field), so a stock ``celery worker`` consumes it.
 
-Each accepted event is also written to the journal (workers/journal.py) in
-the same MULTI/EXEC, so an event a dying worker took from the queue can be
+Each accepted event is also written to the journal (workers/journal.py) by
+the same atomic script that pushes it, so an event a dying worker took from the queue can be
 published again.
 
 Publishing is bounded: a short connect/read timeout and a fixed number of
@@ -18,12 +18,12 @@ provider retries later. It never hangs.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import socket
 import time
 import uuid
 
+import orjson
 import redis
 
 from workers import journal
@@ -47,7 +47,7 @@ def celery_message(
 ) -> bytes:
     """A Celery protocol-2 message as kombu's Redis transport stores it."""
     task_id = task_id or str(uuid.uuid4())
-    body = json.dumps([args, {}, _EMBED]).encode()
+    body = orjson.dumps([args, {}, _EMBED])
     envelope = {
         "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "utf-8",
@@ -84,7 +84,12 @@ def celery_message(
             "delivery_tag": str(uuid.uuid4()),
         },
     }
-    return json.dumps(envelope).encode()
+    return orjson.dumps(envelope)
+
+
+def _event_id(argsrepr: str) -> str:
+    """The event id back from the argsrepr this module writes: "('stripe', 'evt_…')"."""
+    return argsrepr.rsplit("'", 2)[-2]
 
 
 class EventPublisher:
@@ -101,6 +106,7 @@ class EventPublisher:
         )
         self._attempts = attempts
         self._origin = f"{os.getpid()}@{socket.gethostname()}"
+        self._publish = self._client.register_script(journal.PUBLISH_SCRIPT)
 
     def publish(self, provider: str, event_id: str, body: str, received_at: float | None = None) -> str:
         """Enqueue ``process_event(provider, body, received_at)`` and journal it; return the task id."""
@@ -118,11 +124,10 @@ class EventPublisher:
         last_error: Exception | None = None
         for attempt in range(self._attempts):
             try:
-                # One round trip, all or nothing: the message and its journal entry.
-                pipe = self._client.pipeline(transaction=True)
-                pipe.lpush(WEBHOOKS_QUEUE, message)
-                journal.record(pipe, provider, event_id, body, received_at)
-                pipe.execute()
+                self._publish(
+                    keys=journal.publish_keys(WEBHOOKS_QUEUE),
+                    args=journal.publish_args(provider, event_id, message, received_at),
+                )
                 return task_id
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 last_error = exc
@@ -130,9 +135,12 @@ class EventPublisher:
                     time.sleep(0.05 * (attempt + 1))
         raise PublishError(f"broker unreachable after {self._attempts} attempts: {last_error}")
 
-    def republish(self, provider: str, event_id: str, body: str, received_at: float) -> str:
-        """Publish a journaled event again (a new message; the same event)."""
-        return self.publish(provider, event_id, body, received_at)
+    def republish(self, message: bytes) -> str:
+        """Publish a journaled event again: a new message (new task id) for the same event."""
+        envelope = orjson.loads(message)
+        (provider, body, received_at), _, _ = orjson.loads(base64.b64decode(envelope["body"]))
+        event_id = envelope["headers"]["argsrepr"]
+        return self.publish(provider, _event_id(event_id), body, received_at)
 
     def ping(self) -> None:
         self._client.ping()
