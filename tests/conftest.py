@@ -24,15 +24,24 @@ API_TOKEN = "test-token"
 TABLES = tuple(Base.metadata.tables)
 
 
+_USED: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def test_services():
     started = services.start()
+    _USED.append(f"PostgreSQL: {started.postgres_origin}; Redis: private redis-server on {started.redis_url}")
     yield started
     started.close()
 
 
 def pytest_report_header(config):
     return "payhooks tests use real PostgreSQL and Redis (see tests/support/services.py)"
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _USED:
+        terminalreporter.write_line(f"services used — {line}")
 
 
 @pytest.fixture(scope="session")
