@@ -88,6 +88,10 @@ def run(procfile: str, var_dir: str) -> None:
             click.echo(f"REDIS_URL not set: started Redis (AOF on) at {redis_server.url}")
         if embedded:
             _fill_dev_secrets(env)
+            click.echo(
+                "to use the payhooks CLI against this stack, in another shell:\n"
+                f"  export DATABASE_URL='{env['DATABASE_URL']}' REDIS_URL='{env['REDIS_URL']}'"
+            )
         env.setdefault("PORT", "8000")
         if not env.get("PROMETHEUS_MULTIPROC_DIR"):
             # One /metrics for web, worker and beat: they share this machine.
