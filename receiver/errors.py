@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("payhooks.receiver")
@@ -24,6 +26,15 @@ def register_error_handlers(app: Flask) -> None:
         for header in ("Allow", "Retry-After", "WWW-Authenticate"):
             if exc.get_response().headers.get(header):
                 response.headers[header] = exc.get_response().headers[header]
+        return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeoutError)
+    def database_unavailable(exc: Exception):
+        # Not a bug: the database is away or overloaded. Say so and when to come back.
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        response = error(503, "database_unavailable", "the database is unavailable; retry shortly")
+        response.headers["Retry-After"] = "5"
         return response
 
     @app.errorhandler(Exception)

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from models.enums import EventStatus
 from models.tables import CreditAccount, CreditLedger, WebhookEvent
-from tests.conftest import PRIMARY_SECRET
+from tests.conftest import API_TOKEN, PRIMARY_SECRET
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode, signed_headers
 
@@ -38,3 +38,11 @@ def test_transient_database_failure_is_retried_then_applied_once(client, worker,
     with database.transaction() as session:
         assert session.execute(select(CreditLedger.user_id, CreditLedger.amount)).all() == [("user_db_outage", 12)]
         assert session.get(CreditAccount, "user_db_outage").balance == 12
+
+
+def test_the_api_answers_503_not_500_while_the_database_is_away(client, database_refusing):
+    response = client.get("/api/users/anyone/credits", headers={"Authorization": f"Bearer {API_TOKEN}"})
+
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "database_unavailable"
+    assert int(response.headers["Retry-After"]) > 0
