@@ -105,7 +105,3 @@ def resolve(letter: DeadLetter, status: DeadLetterStatus, actor: str, note: str 
     letter.resolved_by = actor
     letter.resolved_at = datetime.now(UTC)
     letter.resolution_note = note
-
-
-def open_count(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(DeadLetter).where(DeadLetter.status == DeadLetterStatus.OPEN))

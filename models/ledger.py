@@ -12,7 +12,7 @@ A clawback larger than the balance follows the configured policy: take it all
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -132,9 +132,3 @@ def account_summary(session: Session, user_id: str) -> dict[str, int | str]:
         "total_purchased": account.total_purchased,
         "total_refunded": account.total_refunded,
     }
-
-
-def ledger_sum(session: Session, user_id: str) -> int:
-    return int(session.scalar(
-        select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.user_id == user_id)
-    ))
