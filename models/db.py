@@ -29,6 +29,8 @@ class Database:
             pool_size=pool_size,
             pool_pre_ping=pre_ping,
             echo=echo,
+            # Exception text and logs never carry bound parameters: they hold raw event bodies.
+            hide_parameters=True,
             connect_args={"connect_timeout": 5},
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -15,29 +15,40 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from models.enums import DeadLetterStatus, ErrorClass
-from models.tables import DeadLetter, WebhookEvent
+from models.tables import DeadLetter
 
 
-def record(
-    session: Session, row: WebhookEvent, error_class: ErrorClass, message: str, traceback: str | None = None
-) -> DeadLetter:
-    """Dead-letter the event behind an inbox row (or count another failure of it)."""
+@dataclass(frozen=True)
+class Failure:
+    """An event that failed for good, as the dead letter records it."""
+
+    provider: str
+    event_id: str
+    event_type: str
+    payload: str
+    error_class: ErrorClass
+    message: str
+    traceback: str | None = None
+
+
+def record(session: Session, failure: Failure) -> int:
+    """Dead-letter an event (or count another failure of it); the dead letter's id."""
     now = datetime.now(UTC)
     statement = insert(DeadLetter).values(
-        provider=row.provider,
-        provider_event_id=row.provider_event_id,
-        event_type=row.event_type,
-        payload=row.payload or "",
-        error_class=error_class,
-        error_message=message,
-        traceback=traceback,
+        provider=failure.provider,
+        provider_event_id=failure.event_id,
+        event_type=failure.event_type,
+        payload=failure.payload or "",
+        error_class=failure.error_class,
+        error_message=failure.message,
+        traceback=failure.traceback,
         attempts=1,
         first_failed_at=now,
         last_failed_at=now,
         status=DeadLetterStatus.OPEN,
     )
     discarded = DeadLetter.status == DeadLetterStatus.DISCARDED
-    letter = session.scalars(
+    return session.scalar(
         statement.on_conflict_do_update(
             constraint="uq_dead_letters_provider_provider_event_id",
             set_={
@@ -53,11 +64,8 @@ def record(
                 "resolved_at": case((discarded, DeadLetter.resolved_at), else_=None),
                 "resolution_note": case((discarded, DeadLetter.resolution_note), else_=None),
             },
-        ).returning(DeadLetter),
-        execution_options={"populate_existing": True},
-    ).one()
-    row.dead_letter_id = letter.id
-    return letter
+        ).returning(DeadLetter.id)
+    )
 
 
 @dataclass(frozen=True)

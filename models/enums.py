@@ -26,6 +26,9 @@ class EventStatus(StrEnum):
 class LedgerKind(StrEnum):
     GRANT = "grant"  # credits bought: a payment completed, a subscription invoice paid
     CLAWBACK = "clawback"  # credits taken back: a refund or a lost dispute
+    REVERSAL = "reversal"  # a clawback given back: the refund behind it failed or was canceled
+    FREEZE = "freeze"  # credits held back while a payment is under a fraud warning or dispute
+    UNFREEZE = "unfreeze"  # held-back credits released (or about to be taken back)
     SPEND = "spend"  # credits used by the host application
 
 
@@ -33,6 +36,44 @@ class DisputeStatus(StrEnum):
     OPEN = "open"
     WON = "won"
     LOST = "lost"
+
+
+class RefundStatus(StrEnum):
+    """A refund's status; it only moves to a higher rank (failed and canceled are final)."""
+
+    PENDING = "pending"
+    REQUIRES_ACTION = "requires_action"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def rank(self) -> int:
+        return _REFUND_RANK[self]
+
+    @property
+    def live(self) -> bool:
+        """Money went (or is going) back to the customer."""
+        return self not in (RefundStatus.FAILED, RefundStatus.CANCELED)
+
+
+_REFUND_RANK = {
+    RefundStatus.PENDING: 0,
+    RefundStatus.REQUIRES_ACTION: 0,
+    RefundStatus.SUCCEEDED: 1,
+    RefundStatus.FAILED: 2,
+    RefundStatus.CANCELED: 2,
+}
+
+
+class FraudPolicy(StrEnum):
+    OFF = "off"  # a fraud warning or an open dispute is recorded; credits stay spendable
+    FREEZE = "freeze"  # a payment under a fraud warning or open dispute has its unspent credits held back
+
+
+class ZeroAmountInvoices(StrEnum):
+    SKIP = "skip"  # a $0 invoice (trial, 100% coupon) grants nothing
+    GRANT = "grant"  # a $0 invoice grants its period's credits like a paid one
 
 
 class ClawbackPolicy(StrEnum):

@@ -1,16 +1,14 @@
 """The payment lifecycle, as a table.
 
 ``TRANSITIONS[current]`` is the set of statuses a payment may move to; a pair
-missing from the table *is* the error. ``advance`` is the only way a status
-changes, and it writes the history row in the caller's transaction.
+missing from the table *is* the error. Statuses are derived from a payment's
+facts (models/settlement.py); this table is the check that every derived move
+is one the lifecycle allows, and ``models/history.py`` records each move.
 """
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
 from models.enums import PaymentStatus as S
-from models.tables import Payment, PaymentStatusHistory
 
 TRANSITIONS: dict[S, frozenset[S]] = {
     S.PENDING: frozenset({S.PROCESSING, S.COMPLETED, S.FAILED, S.EXPIRED, S.CANCELLED}),
@@ -21,10 +19,11 @@ TRANSITIONS: dict[S, frozenset[S]] = {
     S.EXPIRED: frozenset({S.COMPLETED}),
     S.CANCELLED: frozenset({S.COMPLETED}),
     S.COMPLETED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
-    S.PARTIALLY_REFUNDED: frozenset({S.REFUNDED, S.DISPUTED}),
+    # A refund that fails gives its amount back: the payment returns to what it was.
+    S.PARTIALLY_REFUNDED: frozenset({S.COMPLETED, S.REFUNDED, S.DISPUTED}),
     # A won dispute goes back to what the payment was; a lost one ends refunded.
     S.DISPUTED: frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED, S.REFUNDED}),
-    S.REFUNDED: frozenset(),
+    S.REFUNDED: frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED, S.DISPUTED}),
 }
 
 GRANTED = frozenset({S.COMPLETED, S.PARTIALLY_REFUNDED, S.DISPUTED, S.REFUNDED})
@@ -41,14 +40,3 @@ class TransitionError(ValueError):
 
 def can_advance(current: S | str, to: S | str) -> bool:
     return S(to) in TRANSITIONS[S(current)]
-
-
-def advance(session: Session, payment: Payment, to: S, cause: str) -> None:
-    """Move a payment to a new status and record why; raise TransitionError if not allowed."""
-    current = S(payment.status)
-    if not can_advance(current, to):
-        raise TransitionError(current, to)
-    payment.status = to
-    session.add(
-        PaymentStatusHistory(payment_id=payment.id, from_status=current, to_status=to, cause=cause)
-    )

@@ -1,113 +1,191 @@
-"""A payment's status and credits, derived from the facts recorded about it.
+"""A payment's status and credits, derived from the facts recorded about it. No I/O.
 
-Each fact only moves forward — paid once, the cumulative refunded amount only
-grows, a dispute goes from open to won or lost and never back — except before
-payment, where the newest event (by the provider's ``created``) wins. Because
-the status and the credits are functions of those facts, applying a payment's
-events in any order ends in the same state as the provider's order.
+Each fact only moves forward — paid once, the largest cumulative refund a
+charge reported, each refund's status (pending → succeeded → failed or
+canceled), each dispute's (open → won or lost), each fraud warning's — except
+before payment, where the newest event wins. Because the status and the
+credits are functions of those facts, applying a payment's events in any order
+ends in the same state as the provider's order.
+
+Refunded amount. Refunds are known two ways: a charge's cumulative
+``amount_refunded`` and each refund object. A refund that fails is taken off
+again, so the amount refunded is
+
+    max(Σ live refunds, largest cumulative reported − Σ failed refunds)
+
+which is right whichever of a charge event and its refunds' events came first
+(the cumulative figure never includes a refund that had already failed when
+the charge was reported, because a failure comes after its refund).
 
 Credits. A paid payment is granted its credits once. What is taken back is a
 target, not a sum of steps:
 
-    refunds:      floor(credits × min(refunded, amount) / amount)
+    refunds:      floor(credits × refunded / captured amount)
     lost dispute: all the credits
 
-Rounding down means a partial refund never takes back more than its share, and
-because the target is computed from the cumulative amount, a full refund always
-takes back exactly what was granted, however it was split. Each step posts the
-difference between the target and what was already taken back, under the key
-``…:clawback-to:<target>``, so every step happens once.
+Rounding down means a partial refund never takes back more than its share,
+and because the target is computed from the cumulative amount, a full refund
+takes back exactly what was granted, however it was split. Under the freeze
+policy, a payment with an actionable fraud warning or an open dispute has
+what is left of its credits held back (frozen) until that is resolved.
 
-Status, once paid: refunded (fully, or by a lost dispute) > disputed (a dispute
-is open) > partially_refunded > completed. A won dispute therefore returns the
-payment to completed or partially_refunded, whichever it was.
+Status, once paid: refunded (fully, or by a lost dispute) > disputed (a
+dispute is open) > partially_refunded > completed.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from dataclasses import dataclass, replace
 
-from models import ledger
-from models.enums import DisputeStatus, LedgerKind
+from models import keys
+from models.enums import DisputeStatus, FraudPolicy, LedgerKind, RefundStatus
 from models.enums import PaymentStatus as S
-from models.lifecycle import advance
-from models.rules import Rules
-from models.tables import CreditLedger, Dispute, Payment
+from models.lifecycle import TransitionError, can_advance
+from models.payments import PaymentRow
 
 UNPAID = frozenset({S.PROCESSING, S.FAILED, S.EXPIRED, S.CANCELLED})
+# Ties between unpaid statuses in the same second end the same in any arrival
+# order: the higher rank wins, and then the larger event id.
+UNPAID_RANK = {S.PROCESSING: 0, S.FAILED: 1, S.CANCELLED: 2, S.EXPIRED: 3}
 
 
-def derive_status(payment: Payment, disputes: list[str]) -> S:
-    if payment.paid_at is None:
-        return S(payment.unpaid_status) if payment.unpaid_status else S.PENDING
-    # Same rule as takeback_target: with no amount on record, any refund is a full one.
-    fully_refunded = payment.refunded_cents > 0 and (
-        not payment.amount_cents or payment.refunded_cents >= payment.amount_cents
-    )
+@dataclass(frozen=True)
+class Posting:
+    """One ledger entry to write; ``key`` makes it happen at most once."""
+
+    user_id: str
+    amount: int
+    kind: LedgerKind
+    key: str
+    cause: str
+    payment_id: int | None = None
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    payment_id: int
+    from_status: str
+    to_status: str
+    cause: str
+
+
+@dataclass(frozen=True)
+class Settled:
+    row: PaymentRow
+    status_change: StatusChange | None
+    postings: tuple[Posting, ...]
+
+
+def refunded_amount(row: PaymentRow) -> int:
+    live = failed = 0
+    for refund in row.refunds.values():
+        if RefundStatus(refund["status"]).live:
+            live += refund["amount_cents"]
+        else:
+            failed += refund["amount_cents"]
+    return max(live, row.refunded_cents - failed, 0)
+
+
+def captured_amount(row: PaymentRow) -> int | None:
+    """What refunds are measured against: what was captured, else the price recorded."""
+    return row.paid_amount_cents if row.paid_amount_cents else row.amount_cents
+
+
+def _dispute_statuses(row: PaymentRow) -> set[str]:
+    return {d["status"] for d in row.disputes.values()}
+
+
+def derive_status(row: PaymentRow) -> S:
+    if row.paid_at is None:
+        return S(row.unpaid_status) if row.unpaid_status else S.PENDING
+    disputes = _dispute_statuses(row)
+    refunded = refunded_amount(row)
+    basis = captured_amount(row)
+    # With no amount on record, any refund is a full one.
+    fully_refunded = refunded > 0 and (not basis or refunded >= basis)
     if DisputeStatus.LOST in disputes or fully_refunded:
         return S.REFUNDED
     if DisputeStatus.OPEN in disputes:
         return S.DISPUTED
-    if payment.refunded_cents > 0:
+    if refunded > 0:
         return S.PARTIALLY_REFUNDED
     return S.COMPLETED
 
 
-def takeback_target(payment: Payment, disputes: list[str]) -> int:
+def takeback_target(row: PaymentRow) -> int:
     """How many of the payment's credits should have been taken back by now."""
-    if payment.paid_at is None:
+    if row.paid_at is None:
         return 0
-    if DisputeStatus.LOST in disputes:
-        return payment.credits
-    if not payment.refunded_cents:
+    if DisputeStatus.LOST in _dispute_statuses(row):
+        return row.credits
+    refunded = refunded_amount(row)
+    if not refunded:
         return 0
-    amount = payment.amount_cents or 0
-    if amount <= 0 or payment.refunded_cents >= amount:
-        return payment.credits
-    return payment.credits * payment.refunded_cents // amount
+    basis = captured_amount(row) or 0
+    if basis <= 0 or refunded >= basis:
+        return row.credits
+    return row.credits * refunded // basis
 
 
-def settle(session: Session, payment: Payment, cause: str, rules: Rules) -> None:
-    """Bring the status, history and ledger in line with the payment's facts."""
-    disputes = (
-        list(session.scalars(select(Dispute.status).where(Dispute.payment_id == payment.id)))
-        if payment.has_disputes
-        else []
-    )
-    target = derive_status(payment, disputes)
-    if target != payment.status:
-        advance(session, payment, target, cause)
-    if payment.paid_at is None:
-        return
-    ledger.post_entry(
-        session,
-        user_id=payment.user_id,
-        amount=payment.credits,
-        kind=LedgerKind.GRANT,
-        idempotency_key=ledger.grant_key(payment.provider, payment.id),
-        cause=cause,
-        payment_id=payment.id,
-    )
-    owed = takeback_target(payment, disputes)
-    taken = taken_back(session, payment.id) if owed else 0
-    if owed > taken:
-        ledger.post_entry(
-            session,
-            user_id=payment.user_id,
-            amount=-(owed - taken),
-            kind=LedgerKind.CLAWBACK,
-            idempotency_key=f"{payment.provider}:payment:{payment.id}:clawback-to:{owed}",
-            cause=cause,
-            payment_id=payment.id,
-            policy=rules.clawback_policy,
-        )
+def under_suspicion(row: PaymentRow) -> bool:
+    """An actionable fraud warning or an open dispute: what the freeze policy holds credits back for."""
+    warned = any(w.get("actionable") for w in row.fraud_warnings.values())
+    return warned or DisputeStatus.OPEN in _dispute_statuses(row)
 
 
-def taken_back(session: Session, payment_id: int) -> int:
-    """Credits already taken back for a payment, counting shortfalls as taken (they were owed)."""
-    return int(session.scalar(
-        select(func.coalesce(func.sum(-CreditLedger.amount + CreditLedger.shortfall), 0)).where(
-            CreditLedger.payment_id == payment_id, CreditLedger.kind == LedgerKind.CLAWBACK
-        )
-    ))
+def freeze_target(row: PaymentRow, policy: FraudPolicy, balance: int | None) -> int:
+    """Credits to hold back: what is left of this payment's, no more than the user has (unspent)."""
+    if policy != FraudPolicy.FREEZE or row.paid_at is None or not under_suspicion(row):
+        return 0
+    left = row.credits_granted - row.credits_taken_back
+    available = row.credits_frozen + max(balance or 0, 0)
+    return max(0, min(left, available))
+
+
+def ledger_key(row: PaymentRow, kind: LedgerKind, cause: str) -> str:
+    """One entry of each kind per payment and cause; the grant once per payment, whatever the cause."""
+    if kind == LedgerKind.GRANT:
+        return keys.grant_key(row.provider, row.id)
+    return keys.entry_key(row.provider, row.id, kind.value, cause)
+
+
+def settle(row: PaymentRow, cause: str, *, fraud_policy: FraudPolicy = FraudPolicy.OFF, balance: int | None = None) -> Settled:
+    """Bring the status and the credits in line with the payment's facts.
+
+    ``balance`` is the user's balance, needed only to freeze unspent credits.
+    Raises TransitionError if the lifecycle table does not allow the derived status.
+    """
+    target = derive_status(row)
+    change = None
+    if target != row.status:
+        if not can_advance(row.status, target):
+            raise TransitionError(S(row.status), target)
+        change = StatusChange(row.id, row.status, target, cause)
+        row = replace(row, status=target)
+    if row.paid_at is None:
+        return Settled(row, change, ())
+
+    postings: list[Posting] = []
+
+    def post(kind: LedgerKind, amount: int) -> None:
+        postings.append(Posting(row.user_id, amount, kind, ledger_key(row, kind, cause), cause, row.id))
+
+    if row.credits_granted == 0 and row.credits > 0:
+        post(LedgerKind.GRANT, row.credits)
+        row = replace(row, credits_granted=row.credits)
+    owed = takeback_target(row)
+    freeze = freeze_target(row, fraud_policy, balance) if owed < row.credits_granted else 0
+    # Frozen credits are released before any are taken back, so a clawback takes them from the balance.
+    if freeze < row.credits_frozen:
+        post(LedgerKind.UNFREEZE, row.credits_frozen - freeze)
+        row = replace(row, credits_frozen=freeze)
+    if owed > row.credits_taken_back:
+        post(LedgerKind.CLAWBACK, -(owed - row.credits_taken_back))
+        row = replace(row, credits_taken_back=owed)
+    elif owed < row.credits_taken_back:
+        post(LedgerKind.REVERSAL, row.credits_taken_back - owed)
+        row = replace(row, credits_taken_back=owed)
+    if freeze > row.credits_frozen:
+        post(LedgerKind.FREEZE, -(freeze - row.credits_frozen))
+        row = replace(row, credits_frozen=freeze)
+    return Settled(row, change, tuple(postings))

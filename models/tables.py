@@ -24,7 +24,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.enums import (
     DeadLetterStatus,
-    DisputeStatus,
     ErrorClass,
     EventStatus,
     LedgerKind,
@@ -78,11 +77,25 @@ class Payment(Base):
     # The facts the status is derived from (models/settlement.py). Each only ever
     # moves forward, so events applied in any order reach the same state.
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the provider actually captured, which refunds are measured against;
+    # amount_mismatch records that it differs from the amount recorded beforehand.
+    paid_amount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    paid_currency: Mapped[str | None] = mapped_column(String(3))
+    amount_mismatch: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # The largest cumulative refunded amount a charge reported.
     refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    has_disputes: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
-    # Before payment the newest event wins: (status, provider `created` of its event).
+    # Per refund, per dispute, per fraud warning: {provider id: {"status": …, …}}.
+    refunds: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    disputes: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    fraud_warnings: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    # Before payment the newest event wins, by (provider `created`, status rank, event id).
     unpaid_status: Mapped[str | None] = mapped_column(String(32))
     unpaid_status_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unpaid_status_event: Mapped[str | None] = mapped_column(String(255))
+    # What the ledger holds for this payment (kept with the row so a batch reads one row per payment).
+    credits_granted: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    credits_taken_back: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    credits_frozen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Provider `created` of the newest event applied to this payment.
     last_event_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The recovery sweep's lease: not looked up at the provider again before this.
@@ -142,6 +155,8 @@ class CreditAccount(Base):
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
     total_purchased: Mapped[int] = mapped_column(BigInteger, default=0)
     total_refunded: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Credits held back from the balance while a payment is under a fraud warning or dispute.
+    frozen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
@@ -187,25 +202,6 @@ class PaymentAttempt(Base):
     at: Mapped[datetime] = _now()
 
 
-class Dispute(Base):
-    __tablename__ = "disputes"
-    __table_args__ = (
-        UniqueConstraint("provider", "provider_dispute_id"),
-        Index(None, "payment_id"),
-        CheckConstraint(f"status IN ({sql_in(DisputeStatus)})", name="status"),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    provider: Mapped[str] = mapped_column(String(32))
-    provider_dispute_id: Mapped[str] = mapped_column(String(255))
-    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16))
-    reason: Mapped[str | None] = mapped_column(String(255))
-    amount_cents: Mapped[int | None] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = _now()
-    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
 class Subscription(Base):
     __tablename__ = "subscriptions"
     __table_args__ = (
@@ -223,6 +219,7 @@ class Subscription(Base):
     credits_per_period: Mapped[int | None] = mapped_column(BigInteger)
     current_period_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_event_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_event_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False

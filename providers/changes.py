@@ -1,12 +1,16 @@
 """The provider-neutral vocabulary: what an event means for our payments.
 
-Handlers return one of these frozen dataclasses; ``workers.apply`` hands each to
-the rule in ``models`` that changes rows. Adding a provider means mapping its
-events onto these, not adding new rules.
+A provider module turns a verified event into one of these frozen dataclasses,
+with no I/O; the application applies it to the payment it is about. Adding a
+provider means mapping its events onto these, not adding new rules.
 
-Payments are found by the provider's checkout session id (``session_id``) or,
-for events about money after checkout (refunds, disputes, failed attempts), by
-the provider's payment id (a Stripe PaymentIntent, ``payment_id``).
+A payment is found by a ``PaymentRef``: the id it was created under
+(``session_id``: a Stripe Checkout Session or invoice, a PayPal order, a manual
+payment) and/or the id its money moves under (``payment_id``: a Stripe
+PaymentIntent, a PayPal capture), which is what refunds and disputes name.
+A ``Purchase`` says who bought how many credits, as far as the provider's
+object tells; any field may be unknown, and a payment recorded beforehand
+wins over it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ class SignatureError(ValueError):
 
 
 class InvalidEventError(ValueError):
-    """An event that can never be applied as it is; the message says which field is wrong."""
+    """An event that can never be applied as it is; the message names the field, never its value."""
 
 
 @dataclass(frozen=True)
@@ -38,79 +42,122 @@ class ProviderEvent:
 
 
 @dataclass(frozen=True)
-class Checkout:
-    """One checkout session as the provider describes it."""
-
-    session_id: str
-    user_id: str | None
-    credits: int | None
+class PaymentRef:
+    session_id: str | None = None
     payment_id: str | None = None
-    amount_cents: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.session_id or self.payment_id):
+            raise ValueError("a payment reference needs a session id or a payment id")
+
+
+@dataclass(frozen=True)
+class LineItem:
+    """One line of what was bought; credits per unit when the price or product says."""
+
+    price_id: str | None
+    quantity: int
+    credits_per_unit: int | None = None
+
+
+@dataclass(frozen=True)
+class Purchase:
+    user_id: str | None = None
+    credits: int | None = None
+    amount_cents: int | None = None  # the price asked (what a pending payment records)
     currency: str | None = None
     package_id: str | None = None
+    # None: not in the event (the provider's API can list them); (): there are none.
+    line_items: tuple[LineItem, ...] | None = None
 
 
-# -- checkout sessions --------------------------------------------------------
+# -- a payment's life before the money ------------------------------------------
 
 
 @dataclass(frozen=True)
 class PaymentSucceeded:
-    """The session is paid: complete the payment and grant its credits."""
+    """The money is taken: complete the payment and grant its credits, once."""
 
-    checkout: Checkout
+    ref: PaymentRef
+    purchase: Purchase
+    paid_amount_cents: int | None = None  # what was actually captured
+    paid_currency: str | None = None
 
 
 @dataclass(frozen=True)
 class PaymentProcessing:
-    """The session completed but its (asynchronous) payment has not cleared."""
+    """Paid with a method that takes days to clear (SEPA, ACH, Bacs, a pending capture)."""
 
-    checkout: Checkout
+    ref: PaymentRef
+    purchase: Purchase = Purchase()
 
 
 @dataclass(frozen=True)
-class CheckoutFailed:
-    """The session's asynchronous payment failed."""
+class PaymentFailed:
+    """An attempt to pay failed; the customer may try again."""
 
-    checkout: Checkout
+    ref: PaymentRef
+    purchase: Purchase = Purchase()
     code: str | None = None
     message: str | None = None
 
 
 @dataclass(frozen=True)
-class CheckoutExpired:
-    checkout: Checkout
+class ActionRequired:
+    """The customer must act (3-D Secure, a redirect): recorded on the payment, status unchanged."""
 
-
-# -- the payment behind a session ----------------------------------------------
+    ref: PaymentRef
+    code: str | None = None
 
 
 @dataclass(frozen=True)
-class AttemptFailed:
-    """One attempt to pay failed (a declined card); the customer may try again."""
-
-    payment_id: str
-    code: str | None
-    message: str | None
+class PaymentExpired:
+    ref: PaymentRef
+    purchase: Purchase = Purchase()
 
 
 @dataclass(frozen=True)
 class PaymentCanceled:
-    payment_id: str
+    ref: PaymentRef
     reason: str | None = None
 
 
 @dataclass(frozen=True)
-class Refunded:
-    """Money went back to the customer. ``refunded_cents`` is cumulative, of ``amount_cents``."""
+class PaymentLinked:
+    """The money of a payment recorded under ``ref.session_id`` moves under ``ref.payment_id``.
 
-    payment_id: str
+    Current Stripe API versions say which PaymentIntent paid an invoice only in
+    an ``invoice_payment``; refunds and disputes name the PaymentIntent.
+    """
+
+    ref: PaymentRef
+
+
+# -- after the money ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refunded:
+    """A charge reports ``refunded_cents`` refunded in all, of ``captured_cents``."""
+
+    ref: PaymentRef
     refunded_cents: int
+    captured_cents: int | None = None
+
+
+@dataclass(frozen=True)
+class RefundChanged:
+    """One refund's news; a failed or canceled refund gives back what it took."""
+
+    ref: PaymentRef
+    refund_id: str
     amount_cents: int
+    status: str  # models.enums.RefundStatus
 
 
 @dataclass(frozen=True)
 class DisputeOpened:
-    payment_id: str
+    ref: PaymentRef
     dispute_id: str
     amount_cents: int | None = None
     reason: str | None = None
@@ -118,11 +165,21 @@ class DisputeOpened:
 
 @dataclass(frozen=True)
 class DisputeClosed:
-    payment_id: str
+    ref: PaymentRef
     dispute_id: str
     won: bool
     amount_cents: int | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class FraudWarning:
+    """The card network flagged the payment; ``actionable`` is false once refunded or disputed."""
+
+    ref: PaymentRef
+    warning_id: str
+    actionable: bool
+    fraud_type: str | None = None
 
 
 # -- subscriptions ----------------------------------------------------------
@@ -141,16 +198,18 @@ class SubscriptionChanged:
 
 @dataclass(frozen=True)
 class InvoicePaid:
-    """A subscription period was paid: grant that period's credits, once per invoice."""
+    """A subscription period was paid: a payment of its own, granted once per invoice.
 
-    invoice_id: str
+    Who and how many come from the invoice, else the subscription, else the
+    plan configured for the price; ``ref.payment_id`` only on older API versions.
+    """
+
+    ref: PaymentRef
     subscription_id: str
-    user_id: str | None
-    credits: int | None
-    price_id: str | None
-    amount_cents: int | None = None
-    currency: str | None = None
-    payment_id: str | None = None
+    purchase: Purchase
+    price_id: str | None = None
+    paid_amount_cents: int | None = None
+    paid_currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,13 +220,16 @@ class Ignored:
 Change = (
     PaymentSucceeded
     | PaymentProcessing
-    | CheckoutFailed
-    | CheckoutExpired
-    | AttemptFailed
+    | PaymentFailed
+    | ActionRequired
+    | PaymentExpired
     | PaymentCanceled
+    | PaymentLinked
     | Refunded
+    | RefundChanged
     | DisputeOpened
     | DisputeClosed
+    | FraudWarning
     | SubscriptionChanged
     | InvoicePaid
     | Ignored

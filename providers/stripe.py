@@ -15,31 +15,40 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
 
 from providers.changes import (
-    AttemptFailed,
+    ActionRequired,
     Change,
-    Checkout,
-    CheckoutExpired,
-    CheckoutFailed,
     DisputeClosed,
     DisputeOpened,
+    FraudWarning,
     Ignored,
     InvalidEventError,
     InvoicePaid,
+    LineItem,
     PaymentCanceled,
+    PaymentExpired,
+    PaymentFailed,
+    PaymentLinked,
     PaymentProcessing,
+    PaymentRef,
     PaymentSucceeded,
     ProviderEvent,
+    Purchase,
+    RefundChanged,
     Refunded,
     SignatureError,
     SubscriptionChanged,
 )
 
 NAME = "stripe"
+# The API version payhooks is tested with; `payhooks stripe setup` pins endpoints to it.
+API_VERSION = "2025-10-29.clover"
+REFUND_STATUSES = frozenset({"pending", "requires_action", "succeeded", "failed", "canceled"})
 SIGNATURE_HEADER = "Stripe-Signature"
 MAX_CREDITS = 10**12
 _DIGITS = re.compile(r"[0-9]+")
@@ -132,49 +141,85 @@ def _created(value: object) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidEventError(f"created is not a unix time: {value!r}")
+        raise InvalidEventError(f"created is not a unix time (got {_shape(value)})")
     try:
         return datetime.fromtimestamp(value, UTC)
     except (OverflowError, ValueError, OSError):
-        raise InvalidEventError(f"created is not a unix time: {value}") from None
+        raise InvalidEventError("created is not a unix time (out of range)") from None
 
 
 # -- handlers: event -> change ------------------------------------------------
+#
+# In subscription mode a Checkout Session's credits come with each invoice.paid;
+# the session's own events grant nothing, whatever its payment method (a SEPA
+# subscription sends async_payment_succeeded as well as invoice.paid).
 
 
 def checkout_session_completed(event: ProviderEvent) -> Change:
     session = event.data["object"]
-    if session.get("mode") in ("subscription", "setup"):
-        # A subscription's credits come with each invoice.paid; granting here too would double them.
-        return Ignored(f"{session.get('mode')} checkout: credits come with invoice.paid")
-    checkout = checkout_from_session(session)
+    if ignored := _not_a_purchase(session):
+        return ignored
+    ref, purchase = _checkout(session)
     if session.get("payment_status") in ("paid", "no_payment_required"):
-        return PaymentSucceeded(checkout)
-    return PaymentProcessing(checkout)
+        return PaymentSucceeded(ref, purchase, *_session_paid(session))
+    return PaymentProcessing(ref, purchase)
 
 
 def checkout_session_async_payment_succeeded(event: ProviderEvent) -> Change:
-    return PaymentSucceeded(checkout_from_session(event.data["object"]))
+    session = event.data["object"]
+    if ignored := _not_a_purchase(session):
+        return ignored
+    return PaymentSucceeded(*_checkout(session), *_session_paid(session))
 
 
 def checkout_session_async_payment_failed(event: ProviderEvent) -> Change:
     session = event.data["object"]
-    error = _last_payment_error(session.get("payment_intent"))
-    return CheckoutFailed(checkout_from_session(session), *error)
+    if ignored := _not_a_purchase(session):
+        return ignored
+    return PaymentFailed(*_checkout(session), *_last_payment_error(session.get("payment_intent")))
 
 
 def checkout_session_expired(event: ProviderEvent) -> Change:
-    return CheckoutExpired(checkout_from_session(event.data["object"]))
+    session = event.data["object"]
+    if ignored := _not_a_purchase(session):
+        return ignored
+    return PaymentExpired(*_checkout(session))
+
+
+def payment_intent_succeeded(event: ProviderEvent) -> Change:
+    """PaymentIntent-only integrations (Elements, mobile); a Checkout Session's own intent is the same payment."""
+    intent = event.data["object"]
+    return PaymentSucceeded(
+        PaymentRef(payment_id=_required_id(intent, "payment intent")),
+        _intent_purchase(intent),
+        paid_amount_cents=_amount(intent.get("amount_received"), "amount_received"),
+        paid_currency=_currency(intent.get("currency")),
+    )
+
+
+def payment_intent_processing(event: ProviderEvent) -> Change:
+    intent = event.data["object"]
+    return PaymentProcessing(PaymentRef(payment_id=_required_id(intent, "payment intent")), _intent_purchase(intent))
+
+
+def payment_intent_requires_action(event: ProviderEvent) -> Change:
+    intent = event.data["object"]
+    action = intent.get("next_action") if isinstance(intent.get("next_action"), dict) else {}
+    return ActionRequired(PaymentRef(payment_id=_required_id(intent, "payment intent")), _str(action.get("type")))
 
 
 def payment_intent_payment_failed(event: ProviderEvent) -> Change:
     intent = event.data["object"]
-    return AttemptFailed(_required_id(intent, "payment intent"), *_last_payment_error(intent))
+    return PaymentFailed(
+        PaymentRef(payment_id=_required_id(intent, "payment intent")), Purchase(), *_last_payment_error(intent)
+    )
 
 
 def payment_intent_canceled(event: ProviderEvent) -> Change:
     intent = event.data["object"]
-    return PaymentCanceled(_required_id(intent, "payment intent"), _str(intent.get("cancellation_reason")))
+    return PaymentCanceled(
+        PaymentRef(payment_id=_required_id(intent, "payment intent")), _str(intent.get("cancellation_reason"))
+    )
 
 
 def charge_refunded(event: ProviderEvent) -> Change:
@@ -183,13 +228,28 @@ def charge_refunded(event: ProviderEvent) -> Change:
     refunded = _amount(charge.get("amount_refunded"), "charge.amount_refunded")
     if amount is None or refunded is None:
         raise InvalidEventError("charge.refunded needs amount and amount_refunded")
-    return Refunded(_payment_intent_of(charge, "charge"), refunded_cents=min(refunded, amount), amount_cents=amount)
+    captured = _amount(charge.get("amount_captured"), "charge.amount_captured") or amount
+    return Refunded(_intent_ref(charge, "charge"), refunded_cents=min(refunded, captured), captured_cents=captured)
+
+
+def refund_changed(event: ProviderEvent) -> Change:
+    """refund.created/updated/failed and charge.refund.updated: one refund's status."""
+    refund = event.data["object"]
+    status = refund.get("status")
+    if status not in REFUND_STATUSES:
+        raise InvalidEventError("refund.status is not a known refund status")
+    amount = _amount(refund.get("amount"), "refund.amount")
+    if amount is None:
+        raise InvalidEventError("refund has no amount")
+    if not _object_id(refund.get("payment_intent")):
+        return Ignored("refund of a charge without a payment intent")
+    return RefundChanged(_intent_ref(refund, "refund"), _required_id(refund, "refund"), amount, status)
 
 
 def charge_dispute_created(event: ProviderEvent) -> Change:
     dispute = event.data["object"]
     return DisputeOpened(
-        payment_id=_payment_intent_of(dispute, "dispute"),
+        _intent_ref(dispute, "dispute"),
         dispute_id=_required_id(dispute, "dispute"),
         amount_cents=_amount(dispute.get("amount"), "dispute.amount"),
         reason=_str(dispute.get("reason")),
@@ -201,13 +261,25 @@ def charge_dispute_closed(event: ProviderEvent) -> Change:
     status = dispute.get("status")
     if status not in ("won", "lost"):
         # warning_closed and the like: the dispute ended without moving money
-        return Ignored(f"dispute closed with status {status!r}: nothing to take back")
+        return Ignored("dispute closed without a won or lost outcome: nothing to take back")
     return DisputeClosed(
-        payment_id=_payment_intent_of(dispute, "dispute"),
+        _intent_ref(dispute, "dispute"),
         dispute_id=_required_id(dispute, "dispute"),
         won=status == "won",
         amount_cents=_amount(dispute.get("amount"), "dispute.amount"),
         reason=_str(dispute.get("reason")),
+    )
+
+
+def radar_early_fraud_warning(event: ProviderEvent) -> Change:
+    warning = event.data["object"]
+    if not _object_id(warning.get("payment_intent")):
+        return Ignored("fraud warning on a charge without a payment intent")
+    return FraudWarning(
+        _intent_ref(warning, "early fraud warning"),
+        warning_id=_required_id(warning, "early fraud warning"),
+        actionable=warning.get("actionable") is not False,
+        fraud_type=_str(warning.get("fraud_type")),
     )
 
 
@@ -239,15 +311,27 @@ def invoice_paid(event: ProviderEvent) -> Change:
     metadata = details.get("metadata") or {}
     line = _first((invoice.get("lines") or {}).get("data"))
     return InvoicePaid(
-        invoice_id=_required_id(invoice, "invoice"),
+        # invoice.payment_intent exists on API versions before 2025-03-31.basil only;
+        # later ones link the two with invoice_payment.paid
+        PaymentRef(session_id=_required_id(invoice, "invoice"), payment_id=_object_id(invoice.get("payment_intent"))),
         subscription_id=subscription_id,
-        user_id=_user_id(metadata.get("user_id")),
-        credits=_credits(metadata.get("credits")),
+        purchase=Purchase(user_id=_user_id(metadata.get("user_id")), credits=_credits(metadata.get("credits"))),
         price_id=_line_price_id(line),
-        amount_cents=_amount(invoice.get("amount_paid"), "amount_paid"),
-        currency=_currency(invoice.get("currency")),
-        payment_id=_object_id(invoice.get("payment_intent")),
+        paid_amount_cents=_amount(invoice.get("amount_paid"), "amount_paid"),
+        paid_currency=_currency(invoice.get("currency")),
     )
+
+
+def invoice_payment_paid(event: ProviderEvent) -> Change:
+    payment = event.data["object"]
+    invoice_id = _object_id(payment.get("invoice"))
+    if not invoice_id:
+        raise InvalidEventError("invoice_payment has no invoice")
+    paid_by = payment.get("payment") if isinstance(payment.get("payment"), dict) else {}
+    intent = _object_id(paid_by.get("payment_intent"))
+    if not intent:
+        return Ignored(f"invoice paid by {_str(paid_by.get('type')) or 'something'} other than a payment intent")
+    return PaymentLinked(PaymentRef(session_id=invoice_id, payment_id=intent))
 
 
 HANDLERS: dict[str, Callable[[ProviderEvent], Change]] = {
@@ -255,15 +339,25 @@ HANDLERS: dict[str, Callable[[ProviderEvent], Change]] = {
     "checkout.session.async_payment_succeeded": checkout_session_async_payment_succeeded,
     "checkout.session.async_payment_failed": checkout_session_async_payment_failed,
     "checkout.session.expired": checkout_session_expired,
+    "payment_intent.succeeded": payment_intent_succeeded,
+    "payment_intent.processing": payment_intent_processing,
+    "payment_intent.requires_action": payment_intent_requires_action,
     "payment_intent.payment_failed": payment_intent_payment_failed,
     "payment_intent.canceled": payment_intent_canceled,
     "charge.refunded": charge_refunded,
+    "refund.created": refund_changed,
+    "refund.updated": refund_changed,
+    "refund.failed": refund_changed,
+    "charge.refund.updated": refund_changed,
     "charge.dispute.created": charge_dispute_created,
     "charge.dispute.closed": charge_dispute_closed,
+    "radar.early_fraud_warning.created": radar_early_fraud_warning,
+    "radar.early_fraud_warning.updated": radar_early_fraud_warning,
     "customer.subscription.created": customer_subscription_changed,
     "customer.subscription.updated": customer_subscription_changed,
     "customer.subscription.deleted": customer_subscription_changed,
     "invoice.paid": invoice_paid,
+    "invoice_payment.paid": invoice_payment_paid,
 }
 
 HANDLED_TYPES = tuple(HANDLERS)
@@ -277,18 +371,79 @@ def translate(event: ProviderEvent) -> Change:
     return handler(event)
 
 
-def checkout_from_session(session: dict) -> Checkout:
-    """Read a checkout.session object; metadata.user_id falls back to client_reference_id."""
+def _not_a_purchase(session: dict) -> Ignored | None:
+    mode = session.get("mode")
+    if mode in ("subscription", "setup"):
+        return Ignored(f"{mode} checkout: credits come with invoice.paid")
+    return None
+
+
+def _checkout(session: dict) -> tuple[PaymentRef, Purchase]:
+    """A checkout.session object; metadata.user_id falls back to client_reference_id."""
     metadata = _metadata(session)
-    return Checkout(
+    ref = PaymentRef(
         session_id=_required_id(session, "checkout session"),
+        payment_id=_object_id(session.get("payment_intent")),
+    )
+    return ref, Purchase(
         user_id=_user_id(metadata.get("user_id") or session.get("client_reference_id")),
         credits=_credits(metadata.get("credits")),
-        payment_id=_object_id(session.get("payment_intent")),
         amount_cents=_amount(session.get("amount_total"), "amount_total"),
         currency=_currency(session.get("currency")),
         package_id=_str(metadata.get("package_id")),
+        line_items=_line_items(session.get("line_items")),
     )
+
+
+def checkout_from_session(session: dict) -> tuple[PaymentRef, Purchase]:
+    """The reference and purchase a checkout.session object describes (recovery builds events from these)."""
+    return _checkout(session)
+
+
+def _session_paid(session: dict) -> tuple[int | None, str | None]:
+    return _amount(session.get("amount_total"), "amount_total"), _currency(session.get("currency"))
+
+
+def _intent_purchase(intent: dict) -> Purchase:
+    metadata = _metadata(intent)
+    return Purchase(
+        user_id=_user_id(metadata.get("user_id")),
+        credits=_credits(metadata.get("credits")),
+        amount_cents=_amount(intent.get("amount"), "amount"),
+        currency=_currency(intent.get("currency")),
+        package_id=_str(metadata.get("package_id")),
+        line_items=(),  # a PaymentIntent has no line items: nothing to look up
+    )
+
+
+def with_line_items(event: ProviderEvent, items: list[dict]) -> ProviderEvent:
+    """The event as if its session carried its line items (webhooks never do; the API lists them)."""
+    session = {**event.data["object"], "line_items": {"object": "list", "data": list(items)}}
+    return replace(event, data={**event.data, "object": session})
+
+
+def _line_items(listing: object) -> tuple[LineItem, ...] | None:
+    """Line items, when the object carries them (webhooks never do; the API lists them)."""
+    if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+        return None
+    items = []
+    for item in listing["data"]:
+        if not isinstance(item, dict):
+            continue
+        price = item.get("price") if isinstance(item.get("price"), dict) else {}
+        product = price.get("product") if isinstance(price.get("product"), dict) else {}
+        per_unit = _credits((price.get("metadata") or {}).get("credits")) or _credits(
+            (product.get("metadata") or {}).get("credits")
+        )
+        quantity = item.get("quantity")
+        items.append(
+            LineItem(
+                price_id=_object_id(item.get("price")),
+                quantity=quantity if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity > 0 else 1,
+                credits_per_unit=per_unit,
+            )
+        )
+    return tuple(items)
 
 
 # -- field readers: each raises InvalidEventError naming the field ---------------
@@ -324,11 +479,11 @@ def _first(items: object) -> dict:
     return items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
 
 
-def _payment_intent_of(obj: dict, what: str) -> str:
+def _intent_ref(obj: dict, what: str) -> PaymentRef:
     payment_id = _object_id(obj.get("payment_intent"))
     if not payment_id:
         raise InvalidEventError(f"{what} has no payment_intent to find its payment by")
-    return payment_id
+    return PaymentRef(payment_id=payment_id)
 
 
 def _last_payment_error(intent: object) -> tuple[str | None, str | None]:
@@ -350,7 +505,7 @@ def _time(value: object, name: str) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidEventError(f"{name} is not a unix time: {value!r}")
+        raise InvalidEventError(f"{name} is not a unix time (got {_shape(value)})")
     return _created(value)
 
 
@@ -360,10 +515,10 @@ def _credits(value: object) -> int | None:
     # Stripe metadata values are strings; accept a JSON integer too.
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(text, str) or not _DIGITS.fullmatch(text.strip()):
-        raise InvalidEventError(f"metadata.credits is not a positive integer: {value!r}")
+        raise InvalidEventError(f"metadata.credits is not a positive integer (got {_shape(value)})")
     credits = int(text)
     if not 0 < credits <= MAX_CREDITS:
-        raise InvalidEventError(f"metadata.credits must be between 1 and {MAX_CREDITS}: {value!r}")
+        raise InvalidEventError(f"metadata.credits must be between 1 and {MAX_CREDITS}")
     return credits
 
 
@@ -371,7 +526,7 @@ def _amount(value: object, name: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidEventError(f"{name} is not a non-negative integer: {value!r}")
+        raise InvalidEventError(f"{name} is not a non-negative integer (got {_shape(value)})")
     return value
 
 
@@ -379,7 +534,7 @@ def _currency(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value):
-        raise InvalidEventError(f"currency is not a three-letter code: {value!r}")
+        raise InvalidEventError(f"currency is not a three-letter code (got {_shape(value)})")
     return value.lower()
 
 
@@ -388,3 +543,14 @@ def _object_id(value: object) -> str | None:
     if isinstance(value, dict):
         value = value.get("id")
     return value if isinstance(value, str) and value else None
+
+
+def _shape(value: object) -> str:
+    """What a bad value looks like, without echoing it: event fields may hold personal data."""
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "a negative integer" if value < 0 else "an integer"
+    return f"a JSON {type(value).__name__.replace('dict', 'object').replace('list', 'array').replace('NoneType', 'null')}"

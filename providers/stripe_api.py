@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 
 import stripe
 
+MAX_TYPES_PER_LISTING = 20
+
 
 class StripeNotConfiguredError(RuntimeError):
     """No API key: features that call Stripe say so instead of failing obscurely."""
@@ -62,19 +64,22 @@ class StripeAPI:
         return self._call(lambda: self._client.v1.checkout.sessions.retrieve(session_id))
 
     def list_events(self, *, created_gte: int, types: Sequence[str], page_size: int = 100) -> Iterator[dict]:
-        """Every event created at or after ``created_gte`` of the given types, newest first."""
-        listing = self._call(
-            lambda: self._client.v1.events.list(
-                params={"created": {"gte": created_gte}, "types": list(types), "limit": page_size}
-            ),
-            as_dict=False,
-        )
-        pages = listing.auto_paging_iter()
-        while True:
-            event = self._call(lambda: next(pages, None), as_dict=False)
-            if event is None:
-                return
-            yield event.to_dict(for_json=True)
+        """Every event created at or after ``created_gte`` of the given types (newest first per group of types)."""
+        # Stripe takes at most 20 types per listing: ask for them in groups.
+        for start in range(0, len(types), MAX_TYPES_PER_LISTING):
+            group = list(types[start : start + MAX_TYPES_PER_LISTING])
+            listing = self._call(
+                lambda group=group: self._client.v1.events.list(
+                    params={"created": {"gte": created_gte}, "types": group, "limit": page_size}
+                ),
+                as_dict=False,
+            )
+            pages = listing.auto_paging_iter()
+            while True:
+                event = self._call(lambda: next(pages, None), as_dict=False)
+                if event is None:
+                    break
+                yield event.to_dict(for_json=True)
 
     @staticmethod
     def _call(request, *, as_dict: bool = True):

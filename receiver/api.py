@@ -11,6 +11,8 @@ import hmac
 from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
 
+from application.dlq import DeadLetterNotFoundError
+from application.tracker import ConflictError, InvalidRequestError, NotFoundError
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus
 from models.ledger import InsufficientCreditsError
@@ -23,8 +25,6 @@ from receiver import schemas
 from receiver.errors import error
 from receiver.openapi import openapi_document
 from receiver.services import services
-from workers.dlq import DeadLetterNotFoundError
-from workers.tracker import ConflictError, InvalidRequestError, NotFoundError
 
 blueprint = Blueprint("api", __name__)
 
@@ -145,6 +145,7 @@ def create_payment():
         currency=body.currency,
         credits=body.credits,
         session_id=body.session_id,
+        payment_id=body.payment_id,
         provider=body.provider,
         package_id=body.package_id,
         package_name=body.package_name,

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from models.enums import DeadLetterStatus, EventStatus, PaymentStatus
 from models.tables import DeadLetter, Payment, WebhookEvent
 from receiver.services import services
+from transport import queue
 from workers import metrics
 from workers.queues import MAINTENANCE_QUEUE, WEBHOOKS_QUEUE
 
@@ -51,7 +52,10 @@ def prometheus_metrics():
 def _state_collector(svc) -> metrics.StateCollector:
     def queue_depth():
         client = svc.publisher.client
-        return {(queue,): float(client.llen(queue)) for queue in (WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)}
+        depths = {(name,): float(client.llen(name)) for name in (WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)}
+        depths[("events",)] = float(queue.depth(client))
+        depths[("claimed",)] = float(queue.claimed(client))
+        return depths
 
     def count(statement):
         def probe():
@@ -62,7 +66,7 @@ def _state_collector(svc) -> metrics.StateCollector:
 
     return metrics.StateCollector(
         {
-            "payhooks_queue_depth": ("Messages waiting in each queue", queue_depth, ["queue"]),
+            "payhooks_queue_depth": ("Events and messages waiting in each queue (events: provider deliveries; claimed: taken by a consumer, not yet committed)", queue_depth, ["queue"]),
             "payhooks_dead_letters_open": (
                 "Dead letters waiting for an operator",
                 count(select(func.count()).select_from(DeadLetter).where(DeadLetter.status == DeadLetterStatus.OPEN)),

@@ -23,16 +23,19 @@ TIME = {"type": ["string", "null"], "format": "date-time"}
 
 RESPONSES = {
     "Error": _obj({"error": STR, "message": STR, "fields": {"type": "object", "additionalProperties": STR}}, ["error", "message"]),
-    "Credits": _obj({"user_id": STR, "balance": INT, "total_purchased": INT, "total_refunded": INT}),
+    "Credits": _obj({"user_id": STR, "balance": INT, "total_purchased": INT, "total_refunded": INT, "frozen": INT}),
     "Payment": _obj(
         {
             "id": INT, "provider": STR, "provider_session_id": NSTR, "provider_payment_id": NSTR, "user_id": STR,
-            "status": STR, "credits": INT, "amount_cents": NINT, "currency": NSTR, "refunded_cents": INT,
-            "package_id": NSTR, "package_name": NSTR, "metadata": {"type": "object"}, "expires_at": TIME,
+            "status": STR, "credits": INT, "amount_cents": NINT, "currency": NSTR, "paid_amount_cents": NINT,
+            "paid_currency": NSTR, "amount_mismatch": BOOL, "refunded_cents": INT, "credits_granted": INT,
+            "credits_taken_back": INT, "credits_frozen": INT, "package_id": NSTR, "package_name": NSTR, "metadata": {"type": "object"}, "expires_at": TIME,
             "paid_at": TIME, "created_at": TIME, "updated_at": TIME,
             "history": {"type": "array", "items": _obj({"from": NSTR, "to": STR, "cause": STR, "at": TIME})},
             "failed_attempts": {"type": "array", "items": {"type": "object"}},
             "disputes": {"type": "array", "items": {"type": "object"}},
+            "refunds": {"type": "array", "items": {"type": "object"}},
+            "fraud_warnings": {"type": "array", "items": {"type": "object"}},
             "net_credits": INT,
         },
         ["id", "provider", "user_id", "status", "credits"],
@@ -51,7 +54,7 @@ RESPONSES = {
     ),
     "SpendResult": _obj(
         {"entry": {"$ref": REF.format(model="LedgerEntry")}, "user_id": STR, "balance": INT,
-         "total_purchased": INT, "total_refunded": INT}
+         "total_purchased": INT, "total_refunded": INT, "frozen": INT}
     ),
     "Checkout": _obj({"checkout_url": NSTR, "session_id": STR, "payment_id": INT}),
     "DeadLetter": _obj(
@@ -139,7 +142,7 @@ def openapi_document() -> dict:
                                    path=USER, body=schemas.Spend, extra={"409": "insufficient credits, or the key was used for another spend"})
             },
             "/api/payments": {
-                "post": _operation("Record a pending payment; idempotent on (provider, session_id)",
+                "post": _operation("Record a pending payment; idempotent on (provider, session_id) or (provider, payment_id)",
                                    {"201": _response("Payment", "recorded"), "200": _response("Payment", "already recorded")},
                                    body=schemas.CreatePayment, extra={"409": "the session is recorded with different details"}),
                 "get": _operation("List payments, newest first", {"200": _response("PaymentList", "a page")}, query=schemas.ListPayments),

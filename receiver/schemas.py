@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from models.enums import PaymentStatus
 
@@ -25,12 +25,20 @@ class Strict(BaseModel):
 class CreatePayment(Strict):
     """Record a checkout the application created, before its webhook arrives."""
 
+    @model_validator(mode="after")
+    def _named(self):
+        if not (self.session_id or self.payment_id):
+            raise ValueError("a session_id or a payment_id is required")
+        return self
+
     user_id: Id
     amount_cents: int = Field(ge=0)
     currency: Currency
     credits: int = Field(ge=1, le=10**12)
     provider: Literal["stripe"] = "stripe"
-    session_id: Id
+    # A Checkout Session id, or for PaymentIntent-only integrations the PaymentIntent id (payment_id).
+    session_id: Id | None = None
+    payment_id: Id | None = None
     package_id: Id | None = None
     package_name: Annotated[str, StringConstraints(max_length=255)] | None = None
     expires_at: datetime | None = None

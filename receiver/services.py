@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from flask import current_app
 
+from application.dlq import DeadLetters
+from application.tracker import PaymentTracker
+from application.unit import UnitOfWork
 from models.db import Database
-from workers.dlq import DeadLetters
-from workers.publish import EventPublisher
+from transport import queue
+from workers.runtime import unit_of_work
 from workers.settings import Settings
-from workers.tracker import PaymentTracker
 
 
 class Services:
@@ -16,20 +18,21 @@ class Services:
         self,
         settings: Settings,
         *,
-        publisher: EventPublisher | None = None,
+        publisher: queue.Publisher | None = None,
         database: Database | None = None,
     ) -> None:
         self.settings = settings
         self._publisher = publisher
         self._database = database
+        self._unit: UnitOfWork | None = None
         self._tracker: PaymentTracker | None = None
 
     @property
-    def publisher(self) -> EventPublisher:
+    def publisher(self) -> queue.Publisher:
         if self._publisher is None:
-            self._publisher = EventPublisher(
-                self.settings.require("redis_url", "the receiver enqueues into Redis"),
-                timeout=self.settings.publish_timeout_seconds,
+            url = self.settings.require("redis_url", "the receiver enqueues into Redis")
+            self._publisher = queue.Publisher(
+                queue.connect(url, timeout=self.settings.publish_timeout_seconds),
                 attempts=self.settings.publish_attempts,
             )
         return self._publisher
@@ -42,13 +45,20 @@ class Services:
         return self._database
 
     @property
+    def unit(self) -> UnitOfWork:
+        """For the API's synchronous paths (verify, replay): the same unit of work as the workers'."""
+        if self._unit is None:
+            self._unit = unit_of_work(self.database, self.settings)
+        return self._unit
+
+    @property
     def dead_letters(self) -> DeadLetters:
-        return DeadLetters(self.database, self.settings.rules())
+        return DeadLetters(self.unit)
 
     @property
     def tracker(self) -> PaymentTracker:
         if self._tracker is None:
-            self._tracker = PaymentTracker(self.database, self.settings)
+            self._tracker = PaymentTracker(self.unit, self.settings)
         return self._tracker
 
 

@@ -18,9 +18,9 @@ from providers import stripe
 from providers.changes import InvalidEventError, SignatureError
 from receiver.errors import error
 from receiver.services import services
+from transport.queue import PublishError
 from workers import metrics
 from workers.logs import log_context
-from workers.publish import PublishError
 
 log = logging.getLogger("payhooks.receiver")
 blueprint = Blueprint("webhooks", __name__)
@@ -81,7 +81,7 @@ def stripe_webhook():
     with log_context(provider=stripe.NAME, event_id=event.id, event_type=event.type):
         started = time.perf_counter()
         try:
-            svc.publisher.publish(stripe.NAME, event.id, event.raw)
+            svc.publisher.publish(stripe.NAME, event.id, body)
         except PublishError as exc:
             log.error("could not enqueue: %s", exc)
             return _answer(503, "broker_unavailable", "the queue is unreachable; retry later", event_type=event.type, retry=True)

@@ -1,4 +1,9 @@
-"""The base of every payhooks task: its runtime (settings, database) and the retry policy."""
+"""The base of every payhooks task: its runtime (settings, the unit of work) and the retry policy.
+
+Events are applied by the unit of work (application/unit.py), which owns the
+transaction; a task hands it events and decides what a transient failure
+means for the message: try again later, for as long as it lasts.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +14,18 @@ from workers.runtime import Runtime
 
 
 class PayhooksTask(Task):
-    """Tasks that run on one database transaction per unit of work and retry transient failures."""
+    # ``retry(max_retries=None)`` does not mean "no limit" in Celery: it falls back
+    # to this attribute, 3 by default. None here is what makes retries unlimited.
+    max_retries = None
 
     @property
     def runtime(self) -> Runtime:
         return self.app.payhooks
 
-    def retry_later(self, exc: BaseException):
-        """Retry a transient failure with capped, jittered backoff."""
+    def retry_later(self, exc: BaseException, **options):
+        """Retry a transient failure with capped, jittered backoff (options go to the new message)."""
         settings = self.runtime.settings
-        attempt = self.request.retries
         countdown = backoff_seconds(
-            attempt,
-            base=settings.retry_backoff_base_seconds,
-            cap=settings.retry_backoff_max_seconds,
+            self.request.retries, base=settings.retry_backoff_base_seconds, cap=settings.retry_backoff_max_seconds
         )
-        # Past the configured number of attempts (when even the dead letter could
-        # not be written) the event keeps its place in the broker at the longest
-        # countdown: it is never dropped while the database is unreachable.
-        if attempt >= settings.retry_max_attempts:
-            countdown = settings.retry_backoff_max_seconds
-        return self.retry(exc=exc, countdown=countdown, max_retries=None)
+        return self.retry(exc=exc, countdown=countdown, **options)

@@ -1,121 +1,44 @@
-"""``process_event``: one provider event, one transaction (workers/handling.py).
+"""``process_event``: one provider event as a Celery message, applied by the unit of work.
 
-Failures by kind: a permanent one is dead-lettered by handle_event itself; a
-transient one rolls the whole transaction back (nothing was written, so the
-retry starts clean) and retries with capped, jittered backoff up to
-RETRY_MAX_ATTEMPTS, then is dead-lettered; an unexpected exception (a bug) is
-dead-lettered at once with its traceback. A dead letter keeps the raw body.
+Provider deliveries reach the workers through the events queue and the batch
+consumers (workers/consumer.py), not this task. It remains for messages
+queued before that change (an upgrade drains them) and for applying a single
+event through Celery. A transient failure is retried with capped backoff for
+as long as it lasts; anything else is settled by the unit of work itself
+(dead-lettered with its raw body).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-import traceback
 
-import redis
 from celery import shared_task
 
-from models import inbox
-from models.enums import ErrorClass, EventStatus
-from providers.changes import InvalidEventError, ProviderEvent
+from application.batch import Incoming
+from application.errors import is_transient
+from providers import registry
+from providers.changes import InvalidEventError
+from providers.registry import UnknownProviderError
 from tasks.base import PayhooksTask
-from tasks.errors import is_transient
-from workers import journal, metrics
-from workers.handling import PROVIDERS, EventResult, claim, fail, handle_event
-from workers.logs import log_context
 from workers.queues import PROCESS_EVENT
 
 log = logging.getLogger("payhooks.tasks")
 
 
 @shared_task(bind=True, base=PayhooksTask, name=PROCESS_EVENT)
-def process_event(
-    self: PayhooksTask,
-    provider: str,
-    body: str,
-    received_at: float | None = None,
-    source: str = "webhook",
-) -> str:
-    adapter = PROVIDERS.get(provider)
-    if adapter is None:
-        log.error("dropping event for unknown provider %r (task %s)", provider, self.request.id)
-        return "unknown-provider"
+def process_event(self: PayhooksTask, provider: str, body: str, received_at: float | None = None, source: str = "webhook") -> str:
     try:
-        event = adapter.parse_event(body)
-    except InvalidEventError as exc:
-        # The receiver checks this before enqueueing; only a hand-made message lands here.
-        log.error("dropping unparseable %s event (task %s): %s", provider, self.request.id, exc)
-        return "invalid"
-    with log_context(task_id=self.request.id, provider=provider, event_id=event.id, event_type=event.type):
-        result, posted = _process(self, event, source)
-        _observe(event, source, result, posted, received_at)
-        _forget(self, event)
-    return result.status
-
-
-def _forget(task: PayhooksTask, event: ProviderEvent) -> None:
-    """The event is durable in PostgreSQL now; a failure here only leaves work for the reaper."""
+        event = registry.get(provider).parse_event(body)
+    except (UnknownProviderError, InvalidEventError, UnicodeDecodeError) as exc:
+        # The receiver checks this before enqueueing; only a hand-made message lands here. Keep it.
+        self.runtime.unit.reject(str(provider)[:32], "", body.encode() if isinstance(body, str) else bytes(body), str(exc))
+        return "rejected"
     try:
-        journal.forget(task.runtime.publisher.client, event.provider, event.id)
-    except redis.RedisError as exc:
-        log.warning("could not clear the journal entry: %s", exc.__class__.__name__)
-
-
-def _process(task: PayhooksTask, event: ProviderEvent, source: str) -> tuple[EventResult, list]:
-    started = time.monotonic()
-    posted: list = []
-    try:
-        with task.runtime.db.transaction() as session:
-            result = handle_event(session, event, task.runtime.rules, source)
-            posted = session.info.pop("ledger_posted", [])
+        result = self.runtime.unit.apply_one(Incoming(event, source, received_at))
     except Exception as exc:
-        if is_transient(exc) and task.request.retries < task.runtime.settings.retry_max_attempts:
-            log.warning("transient failure (attempt %d): %s", task.request.retries + 1, exc.__class__.__name__)
-            metrics.RETRIES.labels(event.provider, event.type).inc()
-            raise task.retry_later(exc) from exc
-        # Out of retries, or a bug rather than bad data: dead-letter the raw body
-        # rather than lose the event when Celery acknowledges the failed message.
-        error_class = ErrorClass.TRANSIENT if is_transient(exc) else ErrorClass.UNEXPECTED
-        if error_class == ErrorClass.UNEXPECTED:
-            log.exception("unexpected failure")
-        result = dead_letter(task, event, source, error_class, exc)
-        if result.status == EventStatus.FAILED:
-            metrics.DEAD_LETTERS.labels(event.provider, event.type, error_class).inc()
-    log.info(
-        "%s%s in %.1f ms%s",
-        result.status,
-        " (duplicate)" if result.duplicate else "",
-        (time.monotonic() - started) * 1000,
-        f": {result.error}" if result.error else "",
-        extra={"outcome": result.status, "payment_id": result.payment_id, "credits": [[k, a] for k, a in posted] or None},
-    )
-    return result, posted
-
-
-def _observe(event: ProviderEvent, source: str, result: EventResult, posted: list, received_at: float | None) -> None:
-    metrics.observe_event(event.provider, event.type, source, result.status, result.duplicate, posted)
-    if result.status == EventStatus.FAILED and not result.duplicate and result.error_class == ErrorClass.PERMANENT:
-        metrics.DEAD_LETTERS.labels(event.provider, event.type, ErrorClass.PERMANENT).inc()
-    if result.status == EventStatus.PROCESSED and not result.duplicate:
-        now = time.time()
-        if event.created:
-            metrics.LAG.labels("created").observe(max(0.0, now - event.created.timestamp()))
-        if received_at:
-            metrics.LAG.labels("received").observe(max(0.0, now - received_at))
-
-
-def dead_letter(task: PayhooksTask, event: ProviderEvent, source: str, error_class: ErrorClass, exc: BaseException) -> EventResult:
-    """Dead-letter an event in a transaction of its own; if even that cannot be written, keep retrying."""
-    message = f"{exc.__class__.__name__}: {exc}"
-    trace = "".join(traceback.format_exception(exc))
-    try:
-        with task.runtime.db.transaction() as session:
-            row = claim(session, event, source)
-            if inbox.is_settled(row):  # another delivery applied it meanwhile
-                return EventResult(event.id, EventStatus(row.status), duplicate=True)
-            return fail(session, row, error_class, message, trace)
-    except Exception as again:
-        if is_transient(again):
-            raise task.retry_later(again) from again
-        raise
+        if not is_transient(exc):
+            raise
+        log.warning("transient failure (attempt %d): %s", self.request.retries + 1, exc.__class__.__name__)
+        # The retried message names the event, never its body, in what Celery logs.
+        raise self.retry_later(exc, argsrepr=repr((provider, event.id)), kwargsrepr="{}") from exc
+    return result.status

@@ -7,15 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 from celery import shared_task
 
-from models import inbox, retention
-from providers.stripe_api import ProviderUnavailableError, StripeNotConfiguredError
+from application.batch import Incoming
+from application.errors import is_transient
+from application.held import retry_held
+from models import inbox, keys, retention
+from providers import registry
+from providers.stripe_api import ProviderUnavailableError, StripeAPI, StripeNotConfiguredError
 from tasks.base import PayhooksTask
-from tasks.errors import is_transient
-from workers import journal, metrics
-from workers.handling import retry_held
+from workers import metrics
 from workers.queues import (
+    LOOK_UP_SESSION,
     PRUNE_INBOX,
-    REAP_JOURNAL,
     RECONCILE_EVENTS,
     RETRY_HELD_EVENTS,
     SWEEP_PENDING,
@@ -28,9 +30,7 @@ log = logging.getLogger("payhooks.maintenance")
 def retry_held_events(self: PayhooksTask) -> dict:
     settings = self.runtime.settings
     try:
-        counts = retry_held(
-            self.runtime.db, self.runtime.rules, hold_window=timedelta(seconds=settings.hold_window_seconds)
-        )
+        counts = retry_held(self.runtime.unit, hold_window=timedelta(seconds=settings.hold_window_seconds))
     except Exception as exc:
         if is_transient(exc):
             log.warning("held-event retry skipped: %s (the next run will try again)", exc.__class__.__name__)
@@ -116,22 +116,29 @@ def prune_inbox(self: PayhooksTask) -> dict:
     return totals
 
 
-@shared_task(bind=True, base=PayhooksTask, name=REAP_JOURNAL)
-def reap_journal(self: PayhooksTask) -> dict:
-    """Publish again accepted events that never reached the inbox (a worker died holding them)."""
+@shared_task(bind=True, base=PayhooksTask, name=LOOK_UP_SESSION)
+def look_up_session(self: PayhooksTask, provider: str, session_id: str) -> dict:
+    """Fetch what the provider's API knows of a session (its line items) and apply the events held for it."""
     runtime = self.runtime
-    counts = journal.reap(
-        runtime.publisher.client,
-        known=lambda events: _known(runtime.db, events),
-        republish=runtime.publisher.republish,
-        grace_seconds=runtime.settings.journal_grace_seconds,
+    with runtime.db.transaction() as session:
+        waiting = inbox.held_for(session, [keys.lookup_key(provider, session_id)])
+    if not waiting:
+        return {"applied": 0}
+    try:
+        items = StripeAPI(runtime.settings.stripe_api_key, runtime.settings.stripe_api_base).list_line_items(session_id)
+    except StripeNotConfiguredError as exc:
+        log.warning("cannot look up a session's line items: %s", exc)
+        return {"skipped": "not configured"}
+    except ProviderUnavailableError as exc:
+        raise self.retry_later(exc) from exc
+    adapter = registry.get(provider)
+    report = runtime.unit.apply(
+        [Incoming(adapter.with_line_items(adapter.parse_event(row.payload), items), "lookup") for row in waiting]
     )
-    if counts["republished"]:
-        log.warning("journal: published %d accepted events again that never reached the inbox", counts["republished"])
-    metrics.JOURNAL_REPUBLISHED.inc(counts["republished"])
-    return counts
+    return {"applied": sum(r.status == "processed" for r in report.results)}
 
 
-def _known(db, events):
-    with db.transaction() as session:
-        return inbox.known_events(session, events)
+def schedule_lookups(report) -> None:
+    """After commit: look up the sessions a batch found without credits (a Payment Link's, say)."""
+    for provider, session_id in sorted(report.lookups):
+        look_up_session.apply_async((provider, session_id))

@@ -57,6 +57,10 @@ def settings_env(test_services) -> dict[str, str]:
         "BROKER_VISIBILITY_TIMEOUT": "6",
         "RETRY_BACKOFF_BASE_SECONDS": "0.2",
         "RETRY_BACKOFF_MAX_SECONDS": "2",
+        # A killed consumer's events come back within a few seconds in the tests.
+        "CONSUMER_HEARTBEAT_SECONDS": "0.5",
+        "CONSUMER_DEAD_AFTER_SECONDS": "3",
+        "CONSUMER_RETRY_MAX_SECONDS": "1",
     }
 
 
@@ -77,7 +81,7 @@ def redis_client(test_services) -> redis.Redis:
     return redis.Redis.from_url(test_services.redis_url)
 
 
-BROKER_KEYS = ("webhooks", "maintenance", "unacked", "unacked_index")
+BROKER_KEYS = ("webhooks", "maintenance", "unacked", "unacked_index", "payhooks:events")
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +97,11 @@ def clean_state(request):
     database = request.getfixturevalue("database")
     with database.transaction() as session:
         session.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-    request.getfixturevalue("redis_client").delete(*BROKER_KEYS)
+    client = request.getfixturevalue("redis_client")
+    client.delete(*BROKER_KEYS)
+    # Claims of consumers from earlier tests' workers (live ones re-register at their next beat).
+    for key in client.scan_iter("payhooks:claims:*"):
+        client.delete(key)
     yield
 
 

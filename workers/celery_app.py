@@ -1,6 +1,14 @@
 """The Celery application, assembled in one place from Settings.
 
-At-least-once delivery, end to end:
+Provider events are applied by batch consumers (workers/consumer.py) that run
+inside this worker: one in each prefork child (``--concurrency N`` gives N
+consumers in N processes), or one in the main process under the threads or
+solo pool. They take events from the events queue (transport/queue.py), whose
+reliable fetch and heartbeats bring a killed worker's events back within
+seconds. The Celery queues carry the rest: maintenance (sweeps,
+reconciliation, lookups, replays, pruning) and ``process_event`` messages.
+
+At-least-once delivery of Celery messages:
 
 * ``task_acks_late``: a message is acknowledged after its task returns, so a
   worker that dies mid-task leaves it to be delivered again;
@@ -22,16 +30,17 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 from kombu import Queue
 
+from transport.queue import Claims
 from workers import metrics
+from workers.consumer import Consumer, rejected_item
 from workers.logs import configure_logging
 from workers.queues import (
     MAINTENANCE_QUEUE,
     PRUNE_INBOX,
-    REAP_JOURNAL,
     RECONCILE_EVENTS,
     RETRY_HELD_EVENTS,
     ROUTES,
@@ -90,21 +99,81 @@ def beat_schedule(settings: Settings) -> dict:
         "sweep-pending": every(SWEEP_PENDING, settings.sweep_interval_seconds),
         "reconcile-events": every(RECONCILE_EVENTS, settings.reconcile_interval_seconds),
         "prune-inbox": every(PRUNE_INBOX, settings.retention_interval_seconds),
-        "reap-journal": every(REAP_JOURNAL, settings.journal_reap_interval_seconds),
     }
+
+
+def start_consumer(runtime: Runtime) -> Consumer:
+    settings = runtime.settings
+    unit = runtime.unit
+
+    def reject(item: bytes, reason: str) -> None:
+        unit.reject(*rejected_item(item), reason)
+
+    return Consumer(
+        Claims(runtime.redis),
+        unit,
+        batch_size=settings.event_batch_size,
+        heartbeat_seconds=settings.consumer_heartbeat_seconds,
+        dead_after_seconds=settings.consumer_dead_after_seconds,
+        backoff_max_seconds=settings.consumer_retry_max_seconds,
+        retry_limit=settings.retry_max_attempts,
+        reject=reject,
+    ).start()
+
+
+class EventConsumers(bootsteps.StartStopStep):
+    """Runs a batch consumer in the main process when the pool does not fork (threads, solo).
+
+    Under prefork each child runs its own (``worker_process_init`` below): threads
+    started here before the pool forks more children would be copied into them
+    mid-flight.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker, **kwargs):
+        self.consumer: Consumer | None = None
+
+    def start(self, worker):
+        if _forks(worker):
+            return
+        self.consumer = start_consumer(worker.app.payhooks)
+
+    def stop(self, worker):
+        if self.consumer is not None:
+            self.consumer.stop()
+            self.consumer = None
+
+
+def _forks(worker) -> bool:
+    from celery.concurrency.prefork import TaskPool
+
+    return isinstance(worker.pool, TaskPool)
 
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("payhooks", set_as_current=True)
     app.config_from_object(celery_config(settings))
-    app.payhooks = Runtime(settings)
+    app.payhooks = runtime = Runtime(settings)
+    app.steps["worker"].add(EventConsumers)
+    consumers: list[Consumer] = []
+
+    def schedule_lookups(report) -> None:
+        from tasks.maintenance import schedule_lookups
+
+        schedule_lookups(report)
+
+    runtime.follow_ups.append(schedule_lookups)
 
     @worker_process_init.connect(weak=False)
     def _after_fork(**_: object) -> None:
-        app.payhooks.forget_connections()
+        runtime.forget_connections()
+        consumers.append(start_consumer(runtime))
 
     @worker_process_shutdown.connect(weak=False)
     def _child_gone(**_: object) -> None:
+        while consumers:
+            consumers.pop().stop()
         metrics.mark_process_dead(os.getpid(), settings.metrics_dir)
 
     @setup_logging.connect(weak=False)

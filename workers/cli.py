@@ -217,11 +217,11 @@ def _since(text: str):
 
 
 def _dead_letters():
-    from models.db import Database
-    from workers.dlq import DeadLetters
+    from workers.runtime import Runtime
 
     settings = _settings()
-    return DeadLetters(Database(settings.require("database_url", "dead letters live in PostgreSQL")), settings.rules())
+    settings.require("database_url", "dead letters live in PostgreSQL")
+    return Runtime(settings).dead_letters()
 
 
 def _actor() -> str:
@@ -286,7 +286,7 @@ def dlq_show(dead_letter_id: int) -> None:
     """Everything about one dead letter: why, how often, the traceback and the raw body."""
     import json
 
-    from workers.dlq import DeadLetterNotFoundError
+    from application.dlq import DeadLetterNotFoundError
 
     try:
         letter = _dead_letters().show(dead_letter_id)
@@ -311,7 +311,7 @@ def dlq_show(dead_letter_id: int) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would be replayed, replay nothing.")
 def dlq_replay(dead_letter_id, replay_all, provider, event_type, since, error, status, dry_run) -> None:
     """Replay one dead letter (ID) or many (--all with filters) through the normal processing path."""
-    from workers.dlq import DeadLetterNotFoundError
+    from application.dlq import DeadLetterNotFoundError
 
     service = _dead_letters()
     if (dead_letter_id is None) == (not replay_all):
@@ -344,7 +344,7 @@ def dlq_replay(dead_letter_id, replay_all, provider, event_type, since, error, s
 @click.option("--reason", required=True, help="Why it is safe to drop (kept on the record).")
 def dlq_discard(dead_letter_id: int, reason: str) -> None:
     """Close a dead letter without replaying it."""
-    from workers.dlq import DeadLetterNotFoundError
+    from application.dlq import DeadLetterNotFoundError
 
     try:
         letter = _dead_letters().discard(dead_letter_id, _actor(), reason)

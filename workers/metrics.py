@@ -15,6 +15,8 @@ instead of being pushed, so they are right however many processes there are.
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter as Counter_
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -75,18 +77,50 @@ RECONCILE_MISSING = Gauge(
     "Events the most recent reconciliation found missing from the inbox (drift)",
     multiprocess_mode="mostrecent",
 )
-JOURNAL_REPUBLISHED = Counter(
-    "payhooks_journal_republished_total",
-    "Accepted events published again because they never reached the inbox (a worker died holding them)",
+AMOUNT_MISMATCHES = Counter(
+    "payhooks_payment_amount_mismatches_total",
+    "Payments whose captured amount or currency differs from the amount recorded beforehand",
+    ["provider"],
+)
+BATCH_SIZE = Histogram(
+    "payhooks_batch_events",
+    "Events applied per transaction",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+RECLAIMED = Counter(
+    "payhooks_events_reclaimed_total",
+    "Events taken back from consumers that stopped beating (a killed worker) and queued again",
 )
 SWEEP_RESULTS = Counter("payhooks_sweep_results_total", "Pending payments checked by the sweep", ["outcome"])
 
 
-def observe_event(provider: str, event_type: str, source: str, status: str, duplicate: bool, posted: list) -> None:
-    """Count one handled event (from a webhook, sweep, verify, reconciliation or replay) and the credits it moved."""
-    EVENTS.labels(provider, event_type, "duplicate" if duplicate else status, source).inc()
-    for kind, amount in posted:
-        CREDITS.labels(kind).inc(abs(amount))
+def observe(report) -> None:
+    """Count what a committed batch did (application/unit.py calls this after every commit, on every path)."""
+    now = time.time()
+    events: Counter_ = Counter_()
+    for result in report.results:
+        outcome = "duplicate" if result.duplicate else result.status
+        events[(result.provider, result.event_type, outcome, result.source)] += 1
+        if result.duplicate:
+            continue
+        if result.status == "failed" and result.error_class:
+            DEAD_LETTERS.labels(result.provider, result.event_type, result.error_class).inc()
+        if result.status == "processed":
+            if result.created:
+                LAG.labels("created").observe(max(0.0, now - result.created))
+            if result.received_at:
+                LAG.labels("received").observe(max(0.0, now - result.received_at))
+    for labels, count in events.items():
+        EVENTS.labels(*labels).inc(count)
+    credits: Counter_ = Counter_()
+    for kind, amount in report.posted:
+        credits[kind] += abs(amount)
+    for kind, amount in credits.items():
+        CREDITS.labels(kind).inc(amount)
+    for provider, _ in report.mismatches:
+        AMOUNT_MISMATCHES.labels(provider).inc()
+    if report.results:
+        BATCH_SIZE.observe(len(report.results))
 
 
 def mark_process_dead(pid: int, multiprocess_dir: str | None) -> None:

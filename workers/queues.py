@@ -1,18 +1,21 @@
-"""Queue and task names: the contract between the receiver, the broker and the workers.
+"""Celery queue and task names: part of the wire format, since messages name them.
 
-The receiver publishes by name (it never imports task code), so these strings
-are part of the wire format: renaming one strands messages already queued.
+Provider deliveries do not travel as Celery messages: the receiver pushes them
+onto the events queue (transport/queue.py), which the batch consumers take
+from. The ``webhooks`` Celery queue remains for ``process_event`` messages
+published before that change (an upgrade drains them) and for tools that
+apply one event through Celery; renaming a name here strands queued messages.
 """
 
-WEBHOOKS_QUEUE = "webhooks"  # latency-sensitive: one message per provider delivery
-MAINTENANCE_QUEUE = "maintenance"  # sweeps, reconciliation, replay, pruning
+WEBHOOKS_QUEUE = "webhooks"
+MAINTENANCE_QUEUE = "maintenance"  # sweeps, reconciliation, replay, lookups, pruning
 
 PROCESS_EVENT = "payhooks.process_event"
 RETRY_HELD_EVENTS = "payhooks.retry_held_events"
+LOOK_UP_SESSION = "payhooks.look_up_session"
 SWEEP_PENDING = "payhooks.sweep_pending"
 RECONCILE_EVENTS = "payhooks.reconcile_events"
 PRUNE_INBOX = "payhooks.prune_inbox"
-REAP_JOURNAL = "payhooks.reap_journal"
 
 ROUTES = {
     PROCESS_EVENT: {"queue": WEBHOOKS_QUEUE, "routing_key": WEBHOOKS_QUEUE},

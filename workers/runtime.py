@@ -1,32 +1,58 @@
-"""What a worker process holds on to: its settings and its database handle."""
+"""What a worker process holds on to: its settings, its connections and the one unit of work.
+
+Built lazily, once per process (after a prefork child is forked, never before:
+``forget_connections``), so no connection is ever shared across a fork.
+"""
 
 from __future__ import annotations
 
+import logging
+
+import redis
+
+from application.batch import BatchReport
+from application.dlq import DeadLetters
+from application.recovery import Recovery
+from application.unit import UnitOfWork
 from models.db import Database
-from models.rules import Rules
 from providers.stripe_api import StripeAPI
-from workers.publish import EventPublisher
-from workers.recovery import Recovery
+from transport import queue
+from workers import metrics
 from workers.settings import Settings
+
+log = logging.getLogger("payhooks.events")
+
+
+def log_outcomes(report: BatchReport) -> None:
+    """One line per event, by id, so an event can be followed through the logs; never a payload."""
+    for result in report.results:
+        if result.duplicate:
+            log.debug("%s %s: duplicate (%s)", result.provider, result.event_id, result.status)
+            continue
+        level = logging.WARNING if result.status == "failed" else logging.INFO
+        log.log(
+            level,
+            "%s %s %s: %s%s",
+            result.provider, result.event_type, result.event_id, result.status,
+            f" ({result.error})" if result.error else "",
+            extra={"provider": result.provider, "event_type": result.event_type, "event_id": result.event_id,
+                   "outcome": result.status, "source": result.source, "batch": report.batch_id,
+                   "payment_ids": list(result.payment_ids) or None, "credits": [list(c) for c in result.credits] or None},
+        )
+
+
+def unit_of_work(database: Database, settings: Settings, *extra_observers) -> UnitOfWork:
+    """The unit of work every path of this process uses, with its after-commit observers."""
+    return UnitOfWork(database, settings.rules(), [metrics.observe, log_outcomes, *extra_observers])
 
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.rules: Rules = settings.rules()
         self._db: Database | None = None
-        self._publisher: EventPublisher | None = None
-
-    @property
-    def publisher(self) -> EventPublisher:
-        """For the journal: forgetting settled events and publishing lost ones again."""
-        if self._publisher is None:
-            self._publisher = EventPublisher(
-                self.settings.require("redis_url", "the workers need a Redis broker"),
-                timeout=max(self.settings.publish_timeout_seconds, 2.0),
-                attempts=self.settings.publish_attempts,
-            )
-        return self._publisher
+        self._unit: UnitOfWork | None = None
+        self._redis: redis.Redis | None = None
+        self.follow_ups: list = []  # after-commit hooks the Celery app adds (lookups)
 
     @property
     def db(self) -> Database:
@@ -35,13 +61,32 @@ class Runtime:
             self._db = Database(url, pre_ping=False)
         return self._db
 
+    @property
+    def unit(self) -> UnitOfWork:
+        if self._unit is None:
+            self._unit = unit_of_work(self.db, self.settings, *self.follow_ups)
+        return self._unit
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The events queue's Redis (the broker's), for consumers and queue gauges."""
+        if self._redis is None:
+            url = self.settings.require("redis_url", "the workers need a Redis broker")
+            # Long enough for a blocking claim (1 s) with margin; the consumer retries on its own.
+            self._redis = queue.connect(url, timeout=10.0)
+        return self._redis
+
     def recovery(self) -> Recovery:
         """Sweeps, reconciliation and verify; StripeNotConfiguredError without STRIPE_API_KEY."""
-        return Recovery(self.db, self.rules, StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base))
+        return Recovery(self.unit, StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base))
+
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(self.unit)
 
     def forget_connections(self) -> None:
         """After fork: never share a parent's pooled connections with a child."""
         if self._db is not None:
             self._db.engine.dispose(close=False)
-            self._db = None
-        self._publisher = None
+        self._db = None
+        self._unit = None
+        self._redis = None

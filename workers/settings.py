@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from models.enums import ClawbackPolicy
-from models.rules import Rules
+from models.enums import ClawbackPolicy, FraudPolicy, ZeroAmountInvoices
+from models.rules import Plan, Rules
 
 MIB = 1024 * 1024
 
@@ -112,9 +112,40 @@ def _credit_packages(raw: Any) -> dict[str, CreditPackage]:
     return packages
 
 
-def _subscription_plans(raw: Any) -> dict[str, int]:
+def _choice(enum):
+    def parse(raw: Any):
+        try:
+            return enum(str(raw).strip().lower())
+        except ValueError:
+            raise ValueError(f"must be one of {[member.value for member in enum]}") from None
+
+    return parse
+
+
+_zero_amount_invoices = _choice(ZeroAmountInvoices)
+_fraud_policy = _choice(FraudPolicy)
+
+
+def _subscription_plans(raw: Any) -> dict[str, Plan]:
+    """price id -> credits per period, or -> {credits: N, zero_amount_invoices: grant|skip}."""
     if not isinstance(raw, dict):
         raise ValueError("must map price ids to credits per period")
+    plans = {}
+    for price, spec in raw.items():
+        if isinstance(spec, dict):
+            unknown = set(spec) - {"credits", "zero_amount_invoices"}
+            if unknown or "credits" not in spec:
+                raise ValueError(f"plan {price!r} takes credits and optionally zero_amount_invoices")
+            rule = spec.get("zero_amount_invoices")
+            plans[str(price)] = Plan(_positive_int(spec["credits"]), _zero_amount_invoices(rule) if rule is not None else None)
+        else:
+            plans[str(price)] = Plan(_positive_int(spec))
+    return plans
+
+
+def _credit_catalog(raw: Any) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        raise ValueError("must map price ids to credits per unit")
     return {str(price): _positive_int(credits) for price, credits in raw.items()}
 
 
@@ -153,7 +184,11 @@ class Settings:
     # Business rules
     clawback_policy: ClawbackPolicy = ClawbackPolicy.ALLOW_NEGATIVE
     credit_packages: dict[str, CreditPackage] = field(default_factory=dict)
-    subscription_plans: dict[str, int] = field(default_factory=dict)
+    subscription_plans: dict[str, Plan] = field(default_factory=dict)
+    # Prices sold without credits in their metadata (Payment Links, Pricing Tables): credits per unit.
+    credit_catalog: dict[str, int] = field(default_factory=dict)
+    zero_amount_invoices: ZeroAmountInvoices = ZeroAmountInvoices.SKIP
+    fraud_policy: FraudPolicy = FraudPolicy.OFF
     # How long an event may wait for the one it depends on before it is failed
     # (Stripe retries a delivery for three days).
     hold_window_seconds: int = 3 * 24 * 3600
@@ -161,17 +196,20 @@ class Settings:
     checkout_success_url: str | None = None
     checkout_cancel_url: str | None = None
 
-    # The accepted-events journal (workers/journal.py): how long an accepted event
-    # may be missing from the inbox before it is published again.
-    journal_grace_seconds: int = 900
-    journal_reap_interval_seconds: int = 60
+    # The batch consumers (workers/consumer.py): events per transaction; how often a
+    # consumer beats; how long a silent one has before its claims go back to the queue;
+    # the longest wait between tries of a batch while PostgreSQL is away.
+    event_batch_size: int = 100
+    consumer_heartbeat_seconds: float = 2.0
+    consumer_dead_after_seconds: float = 10.0
+    consumer_retry_max_seconds: float = 5.0
 
     # Retention (models/retention.py)
     retention_payload_days: int = 7
     retention_inbox_days: int = 90
     retention_interval_seconds: int = 3600
 
-    # Recovery (workers/recovery.py)
+    # Recovery (application/recovery.py)
     sweep_interval_seconds: int = 60
     sweep_min_age_seconds: int = 300
     sweep_expiry_grace_seconds: int = 600
@@ -192,6 +230,11 @@ class Settings:
             raise SettingsError(
                 "RETENTION_INBOX_DAYS must be at least 35: providers redeliver for days and list events "
                 "for 30, and an inbox id pruned earlier would let a late copy be applied twice"
+            )
+        if self.consumer_dead_after_seconds < 2 * self.consumer_heartbeat_seconds:
+            raise SettingsError(
+                "CONSUMER_DEAD_AFTER_SECONDS must be at least twice CONSUMER_HEARTBEAT_SECONDS, "
+                "or a live consumer that misses one beat is taken for dead"
             )
         if self.retry_backoff_max_seconds >= self.broker_visibility_timeout:
             raise SettingsError(
@@ -229,7 +272,13 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     def rules(self) -> Rules:
-        return Rules(clawback_policy=self.clawback_policy, subscription_plans=dict(self.subscription_plans))
+        return Rules(
+            clawback_policy=self.clawback_policy,
+            subscription_plans=dict(self.subscription_plans),
+            credit_catalog=dict(self.credit_catalog),
+            zero_amount_invoices=self.zero_amount_invoices,
+            fraud_policy=self.fraud_policy,
+        )
 
     def require(self, name: str, why: str) -> Any:
         """Return a setting, or raise a SettingsError saying what needs it."""
@@ -267,8 +316,12 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "HELD_RETRY_INTERVAL_SECONDS": ("held_retry_interval_seconds", _positive_int),
     "CHECKOUT_SUCCESS_URL": ("checkout_success_url", _optional_str),
     "CHECKOUT_CANCEL_URL": ("checkout_cancel_url", _optional_str),
-    "JOURNAL_GRACE_SECONDS": ("journal_grace_seconds", _positive_int),
-    "JOURNAL_REAP_INTERVAL_SECONDS": ("journal_reap_interval_seconds", _positive_int),
+    "EVENT_BATCH_SIZE": ("event_batch_size", _positive_int),
+    "CONSUMER_HEARTBEAT_SECONDS": ("consumer_heartbeat_seconds", _positive_float),
+    "CONSUMER_DEAD_AFTER_SECONDS": ("consumer_dead_after_seconds", _positive_float),
+    "CONSUMER_RETRY_MAX_SECONDS": ("consumer_retry_max_seconds", _positive_float),
+    "ZERO_AMOUNT_INVOICES": ("zero_amount_invoices", _zero_amount_invoices),
+    "FRAUD_POLICY": ("fraud_policy", _fraud_policy),
     "RETENTION_PAYLOAD_DAYS": ("retention_payload_days", _positive_int),
     "RETENTION_INBOX_DAYS": ("retention_inbox_days", _positive_int),
     "RETENTION_INTERVAL_SECONDS": ("retention_interval_seconds", _positive_int),
@@ -304,8 +357,13 @@ FILE_SETTINGS = {
     "held_retry_interval_seconds": _positive_int,
     "checkout_success_url": _optional_str,
     "checkout_cancel_url": _optional_str,
-    "journal_grace_seconds": _positive_int,
-    "journal_reap_interval_seconds": _positive_int,
+    "event_batch_size": _positive_int,
+    "consumer_heartbeat_seconds": _positive_float,
+    "consumer_dead_after_seconds": _positive_float,
+    "consumer_retry_max_seconds": _positive_float,
+    "credit_catalog": _credit_catalog,
+    "zero_amount_invoices": _zero_amount_invoices,
+    "fraud_policy": _fraud_policy,
     "retention_payload_days": _positive_int,
     "retention_inbox_days": _positive_int,
     "retention_interval_seconds": _positive_int,

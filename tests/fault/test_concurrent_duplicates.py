@@ -14,10 +14,10 @@ from models.tables import CreditAccount, CreditLedger, Payment, WebhookEvent
 from providers import stripe
 from tests.conftest import PRIMARY_SECRET
 from tests.support import processes
+from tests.support.apply import handle
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode, event, signed_headers
 from workers.embedded import free_port
-from workers.handling import handle_event
 
 CONCURRENCY = 50
 
@@ -63,8 +63,7 @@ def test_fifty_concurrent_transactions_on_one_event_grant_once(database):
     evt = stripe.parse_event(encode(completed_event(user_id="user_tx_race", credits="5")))
 
     def apply(_: int):
-        with database.transaction() as session:
-            return handle_event(session, evt, Rules())
+        return handle(database, evt, Rules())
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         results = list(pool.map(apply, range(CONCURRENCY)))
@@ -80,8 +79,7 @@ def test_distinct_events_for_one_session_racing_grant_once(database):
     events = [stripe.parse_event(encode(event("checkout.session.completed", session_obj))) for _ in range(CONCURRENCY)]
 
     def apply(evt):
-        with database.transaction() as session:
-            return handle_event(session, evt, Rules())
+        return handle(database, evt, Rules())
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         results = list(pool.map(apply, events))

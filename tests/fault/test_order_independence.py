@@ -14,7 +14,6 @@ is what exercises holding and releasing under races.
 
 from __future__ import annotations
 
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,9 +26,8 @@ from models.enums import EventStatus
 from models.rules import Rules
 from models.tables import CreditAccount, CreditLedger, Payment, WebhookEvent
 from providers import stripe
-from tasks.errors import is_transient
+from tests.support.apply import apply_batch
 from tests.support.stripe_events import checkout_session, encode, event, stripe_object
-from workers.handling import handle_event
 
 T0 = 1_760_000_000
 
@@ -115,17 +113,16 @@ def materialize(credits: int, amount: int, steps: list[Step]) -> tuple[str, list
 
 
 def deliver(database, evt, rules=Rules()) -> None:
-    """One event, one transaction; transient failures (deadlocks) retried as the task would."""
-    for attempt in range(20):
-        try:
-            with database.transaction() as session:
-                handle_event(session, evt, rules)
-            return
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            time.sleep(0.01 * (attempt + 1))
-    raise AssertionError(f"{evt.id} kept failing transiently")
+    """One event, one transaction; transient failures (deadlocks) retried as a consumer would."""
+    apply_batch(database, [evt], rules)
+
+
+def deliver_in_batches(database, events: list, cuts: list[int]) -> None:
+    """The events in order, cut into batches at the drawn positions: one transaction per batch."""
+    edges = [0, *sorted({c % (len(events) + 1) for c in cuts}), len(events)]
+    for start, end in zip(edges, edges[1:], strict=False):
+        if end > start:
+            apply_batch(database, events[start:end])
 
 
 def outcome(database, user: str) -> dict:
@@ -158,8 +155,11 @@ def test_any_order_ends_like_the_provider_order(database, history, data):
     expected = outcome(database, user_a)
 
     user_b, events = materialize(credits, amount, steps)
-    for evt in data.draw(st.permutations(events), label="delivery order"):
-        deliver(database, evt)
+    order = data.draw(st.permutations(events), label="delivery order")
+    # some deliveries twice, and the whole cut into batches (one transaction each) at random places
+    twice = data.draw(st.lists(st.sampled_from(order), max_size=3), label="duplicates")
+    cuts = data.draw(st.lists(st.integers(0, len(order) + len(twice)), max_size=4), label="batch cuts")
+    deliver_in_batches(database, order + twice, cuts)
 
     assert outcome(database, user_b) == expected
     assert expected["purchased"] == credits

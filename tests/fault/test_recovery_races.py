@@ -14,14 +14,15 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from application.recovery import Recovery
+from application.tracker import PaymentTracker
+from application.unit import UnitOfWork
 from models.enums import LedgerKind, PaymentStatus
 from models.tables import CreditLedger, Payment, WebhookEvent
 from providers import stripe
 from providers.stripe_api import StripeAPI
+from tests.support.apply import handle
 from tests.support.fake_stripe import FakeStripe
-from workers.handling import handle_event
-from workers.recovery import Recovery
-from workers.tracker import PaymentTracker
 
 SESSION_PATH = "/v1/checkout/sessions/"
 
@@ -36,14 +37,14 @@ def ledger(database) -> list[tuple[str, str, int, str]]:
 
 
 def test_two_concurrent_sweeps_look_up_each_payment_once(fake, stripe_settings, database):
-    tracker = PaymentTracker(database, stripe_settings, stripe_api=stripe_api(fake))
+    tracker = PaymentTracker(UnitOfWork(database, stripe_settings.rules()), stripe_settings, stripe_api=stripe_api(fake))
     sessions = [tracker.create_checkout(user_id=f"user_sweeps_{n}", package_id="starter")["session_id"] for n in range(20)]
     for session_id in sessions:
         fake.pay(session_id)
     start = threading.Barrier(2)
 
     def sweeper(_: int) -> list:
-        recovery = Recovery(database, stripe_settings.rules(), stripe_api(fake))
+        recovery = Recovery(UnitOfWork(database, stripe_settings.rules()), stripe_api(fake))
         start.wait()
         reports = []
         while True:  # small batches, so the two sweeps interleave
@@ -72,7 +73,7 @@ def test_two_concurrent_sweeps_look_up_each_payment_once(fake, stripe_settings, 
 
 
 def test_verify_racing_the_webhook_grants_once(fake, stripe_settings, database):
-    tracker = PaymentTracker(database, stripe_settings, stripe_api=stripe_api(fake))
+    tracker = PaymentTracker(UnitOfWork(database, stripe_settings.rules()), stripe_settings, stripe_api=stripe_api(fake))
     session_id = tracker.create_checkout(user_id="user_verify_race", package_id="starter")["session_id"]
     paid = fake.pay(session_id)
     body = json.dumps(paid, separators=(",", ":"))
@@ -80,14 +81,13 @@ def test_verify_racing_the_webhook_grants_once(fake, stripe_settings, database):
     start = threading.Barrier(20)
 
     def verify(_: int) -> dict:
-        own = PaymentTracker(database, stripe_settings, stripe_api=stripe_api(fake))
+        own = PaymentTracker(UnitOfWork(database, stripe_settings.rules()), stripe_settings, stripe_api=stripe_api(fake))
         start.wait()
         return own.verify(session_id)
 
     def webhook(_: int):
         start.wait()
-        with database.transaction() as session:
-            return handle_event(session, stripe.parse_event(body), rules)
+        return handle(database, stripe.parse_event(body), rules)
 
     with ThreadPoolExecutor(20) as pool:
         verifies = [pool.submit(verify, n) for n in range(10)]

@@ -1,13 +1,13 @@
-"""Transient failures on a real worker: retried with backoff, applied once, dead-lettered past the limit.
+"""Transient failures on a real worker: retried with backoff, applied once; a conflict dead-lettered past the limit.
 
 The workers here are started by this module on Redis databases of their own
 (one with many retries, one with a single retry shared by the last two tests),
 so their retry settings apply and the shared test worker takes none of their
-messages.
+events.
 
-The failures are real: PostgreSQL closed to connections, or a lock the worker's
-transaction cannot get within its ``lock_timeout`` (SQLSTATE 55P03, which
-psycopg raises as an OperationalError).
+The failures are real: PostgreSQL closed to connections (an outage: retried
+without limit), or a lock the worker's transaction cannot get within its
+``lock_timeout`` (SQLSTATE 55P03: a conflict, counted against the limit).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from application.dlq import DeadLetters
+from application.unit import UnitOfWork
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus, ErrorClass, EventStatus
 from models.rules import Rules
@@ -28,8 +30,7 @@ from models.tables import CreditAccount, CreditLedger, DeadLetter, WebhookEvent
 from tests.support import processes
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode
-from workers.dlq import DeadLetters
-from workers.publish import EventPublisher
+from transport import queue
 
 PATIENT_DB, IMPATIENT_DB = 3, 4
 
@@ -54,10 +55,8 @@ def running_worker(env: dict[str, str], name: str):
         worker.stop()
 
 
-def publish(env: dict[str, str], evt: dict) -> str:
-    return EventPublisher(env["REDIS_URL"], timeout=1.0, attempts=3).publish(
-        "stripe", evt["id"], encode(evt).decode()
-    )
+def publish(env: dict[str, str], evt: dict) -> None:
+    queue.Publisher(queue.connect(env["REDIS_URL"], timeout=1.0), attempts=3).publish("stripe", evt["id"], encode(evt))
 
 
 def transient_attempts(worker, event_id: str) -> list[int]:
@@ -65,7 +64,7 @@ def transient_attempts(worker, event_id: str) -> list[int]:
     found = []
     for line in list(worker.output):
         if "transient failure" in line and event_id in line:
-            match = re.search(r"\(attempt (\d+)\)", line)
+            match = re.search(r"attempt (\d+)", line)
             found.append(int(match.group(1)) if match else 0)
     return found
 
@@ -144,8 +143,8 @@ def test_transient_database_failure_is_retried_then_applied_once(
 
 
 def subject_key(evt: dict) -> str:
-    """The advisory lock key the worker takes for a checkout (workers/apply.py subject_keys)."""
-    return f"stripe:cs:{evt['data']['object']['id']}"
+    """The advisory lock key the worker takes for a checkout (models/keys.py)."""
+    return f"stripe:session:{evt['data']['object']['id']}"
 
 
 @contextmanager
@@ -214,7 +213,7 @@ def test_transient_failures_past_the_limit_are_dead_lettered_then_replayed_once(
     assert ledger(database) == []
 
     # The lock is gone: an operator replays it, and it is applied once.
-    result = DeadLetters(database, Rules()).replay(letter.id, "test:operator")
+    result = DeadLetters(UnitOfWork(database, Rules())).replay(letter.id, "test:operator")
     assert (result.outcome, result.event_status) == ("replayed", EventStatus.PROCESSED)
     assert ledger(database) == [("user_transient_dl", "grant", 9)]
 
@@ -227,26 +226,22 @@ def test_transient_failures_past_the_limit_are_dead_lettered_then_replayed_once(
     assert inbox_row(database, evt["id"]).status == EventStatus.PROCESSED
     assert ledger(database) == [("user_transient_dl", "grant", 9)]
     assert balance(database, "user_transient_dl") == 9
-    assert DeadLetters(database, Rules()).matching(Filters(status=None)) == [letter.id]
-    assert DeadLetters(database, Rules()).show(letter.id)["status"] == DeadLetterStatus.REPLAYED
+    assert DeadLetters(UnitOfWork(database, Rules())).matching(Filters(status=None)) == [letter.id]
+    assert DeadLetters(UnitOfWork(database, Rules())).show(letter.id)["status"] == DeadLetterStatus.REPLAYED
 
 
 def test_when_even_the_dead_letter_cannot_be_written_the_event_keeps_retrying(
     impatient, test_services, database
 ):
-    """Past the limit with dead_letters unwritable too, the message stays in the broker (tasks/base.py retry_later)."""
+    """Past the limit with dead_letters unwritable too, the event stays claimed and keeps being tried (workers/consumer.py)."""
     env, worker = impatient
     evt = completed_event(user_id="user_transient_keep", credits="4")
     with locked(test_services, subject_key(evt), "dead_letters"):
-        task_id = publish(env, evt)
-        # Celery logs each retry it schedules; three means at least two past the limit of one.
+        publish(env, evt)
         wait_until(
-            lambda: (
-                sum(task_id in line and "retry" in line.lower() for line in list(worker.output))
-                >= 3
-            ),
+            lambda: sum(f"could not dead-letter {evt['id']}" in line for line in list(worker.output)) >= 3,
             30,
-            what="retries past the limit",
+            what="tries past the limit",
         )
         assert inbox_row(database, evt["id"]) is None  # every attempt rolled back
         assert dead_letter_count(database) == 0

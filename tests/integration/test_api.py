@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 from werkzeug.routing import Rule
 
+from application.tracker import ConflictError, NotFoundError, PaymentTracker
+from application.unit import UnitOfWork
 from models.enums import ClawbackPolicy, EventStatus
 from models.rules import Rules
 from models.tables import CreditLedger, WebhookEvent
 from providers import stripe
 from tests.conftest import API_TOKEN, PRIMARY_SECRET
+from tests.support.apply import handle
 from tests.support.processes import wait_until
 from tests.support.stripe_events import (
     charge,
@@ -19,8 +22,6 @@ from tests.support.stripe_events import (
     event,
     signed_headers,
 )
-from workers.handling import handle_event
-from workers.tracker import ConflictError, NotFoundError, PaymentTracker
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -145,8 +146,7 @@ def test_checkout_without_a_stripe_key_says_so(client):
 
 
 def deliver_direct(database, evt, rules=Rules()):
-    with database.transaction() as session:
-        return handle_event(session, stripe.parse_event(encode(evt)), rules)
+    return handle(database, stripe.parse_event(encode(evt)), rules)
 
 
 def completed(user: str, credits: int, amount: int, pi: str) -> dict:
@@ -173,7 +173,7 @@ def test_spend_is_idempotent_and_refuses_an_overdraft(client, database):
 def test_a_refund_after_spending_follows_the_clawback_policy(database, settings, policy, balance, shortfall):
     rules = Rules(clawback_policy=policy)
     deliver_direct(database, completed("policy_user", 100, 1000, "pi_policy"), rules)
-    tracker = PaymentTracker(database, settings)
+    tracker = PaymentTracker(UnitOfWork(database, settings.rules()), settings)
     tracker.spend("policy_user", 60, idempotency_key="spend-1")
 
     deliver_direct(database, event("charge.refunded", charge("pi_policy", amount=1000, amount_refunded=1000)), rules)
@@ -190,14 +190,14 @@ def test_a_refund_after_spending_follows_the_clawback_policy(database, settings,
 
 
 def test_tracker_without_http(database, settings):
-    tracker = PaymentTracker(database, settings)
+    tracker = PaymentTracker(UnitOfWork(database, settings.rules()), settings)
     payment, created = tracker.create_pending_payment(user_id="py_user", amount_cents=500, currency="eur", credits=40, session_id="cs_py")
     assert created and payment["status"] == "pending"
     assert tracker.is_duplicate("cs_py") is False
     with pytest.raises(ConflictError):
         tracker.create_pending_payment(user_id="someone_else", amount_cents=500, currency="eur", credits=40, session_id="cs_py")
 
-    deliver_direct(database, event("checkout.session.completed", checkout_session(session_id="cs_py", user_id=None, credits=None, amount_total=500)))
+    deliver_direct(database, event("checkout.session.completed", checkout_session(session_id="cs_py", user_id=None, credits=None, amount_total=500, currency="eur")))
 
     assert tracker.is_duplicate("cs_py") is True
     found = tracker.get_by_session_id("cs_py")
@@ -250,7 +250,7 @@ def test_pending_then_completion_partial_refund_and_lost_dispute(client, worker,
     ledger = api(client, "GET", "/api/users/story/ledger").get_json()
     assert [(e["kind"], e["amount"]) for e in ledger["entries"]] == [("clawback", -75), ("clawback", -25), ("grant", 100)]
     assert api(client, "GET", "/api/users/story/credits").get_json() == {
-        "user_id": "story", "balance": 0, "total_purchased": 100, "total_refunded": 100,
+        "user_id": "story", "balance": 0, "total_purchased": 100, "total_refunded": 100, "frozen": 0
     }
     stats = api(client, "GET", "/api/stats?user_id=story").get_json()
     assert (stats["credits_purchased"], stats["credits_taken_back"]) == (100, 100)

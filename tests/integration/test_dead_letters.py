@@ -11,20 +11,23 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import traceback
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
 
+from application.batch import Incoming
+from application.dlq import DeadLetterNotFoundError, DeadLetters
+from application.held import retry_held
+from application.unit import UnitOfWork
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus, ErrorClass, EventStatus
-from models.payments import CheckoutFacts, record_paid
-from models.rules import Rules
+from models.rules import Plan, Rules
 from models.tables import CreditAccount, CreditLedger, DeadLetter, WebhookEvent
 from providers import stripe
 from tests.conftest import API_TOKEN, PRIMARY_SECRET
+from tests.support.apply import apply_batch, handle, pay_directly
 from tests.support.processes import BIN, ROOT, wait_until
 from tests.support.stripe_events import (
     charge,
@@ -35,8 +38,6 @@ from tests.support.stripe_events import (
     signed_headers,
     subscription,
 )
-from workers.dlq import DeadLetterNotFoundError, DeadLetters
-from workers.handling import claim, fail, handle_event, retry_held
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 WINDOW = timedelta(hours=1)
@@ -56,12 +57,6 @@ def post_event(client, evt: dict) -> bytes:
     )
     assert response.status_code == 200, response.get_data(as_text=True)
     return body
-
-
-def handle(database, evt: dict, rules: Rules | None = None):
-    """Handle one event in this process, exactly as the worker's task does."""
-    with database.transaction() as session:
-        return handle_event(session, stripe.parse_event(encode(evt)), rules or Rules())
 
 
 def inbox_row(database, event_id: str) -> WebhookEvent | None:
@@ -156,21 +151,7 @@ def hold_a_refund(database, pi: str) -> dict:
 
 def pay_without_releasing(database, pi: str, user: str, credits: int = 100) -> None:
     """Record the payment straight through the rules, as if its release had been missed."""
-    with database.transaction() as session:
-        record_paid(
-            session,
-            CheckoutFacts(
-                "stripe",
-                f"cs_{pi}",
-                user,
-                credits,
-                provider_payment_id=pi,
-                amount_cents=1000,
-                currency="usd",
-            ),
-            "test",
-            Rules(),
-        )
+    pay_directly(database, user=user, credits=credits, session_id=f"cs_{pi}", payment_id=pi)
 
 
 def crashed_checkout(database, user: str, credits: int) -> tuple[dict, DeadLetter]:
@@ -180,15 +161,7 @@ def crashed_checkout(database, user: str, credits: int) -> tuple[dict, DeadLette
     try:
         raise RuntimeError("boom in a handler")
     except RuntimeError as exc:
-        trace = "".join(traceback.format_exception(exc))
-    with database.transaction() as session:
-        fail(
-            session,
-            claim(session, parsed, "webhook"),
-            ErrorClass.UNEXPECTED,
-            "RuntimeError: boom in a handler",
-            trace,
-        )
+        UnitOfWork(database, Rules()).dead_letter(Incoming(parsed), exc)
     return evt, letter_of(database, evt["id"])
 
 
@@ -227,7 +200,7 @@ def test_permanent_failure_over_http_is_dead_lettered_once(client, worker, datab
     )
     assert letter.status == DeadLetterStatus.OPEN
     assert letter.error_class == ErrorClass.PERMANENT
-    assert letter.error_message == "metadata.credits is not a positive integer: 'ten'"
+    assert letter.error_message == "metadata.credits is not a positive integer (got a string of 3 characters)"
     assert letter.payload == body.decode()
     assert letter.attempts == 1
     assert letter.traceback is None
@@ -289,7 +262,7 @@ def test_fix_the_cause_then_replay_grants_once(client, worker, database):
     )
 
     # Replayed with the configuration unchanged: it fails again, the letter stays open.
-    result = DeadLetters(database, Rules()).replay(letter.id, "test:operator")
+    result = DeadLetters(UnitOfWork(database, Rules())).replay(letter.id, "test:operator")
     assert (result.dead_letter_id, result.outcome, result.event_status) == (
         letter.id,
         "failed_again",
@@ -301,7 +274,7 @@ def test_fix_the_cause_then_replay_grants_once(client, worker, database):
     assert ledger(database) == []
 
     # The operator configures the plan: the replay applies it.
-    fixed = DeadLetters(database, Rules(subscription_plans={price: 300}))
+    fixed = DeadLetters(UnitOfWork(database, Rules(subscription_plans={price: Plan(300)})))
     result = fixed.replay(letter.id, "test:operator")
     assert (result.outcome, result.event_status) == ("replayed", EventStatus.PROCESSED)
     done = letter_of(database, paid["id"])
@@ -330,14 +303,14 @@ def test_replaying_an_event_applied_meanwhile_changes_only_the_letter(database):
     _, paid, letter = subscription_without_credits(database, user, price)
 
     # A later redelivery, handled after the plan was configured, applies the event.
-    plans = Rules(subscription_plans={price: 300})
+    plans = Rules(subscription_plans={price: Plan(300)})
     assert handle(database, paid, plans).status == EventStatus.PROCESSED
     assert ledger(database) == [(user, "grant", 300, paid["id"])]
     assert (
         letter_of(database, paid["id"]).status == DeadLetterStatus.OPEN
     )  # still waiting for an operator
 
-    result = DeadLetters(database, plans).replay(letter.id, "test:operator")
+    result = DeadLetters(UnitOfWork(database, plans)).replay(letter.id, "test:operator")
 
     assert (result.outcome, result.event_status) == ("already_applied", EventStatus.PROCESSED)
     done = letter_of(database, paid["id"])
@@ -360,7 +333,7 @@ def test_replaying_an_event_marked_processed_in_sql_is_already_applied(database)
             {"id": evt["id"]},
         )
 
-    result = DeadLetters(database, Rules()).replay(letter.id, "test:operator")
+    result = DeadLetters(UnitOfWork(database, Rules())).replay(letter.id, "test:operator")
 
     assert result.outcome == "already_applied"
     assert letter_of(database, evt["id"]).status == DeadLetterStatus.REPLAYED
@@ -370,7 +343,7 @@ def test_replaying_an_event_marked_processed_in_sql_is_already_applied(database)
 def test_replaying_an_event_applied_meanwhile_whose_inbox_row_was_pruned(database):
     user, price = uid("user"), uid("price")
     _, paid, letter = subscription_without_credits(database, user, price)
-    plans = Rules(subscription_plans={price: 300})
+    plans = Rules(subscription_plans={price: Plan(300)})
     assert handle(database, paid, plans).status == EventStatus.PROCESSED
     other_evt, other = bad_checkout(database)
 
@@ -384,7 +357,7 @@ def test_replaying_an_event_applied_meanwhile_whose_inbox_row_was_pruned(databas
     assert inbox_row(database, paid["id"]) is None
     assert letter_of(database, paid["id"]).status == DeadLetterStatus.OPEN
 
-    service = DeadLetters(database, plans)
+    service = DeadLetters(UnitOfWork(database, plans))
     counts = service.replay_many([letter.id, other.id], "test:operator")
 
     assert counts == {"already_applied": 1, "failed_again": 1}
@@ -400,14 +373,13 @@ def test_event_held_past_the_window_is_dead_lettered_not_ready(database):
     evt = hold_a_refund(database, "pi_never_paid")
     assert letters(database) == []
 
-    counts = retry_held(
-        database, Rules(), hold_window=WINDOW, now=datetime.now(UTC) + WINDOW + timedelta(seconds=1)
+    counts = retry_held(UnitOfWork(database, Rules()), hold_window=WINDOW, now=datetime.now(UTC) + WINDOW + timedelta(seconds=1)
     )
 
     assert counts["expired"] == 1
     letter = letter_of(database, evt["id"])
     assert letter.error_class == ErrorClass.NOT_READY
-    assert "stripe:pi:pi_never_paid" in letter.error_message
+    assert "stripe:payment:pi_never_paid" in letter.error_message
     assert (letter.status, letter.attempts, letter.event_type) == (
         DeadLetterStatus.OPEN,
         1,
@@ -419,33 +391,35 @@ def test_event_held_past_the_window_is_dead_lettered_not_ready(database):
 
     # Within the window nothing is dead-lettered.
     held = hold_a_refund(database, "pi_later")
-    retry_held(database, Rules(), hold_window=WINDOW)
+    retry_held(UnitOfWork(database, Rules()), hold_window=WINDOW)
     assert inbox_row(database, held["id"]).status == EventStatus.HELD
     assert [dl.provider_event_id for dl in letters(database)] == [evt["id"]]
 
 
 def test_replaying_a_not_ready_letter_before_its_payment_keeps_the_event(database):
     evt = hold_a_refund(database, "pi_still_missing")
-    retry_held(
-        database, Rules(), hold_window=WINDOW, now=datetime.now(UTC) + WINDOW + timedelta(seconds=1)
+    retry_held(UnitOfWork(database, Rules()), hold_window=WINDOW, now=datetime.now(UTC) + WINDOW + timedelta(seconds=1)
     )
     letter = letter_of(database, evt["id"])
 
-    result = DeadLetters(database, Rules()).replay(letter.id, "test:operator")
+    result = DeadLetters(UnitOfWork(database, Rules())).replay(letter.id, "test:operator")
 
     # Nothing to apply it to yet: the refund waits again instead of being lost or applied,
     # and the letter stays open because nothing was applied.
     assert (result.outcome, result.event_status) == ("still_held", EventStatus.HELD)
     assert letter_of(database, evt["id"]).status == DeadLetterStatus.OPEN
     row = inbox_row(database, evt["id"])
-    assert (row.status, row.hold_key) == (EventStatus.HELD, "stripe:pi:pi_still_missing")
+    assert (row.status, row.hold_key) == (EventStatus.HELD, "stripe:payment:pi_still_missing")
     assert ledger(database) == []
 
     # Its payment arrives: the held refund is released and applied, once.
     paid = completed_event(
         user_id="user_late_pay", credits="100", amount_total=1000, payment_intent="pi_still_missing"
     )
-    assert handle(database, paid).released == 1
+    report = apply_batch(database, [paid])
+    assert [(r.event_id, r.status) for r in report.results] == [
+        (paid["id"], EventStatus.PROCESSED), (evt["id"], EventStatus.PROCESSED)
+    ]
     assert inbox_row(database, evt["id"]).status == EventStatus.PROCESSED
     assert [(u, k, a) for u, k, a, _ in ledger(database)] == [
         ("user_late_pay", "grant", 100),
@@ -458,7 +432,7 @@ def test_replaying_a_not_ready_letter_before_its_payment_keeps_the_event(databas
 
 
 def test_filters_select_exactly_and_bulk_replay_touches_only_the_matched(database):
-    service = DeadLetters(database, Rules())
+    service = DeadLetters(UnitOfWork(database, Rules()))
     _, words = bad_checkout(database, credits="ten", user="user_words")
     _, huge = bad_checkout(database, credits=str(10**13), user="user_huge")
     no_amount = event("charge.refunded", dict(charge("pi_no_amount", 1000, 1000), amount=None))
@@ -466,8 +440,7 @@ def test_filters_select_exactly_and_bulk_replay_touches_only_the_matched(databas
     amountless = letter_of(database, no_amount["id"])
     cutoff = a_moment()
     refund = hold_a_refund(database, "pi_late")
-    retry_held(
-        database, Rules(), hold_window=WINDOW, now=datetime.now(UTC) + WINDOW + timedelta(seconds=1)
+    retry_held(UnitOfWork(database, Rules()), hold_window=WINDOW, now=datetime.now(UTC) + WINDOW + timedelta(seconds=1)
     )
     late = letter_of(database, refund["id"])
     _, dropped = bad_checkout(database, credits="eleven", user="user_dropped")
@@ -645,7 +618,7 @@ def test_dead_letters_http_api(client, database):
     assert snapshot(database) == before
     response = client.post(
         "/api/dead-letters/replay",
-        json={"type": "checkout.session.completed", "error": "eleven"},
+        json={"type": "checkout.session.completed", "since": cutoff.isoformat()},
         headers=AUTH,
     )
     assert response.get_json() == {"dry_run": False, "matched": 1, "outcomes": {"failed_again": 1}}
@@ -770,7 +743,7 @@ def test_dlq_command_line(process_env, database, tmp_path):
     assert [item["id"] for item in data["dead_letters"]] == [owed.id]
 
     assert shown.returncode == 0, shown.stderr
-    assert "metadata.credits is not a positive integer: 'ten'" in shown.stdout
+    assert "metadata.credits is not a positive integer (got a string of 3 characters)" in shown.stdout
     assert json.loads(shown.stdout.split("raw body:\n", 1)[1]) == bad_evt
 
     assert dry.returncode == 0, dry.stderr
@@ -814,13 +787,13 @@ def test_dlq_command_line(process_env, database, tmp_path):
     assert gone.returncode == 0, gone.stderr
     assert list(rows(gone.stdout)) == [str(bad.id)]
     assert "1 shown of 1" in gone.stdout
-    assert DeadLetters(database, Rules()).matching(Filters()) == []
+    assert DeadLetters(UnitOfWork(database, Rules())).matching(Filters()) == []
 
 
 def test_a_redelivery_that_fails_again_does_not_reopen_a_discarded_letter(database):
     evt, _ = bad_checkout(database, credits="ten", user="user_discarded")
     letter = letter_of(database, evt["id"])
-    DeadLetters(database, Rules()).discard(letter.id, "test:operator", "a test event")
+    DeadLetters(UnitOfWork(database, Rules())).discard(letter.id, "test:operator", "a test event")
 
     assert handle(database, evt).status == EventStatus.FAILED  # the provider tries again
 

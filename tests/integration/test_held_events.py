@@ -6,35 +6,28 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from application.held import retry_held
+from application.unit import UnitOfWork
 from models.enums import EventStatus
-from models.payments import CheckoutFacts, record_paid
 from models.rules import Rules
 from models.tables import CreditAccount, WebhookEvent
-from providers import stripe
+from tests.support.apply import handle, pay_directly
 from tests.support.processes import BIN, Process, wait_until
-from tests.support.stripe_events import charge, encode, event
-from workers.handling import handle_event, retry_held
+from tests.support.stripe_events import charge, event
 
 WINDOW = timedelta(hours=1)
 
 
 def hold_a_refund(database, pi: str) -> str:
     evt = event("charge.refunded", charge(pi, amount=1000, amount_refunded=1000))
-    with database.transaction() as session:
-        result = handle_event(session, stripe.parse_event(encode(evt)), Rules())
+    result = handle(database, evt)
     assert result.status == EventStatus.HELD
     return evt["id"]
 
 
 def pay_without_releasing(database, pi: str, user: str) -> None:
     """Record the payment straight through the rules, as if its release had been missed."""
-    with database.transaction() as session:
-        record_paid(
-            session,
-            CheckoutFacts("stripe", f"cs_{pi}", user, 100, provider_payment_id=pi, amount_cents=1000, currency="usd"),
-            "test",
-            Rules(),
-        )
+    pay_directly(database, user=user, session_id=f"cs_{pi}", payment_id=pi)
 
 
 def inbox_row(database, event_id: str) -> WebhookEvent:
@@ -50,27 +43,27 @@ def balance(database, user: str) -> int:
 
 def test_retry_applies_a_held_event_once_its_payment_exists(database):
     event_id = hold_a_refund(database, "pi_held_1")
-    assert retry_held(database, Rules(), hold_window=WINDOW) == {"applied": 0, "still_held": 1, "expired": 0, "other": 0}
+    assert retry_held(UnitOfWork(database, Rules()), hold_window=WINDOW) == {"applied": 0, "still_held": 1, "expired": 0, "other": 0}
 
     pay_without_releasing(database, "pi_held_1", "user_held_1")
     assert balance(database, "user_held_1") == 100
-    assert retry_held(database, Rules(), hold_window=WINDOW)["applied"] == 1
+    assert retry_held(UnitOfWork(database, Rules()), hold_window=WINDOW)["applied"] == 1
 
     row = inbox_row(database, event_id)
     assert (row.status, row.hold_key) == (EventStatus.PROCESSED, None)
     assert balance(database, "user_held_1") == 0
-    assert retry_held(database, Rules(), hold_window=WINDOW)["applied"] == 0  # nothing left, nothing twice
+    assert retry_held(UnitOfWork(database, Rules()), hold_window=WINDOW)["applied"] == 0  # nothing left, nothing twice
 
 
 def test_an_event_held_past_the_window_fails_with_the_reason(database):
     event_id = hold_a_refund(database, "pi_never")
 
-    counts = retry_held(database, Rules(), hold_window=WINDOW, now=datetime.now(UTC) + WINDOW + timedelta(seconds=1))
+    counts = retry_held(UnitOfWork(database, Rules()), hold_window=WINDOW, now=datetime.now(UTC) + WINDOW + timedelta(seconds=1))
 
     assert counts["expired"] == 1
     row = inbox_row(database, event_id)
     assert row.status == EventStatus.FAILED
-    assert "stripe:pi:pi_never" in row.last_error
+    assert "stripe:payment:pi_never" in row.last_error
     assert row.payload  # the raw body stays for an operator
 
 

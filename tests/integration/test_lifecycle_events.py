@@ -21,12 +21,13 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
+from application.tracker import PaymentTracker
+from application.unit import UnitOfWork
 from models.enums import EventStatus, PaymentStatus
-from models.payments import CheckoutFacts, record_pending
+from models.rules import Rules
 from models.tables import (
     CreditAccount,
     CreditLedger,
-    Dispute,
     Payment,
     PaymentAttempt,
     PaymentStatusHistory,
@@ -46,6 +47,7 @@ from tests.support.stripe_events import (
     signed_headers,
     subscription,
 )
+from workers.settings import Settings
 
 PROCESSED, IGNORED, HELD, FAILED = (
     EventStatus.PROCESSED,
@@ -227,16 +229,11 @@ class Stripe:
             ]
 
     def disputes(self, session_id: str) -> list[tuple[str, str, int | None, str | None, bool]]:
-        with self.database.transaction() as session:
-            return [
-                (d.provider_dispute_id, d.status, d.amount_cents, d.reason, d.closed_at is not None)
-                for d in session.scalars(
-                    select(Dispute)
-                    .join(Payment, Payment.id == Dispute.payment_id)
-                    .where(Payment.provider_session_id == session_id)
-                    .order_by(Dispute.id)
-                )
-            ]
+        disputes = self.payment(session_id).disputes
+        return [
+            (dispute_id, d["status"], d["amount_cents"], d["reason"], d["closed_at"] is not None)
+            for dispute_id, d in sorted(disputes.items())
+        ]
 
     def subscription(self, sub_id: str) -> Subscription | None:
         with self.database.transaction() as session:
@@ -298,8 +295,9 @@ def grant_key(payment: Payment) -> str:
     return f"stripe:payment:{payment.id}:grant"
 
 
-def clawback_key(payment: Payment, target: int) -> str:
-    return f"stripe:payment:{payment.id}:clawback-to:{target}"
+def clawback_key(payment: Payment, cause: str) -> str:
+    """One clawback per payment and event that caused it."""
+    return f"stripe:payment:{payment.id}:clawback:{cause}"
 
 
 def settle_paid(
@@ -341,7 +339,7 @@ def test_paid_checkout_completes_and_grants_once(stripe, user):
         "user_id": user,
         "balance": 100,
         "total_purchased": 100,
-        "total_refunded": 0,
+        "total_refunded": 0, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -384,7 +382,7 @@ def test_unpaid_checkout_processes_then_async_success_grants_once(stripe, user):
         "user_id": user,
         "balance": 100,
         "total_purchased": 100,
-        "total_refunded": 0,
+        "total_refunded": 0, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -479,7 +477,7 @@ def test_failed_attempt_before_the_checkout_is_known_is_held_then_kept_for_the_r
     cs = paid["data"]["object"]["id"]
 
     row = stripe.deliver_one(declined)
-    assert (row.status, row.hold_key) == (HELD, f"stripe:pi:{pi}")
+    assert (row.status, row.hold_key) == (HELD, f"stripe:payment:{pi}")
     assert stripe.count(Payment) == 0
 
     assert stripe.deliver_one(paid).status == PROCESSED
@@ -529,7 +527,7 @@ def test_expiry_of_a_paid_checkout_is_ignored_with_a_reason(stripe, user):
         "user_id": user,
         "balance": 100,
         "total_purchased": 100,
-        "total_refunded": 0,
+        "total_refunded": 0, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -543,22 +541,10 @@ def test_canceled_payment_intent_cancels_an_unpaid_payment(stripe, database, use
     causes = []
     if recorded_by == "host_application":
         cs = uid("cs_test")
-        with database.transaction() as session:
-            record_pending(
-                session,
-                CheckoutFacts(
-                    provider="stripe",
-                    provider_session_id=cs,
-                    user_id=user,
-                    credits=100,
-                    provider_payment_id=pi,
-                    amount_cents=1000,
-                    currency="usd",
-                ),
-                package_name="100 credits",
-                expires_at=None,
-                details={},
-            )
+        PaymentTracker(UnitOfWork(database, Rules()), Settings()).create_pending_payment(
+            user_id=user, amount_cents=1000, currency="usd", credits=100, session_id=cs, payment_id=pi,
+            package_name="100 credits",
+        )
         before = "pending"
     else:
         completed = stripe.completed(user, paid=False, pi=pi)
@@ -610,7 +596,7 @@ def test_partial_then_full_refund_takes_back_what_was_granted(stripe, user):
     assert stripe.status(cs) == PaymentStatus.PARTIALLY_REFUNDED
     assert stripe.payment(cs).refunded_cents == 250
     assert stripe.ledger(user)[1:] == [
-        Entry("clawback", -25, clawback_key(payment, 25), quarter["id"])
+        Entry("clawback", -25, clawback_key(payment, quarter["id"]), quarter["id"])
     ]
     assert stripe.balance(user) == 75
 
@@ -619,8 +605,8 @@ def test_partial_then_full_refund_takes_back_what_was_granted(stripe, user):
 
     expected_ledger = [
         Entry("grant", 100, grant_key(payment), paid["id"]),
-        Entry("clawback", -25, clawback_key(payment, 25), quarter["id"]),
-        Entry("clawback", -75, clawback_key(payment, 100), full["id"]),
+        Entry("clawback", -25, clawback_key(payment, quarter["id"]), quarter["id"]),
+        Entry("clawback", -75, clawback_key(payment, full["id"]), full["id"]),
     ]
     expected_history = [
         ("pending", "completed", paid["id"]),
@@ -634,7 +620,7 @@ def test_partial_then_full_refund_takes_back_what_was_granted(stripe, user):
         "user_id": user,
         "balance": 0,
         "total_purchased": 100,
-        "total_refunded": 100,
+        "total_refunded": 100, "frozen": 0
     }
 
     # the first refund event again: nothing changes
@@ -647,7 +633,7 @@ def test_partial_then_full_refund_takes_back_what_was_granted(stripe, user):
         "user_id": user,
         "balance": 0,
         "total_purchased": 100,
-        "total_refunded": 100,
+        "total_refunded": 100, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -667,14 +653,14 @@ def test_older_refund_event_delivered_late_does_not_lower_the_refunded_amount(st
     assert stripe.payment(cs).refunded_cents == 750
     assert stripe.status(cs) == PaymentStatus.PARTIALLY_REFUNDED
     assert stripe.ledger(user)[1:] == [
-        Entry("clawback", -50, clawback_key(payment, 50), second["id"]),
-        Entry("clawback", -25, clawback_key(payment, 75), third["id"]),
+        Entry("clawback", -50, clawback_key(payment, second["id"]), second["id"]),
+        Entry("clawback", -25, clawback_key(payment, third["id"]), third["id"]),
     ]
     assert stripe.credits(user) == {
         "user_id": user,
         "balance": 25,
         "total_purchased": 100,
-        "total_refunded": 75,
+        "total_refunded": 75, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -691,16 +677,16 @@ def test_refund_rounding_takes_back_floor_of_the_target_and_exactly_all_at_the_e
 
     assert stripe.ledger(user) == [
         Entry("grant", 10, grant_key(payment), paid["id"]),
-        Entry("clawback", -3, clawback_key(payment, 3), refunds[0]["id"]),
-        Entry("clawback", -3, clawback_key(payment, 6), refunds[1]["id"]),
-        Entry("clawback", -4, clawback_key(payment, 10), refunds[2]["id"]),
+        Entry("clawback", -3, clawback_key(payment, refunds[0]["id"]), refunds[0]["id"]),
+        Entry("clawback", -3, clawback_key(payment, refunds[1]["id"]), refunds[1]["id"]),
+        Entry("clawback", -4, clawback_key(payment, refunds[2]["id"]), refunds[2]["id"]),
     ]
     assert stripe.status(cs) == PaymentStatus.REFUNDED
     assert stripe.credits(user) == {
         "user_id": user,
         "balance": 0,
         "total_purchased": 10,
-        "total_refunded": 10,
+        "total_refunded": 10, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -716,7 +702,7 @@ def test_refund_before_completion_is_held_then_applied_with_the_completion(strip
 
     row = stripe.deliver_one(refund)
 
-    assert (row.status, row.hold_key) == (HELD, f"stripe:pi:{pi}")
+    assert (row.status, row.hold_key) == (HELD, f"stripe:payment:{pi}")
     assert row.last_error.startswith("held: ")
     assert stripe.count(Payment) == 0
     assert stripe.credits(user)["balance"] == 0
@@ -727,7 +713,7 @@ def test_refund_before_completion_is_held_then_applied_with_the_completion(strip
     assert (payment.status, payment.refunded_cents) == (PaymentStatus.REFUNDED, 1000)
     assert stripe.ledger(user) == [
         Entry("grant", 100, grant_key(payment), paid["id"]),
-        Entry("clawback", -100, clawback_key(payment, 100), refund["id"]),
+        Entry("clawback", -100, clawback_key(payment, refund["id"]), refund["id"]),
     ]
     assert stripe.history(cs) == [
         ("pending", "completed", paid["id"]),
@@ -739,7 +725,7 @@ def test_refund_before_completion_is_held_then_applied_with_the_completion(strip
         "user_id": user,
         "balance": 0,
         "total_purchased": 100,
-        "total_refunded": 100,
+        "total_refunded": 100, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -784,14 +770,14 @@ def test_won_dispute_returns_to_completed_and_lost_dispute_takes_all_credits(str
         ("disputed", "refunded", lost2["id"]),
     ]
     assert [e for e in stripe.ledger(user) if e.kind == "clawback"] == [
-        Entry("clawback", -100, clawback_key(payment2, 100), lost2["id"])
+        Entry("clawback", -100, clawback_key(payment2, lost2["id"]), lost2["id"])
     ]
     assert stripe.status(cs) == PaymentStatus.COMPLETED  # the first payment is untouched
     assert stripe.credits(user) == {
         "user_id": user,
         "balance": 100,
         "total_purchased": 200,
-        "total_refunded": 100,
+        "total_refunded": 100, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -815,14 +801,14 @@ def test_lost_dispute_after_a_partial_refund_takes_back_only_the_rest(stripe, us
     ]
     assert stripe.ledger(user) == [
         Entry("grant", 100, grant_key(payment), paid["id"]),
-        Entry("clawback", -25, clawback_key(payment, 25), refund["id"]),
-        Entry("clawback", -75, clawback_key(payment, 100), lost["id"]),
+        Entry("clawback", -25, clawback_key(payment, refund["id"]), refund["id"]),
+        Entry("clawback", -75, clawback_key(payment, lost["id"]), lost["id"]),
     ]
     assert stripe.credits(user) == {
         "user_id": user,
         "balance": 0,
         "total_purchased": 100,
-        "total_refunded": 100,
+        "total_refunded": 100, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -942,7 +928,7 @@ def test_subscription_lifecycle_grants_per_paid_invoice(stripe, user):
         "user_id": user,
         "balance": 1000,
         "total_purchased": 1000,
-        "total_refunded": 0,
+        "total_refunded": 0, "frozen": 0
     }
 
     deleted = stripe.event(
@@ -988,7 +974,7 @@ def test_invoice_before_its_subscription_is_held_then_granted(stripe, user):
 
     row = stripe.deliver_one(paid)
 
-    assert (row.status, row.hold_key) == (HELD, f"stripe:sub:{sub_id}")
+    assert (row.status, row.hold_key) == (HELD, f"stripe:subscription:{sub_id}")
     assert stripe.count(Payment) == 0
     assert stripe.balance(user) == 0
 
@@ -1007,7 +993,7 @@ def test_invoice_before_its_subscription_is_held_then_granted(stripe, user):
         "user_id": user,
         "balance": 500,
         "total_purchased": 500,
-        "total_refunded": 0,
+        "total_refunded": 0, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -1024,8 +1010,8 @@ def test_refund_and_invoice_before_the_subscription_are_released_in_a_chain(stri
     refund = stripe.refunded(pi, 2000, 2000)
 
     assert [(r.status, r.hold_key) for r in stripe.deliver(refund, paid)] == [
-        (HELD, f"stripe:pi:{pi}"),
-        (HELD, f"stripe:sub:{sub_id}"),
+        (HELD, f"stripe:payment:{pi}"),
+        (HELD, f"stripe:subscription:{sub_id}"),
     ]
     assert stripe.deliver_one(created).status == PROCESSED
 
@@ -1035,13 +1021,13 @@ def test_refund_and_invoice_before_the_subscription_are_released_in_a_chain(stri
     assert (payment.status, payment.provider_payment_id) == (PaymentStatus.REFUNDED, pi)
     assert stripe.ledger(user) == [
         Entry("grant", 500, grant_key(payment), paid["id"]),
-        Entry("clawback", -500, clawback_key(payment, 500), refund["id"]),
+        Entry("clawback", -500, clawback_key(payment, refund["id"]), refund["id"]),
     ]
     assert stripe.credits(user) == {
         "user_id": user,
         "balance": 0,
         "total_purchased": 500,
-        "total_refunded": 500,
+        "total_refunded": 500, "frozen": 0
     }
     stripe.assert_balances_match_ledger()
 
@@ -1060,7 +1046,7 @@ def test_late_subscription_created_does_not_revive_a_deleted_subscription(stripe
 
     assert rows[0].status == PROCESSED
     assert rows[1].status == IGNORED
-    assert "older than the last one applied" in rows[1].last_error
+    assert "older than the last subscription event applied" in rows[1].last_error
     assert stripe.subscription(sub_id).status == "canceled"
     stripe.assert_balances_match_ledger()
 
@@ -1074,7 +1060,7 @@ def test_invalid_metadata_fails_with_the_reason(stripe, user):
     row = stripe.deliver_one(bad)
 
     assert row.status == FAILED
-    assert row.last_error == "metadata.credits is not a positive integer: 'ten'"
+    assert row.last_error == "metadata.credits is not a positive integer (got a string of 3 characters)"
     assert stripe.count(Payment) == 0
     assert stripe.credits(user)["balance"] == 0
     stripe.assert_balances_match_ledger()
@@ -1089,7 +1075,7 @@ def test_invalid_metadata_fails_with_the_reason(stripe, user):
         ),
         (
             lambda s: s.event("charge.dispute.closed", dispute(uid("pi"), status="warning_closed")),
-            "dispute closed with status 'warning_closed': nothing to take back",
+            "dispute closed without a won or lost outcome: nothing to take back",
         ),
         (
             lambda s: s.event("invoice.paid", dict(invoice(uid("in"), "sub_x"), parent=None)),

@@ -94,6 +94,6 @@ def test_json_logs_follow_one_event_from_task_to_ledger(stack):
     assert record["provider"] == "stripe"
     assert record["event_type"] == "checkout.session.completed"
     assert record["outcome"] == "processed"
-    assert record["task_id"] and record["payment_id"]
+    assert record["batch"] and record["payment_ids"]
     assert record["credits"] == [["grant", 7]]
     assert body.decode() not in "".join(worker.output)  # raw bodies never reach the logs

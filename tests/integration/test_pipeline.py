@@ -39,7 +39,7 @@ def test_signed_completion_becomes_credits(client, worker, database):
         "user_id": "user_happy",
         "balance": 250,
         "total_purchased": 250,
-        "total_refunded": 0,
+        "total_refunded": 0, "frozen": 0
     }
     with database.transaction() as session:
         payment = session.scalars(select(Payment)).one()

@@ -10,14 +10,13 @@ from models.rules import Rules
 from models.tables import CreditLedger, WebhookEvent
 from providers import stripe
 from tasks.maintenance import prune
+from tests.support.apply import handle
 from tests.support.stripe_events import completed_event, encode
-from workers.handling import handle_event
 from workers.settings import Settings, SettingsError
 
 
 def deliver(database, evt):
-    with database.transaction() as session:
-        return handle_event(session, stripe.parse_event(encode(evt)), Rules())
+    return handle(database, stripe.parse_event(encode(evt)), Rules())
 
 
 def age(database, event_id: str, days: int) -> None:

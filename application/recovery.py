@@ -1,14 +1,14 @@
 """Recovery: credit what the provider took even when no webhook for it arrives.
 
 Three ways to ask the provider, all applying its answer through the same path
-as a webhook (``handle_event``), so the idempotency keys are the same and a
+as a webhook (the unit of work), so the idempotency keys are the same and a
 sweep, a verify and a webhook racing on one session grant once:
 
 * ``sweep_pending``: payments still pending or processing after a minimum age
   are looked up (Stripe: retrieve the Checkout Session). Paid → completed and
   granted; expired at the provider, or past ``expires_at`` plus a grace period
   and confirmed unpaid → expired; still open → left alone. Payments are claimed
-  in batches with ``FOR UPDATE SKIP LOCKED`` and a lease (``last_checked_at``),
+  in batches with ``FOR UPDATE SKIP LOCKED`` and a lease (``next_check_at``),
   so two beats or many workers never look at one payment at once, and no
   transaction stays open across a provider call. A provider outage stops the
   batch and leaves the rest for the next sweep.
@@ -33,17 +33,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from models.db import Database
+from application.batch import EventResult, Incoming
+from application.unit import UnitOfWork
 from models.enums import EventStatus
 from models.payments import claim_for_check, release_claims
 from models.reconciliation import advance_cursor, read_cursor
-from models.rules import Rules
 from models.tables import CreditLedger, Payment, WebhookEvent
 from providers import stripe
 from providers.changes import ProviderEvent
 from providers.stripe_api import ProviderUnavailableError, StripeAPI
-from workers import metrics
-from workers.handling import EventResult, handle_event
 
 log = logging.getLogger("payhooks.recovery")
 
@@ -108,9 +106,9 @@ class RateLimit:
 
 
 class Recovery:
-    def __init__(self, database: Database, rules: Rules, stripe_api: StripeAPI) -> None:
-        self.database = database
-        self.rules = rules
+    def __init__(self, unit: UnitOfWork, stripe_api: StripeAPI) -> None:
+        self.unit = unit
+        self.database = unit.database
         self.stripe_api = stripe_api
 
     # -- sweep -----------------------------------------------------------------
@@ -132,6 +130,8 @@ class Recovery:
                 session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size, dry_run=dry_run
             )
         limit = RateLimit(calls_per_second)
+        claimed = [(payment_id, session_id, expires_at) for payment_id, provider, session_id, expires_at in claimed
+                   if provider == stripe.NAME]
         for index, (payment_id, session_id, expires_at) in enumerate(claimed):
             limit.wait()
             try:
@@ -248,10 +248,7 @@ class Recovery:
     # -- shared -----------------------------------------------------------------
 
     def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
-        with self.database.transaction() as session:
-            result = handle_event(session, event, self.rules, source=source)
-            posted = session.info.pop("ledger_posted", [])
-        metrics.observe_event(event.provider, event.type, source, result.status, result.duplicate, posted)
+        result = self.unit.apply_one(Incoming(event, source))
         if result.status == EventStatus.FAILED:
             log.error("%s could not apply %s: %s", source, event.id, result.error)
         return result

@@ -14,16 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from application.batch import BatchReport, Incoming
+from application.unit import UnitOfWork, result_of
 from models import dead_letters, inbox
-from models.db import Database
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus, EventStatus
-from models.rules import Rules
-from models.tables import DeadLetter, WebhookEvent
-from workers import metrics
-from workers.handling import apply_event, parse_stored, release_held
+from models.tables import DeadLetter
+from providers import registry
+from providers.changes import InvalidEventError
+from providers.registry import UnknownProviderError
 
 
 class DeadLetterNotFoundError(LookupError):
@@ -39,9 +40,9 @@ class ReplayResult:
 
 
 class DeadLetters:
-    def __init__(self, database: Database, rules: Rules) -> None:
-        self.database = database
-        self.rules = rules
+    def __init__(self, unit: UnitOfWork) -> None:
+        self.unit = unit
+        self.database = unit.database
 
     def list(self, filters: Filters, *, limit: int | None = 100, offset: int = 0) -> tuple[list[dict], int]:
         with self.database.transaction() as session:
@@ -60,41 +61,40 @@ class DeadLetters:
             return dead_letters.ids_matching(session, filters)
 
     def replay(self, dead_letter_id: int, actor: str) -> ReplayResult:
+        """Apply a dead letter's event again, through the same path as a delivery."""
         with self.database.transaction() as session:
             letter = dead_letters.lock(session, dead_letter_id)
             if letter is None:
                 raise DeadLetterNotFoundError(f"no dead letter {dead_letter_id}")
             if letter.status != DeadLetterStatus.OPEN:
                 return ReplayResult(dead_letter_id, "not_open", error=f"dead letter is {letter.status}")
-            row = session.scalars(
-                select(WebhookEvent)
-                .where(WebhookEvent.provider == letter.provider, WebhookEvent.provider_event_id == letter.provider_event_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            ).one_or_none()
-            if row is None:
+            row = inbox.stored(session, letter.provider, letter.provider_event_id)
+            if row is None or row.status in inbox.SETTLED:
                 # Retention deletes only settled inbox rows: the event was applied long ago.
-                dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor, "already applied (inbox row pruned)")
-                return ReplayResult(dead_letter_id, "already_applied")
-            if inbox.is_settled(row):
-                dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor, "already applied")
-                return ReplayResult(dead_letter_id, "already_applied", row.status)
-            if not row.payload:
-                row.payload = letter.payload  # retention may have pruned the inbox copy
-            row.attempts += 1
-            event = parse_stored(row)
-            result = apply_event(session, row, event, self.rules)
-            if result.status == EventStatus.PROCESSED:
-                release_held(session, result.keys, self.rules)
-            if result.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
-                dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor)
-            posted = session.info.pop("ledger_posted", [])
-        metrics.observe_event(event.provider, event.type, "replay", result.status, False, posted)
+                note = "already applied" if row is not None else "already applied (inbox row pruned)"
+                dead_letters.resolve(letter, DeadLetterStatus.REPLAYED, actor, note)
+                return ReplayResult(dead_letter_id, "already_applied", row.status if row is not None else None)
+            provider, payload = letter.provider, row.payload or letter.payload
+        try:
+            event = registry.get(provider).parse_event(payload)
+        except (InvalidEventError, UnknownProviderError, UnicodeDecodeError) as exc:
+            return ReplayResult(dead_letter_id, "failed_again", EventStatus.FAILED, f"not an event: {exc}")
+
+        def resolve(session: Session, report: BatchReport) -> None:
+            result = result_of(report, incoming)
+            again = dead_letters.lock(session, dead_letter_id)
+            if again is not None and again.status == DeadLetterStatus.OPEN and result.status in inbox.SETTLED:
+                dead_letters.resolve(again, DeadLetterStatus.REPLAYED, actor)
+
+        incoming = Incoming(event, "replay")
+        result = self.unit.apply_one(incoming, also=resolve)
         if result.status == EventStatus.FAILED:
             return ReplayResult(dead_letter_id, "failed_again", result.status, result.error)
         if result.status == EventStatus.HELD:
             # What it waits for has still not come: nothing was applied, so the letter stays open.
             return ReplayResult(dead_letter_id, "still_held", result.status, result.error)
+        if result.duplicate:
+            return ReplayResult(dead_letter_id, "already_applied", result.status)
         return ReplayResult(dead_letter_id, "replayed", result.status)
 
     def replay_many(

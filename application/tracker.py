@@ -14,21 +14,34 @@ Results are plain JSON-ready dicts; errors are exceptions that say what is wrong
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select
 
-from models import ledger
-from models.db import Database
+from application.batch import lock_keys
+from application.recovery import Recovery
+from application.unit import UnitOfWork
+from models import keys, ledger, payments
 from models.enums import LedgerKind, PaymentStatus
-from models.payments import CheckoutFacts, record_pending
-from models.tables import CreditLedger, Dispute, Payment, PaymentAttempt, PaymentStatusHistory
+from models.payments import PaymentRow, row_of
+from models.settlement import refunded_amount
+from models.tables import CreditLedger, Payment, PaymentAttempt, PaymentStatusHistory
 from providers.stripe_api import StripeAPI
-from workers.recovery import Recovery
 from workers.settings import Settings
 
 MAX_PAGE_SIZE = 100
+
+# models/settlement.refunded_amount in SQL: a failed refund no longer counts.
+REFUNDED = literal_column(
+    """greatest(
+        coalesce((SELECT sum((r.value->>'amount_cents')::bigint) FROM jsonb_each(payments.refunds) r
+                  WHERE r.value->>'status' NOT IN ('failed', 'canceled')), 0),
+        payments.refunded_cents - coalesce((SELECT sum((r.value->>'amount_cents')::bigint) FROM jsonb_each(payments.refunds) r
+                  WHERE r.value->>'status' IN ('failed', 'canceled')), 0),
+        0)"""
+)
 
 
 class NotFoundError(LookupError):
@@ -48,14 +61,18 @@ class InvalidRequestError(ValueError):
 
 
 class PaymentTracker:
-    def __init__(self, database: Database, settings: Settings, stripe_api: StripeAPI | None = None) -> None:
-        self.database = database
+    def __init__(self, unit: UnitOfWork, settings: Settings, stripe_api: StripeAPI | None = None) -> None:
+        self.unit = unit
+        self.database = unit.database
         self.settings = settings
         self._stripe_api = stripe_api
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PaymentTracker:
-        return cls(Database(settings.require("database_url", "the tracker reads PostgreSQL")), settings)
+        from models.db import Database
+
+        database = Database(settings.require("database_url", "the tracker reads PostgreSQL"))
+        return cls(UnitOfWork(database, settings.rules()), settings)
 
     @property
     def stripe_api(self) -> StripeAPI:
@@ -72,34 +89,44 @@ class PaymentTracker:
         amount_cents: int,
         currency: str,
         credits: int,
-        session_id: str,
+        session_id: str | None = None,
+        payment_id: str | None = None,
         provider: str = "stripe",
         package_id: str | None = None,
         package_name: str | None = None,
         expires_at: datetime | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> tuple[dict, bool]:
-        """Record a checkout before its webhook; idempotent on (provider, session_id).
+        """Record a payment before its webhook, by its checkout session id or (PaymentIntent-only
+        integrations) its payment id; idempotent on either.
 
         Returns (payment, created). The same request twice returns the first
         payment; a request that contradicts it raises ConflictError.
         """
-        facts = CheckoutFacts(
-            provider=provider,
-            provider_session_id=session_id,
-            user_id=user_id,
-            credits=credits,
-            amount_cents=amount_cents,
-            currency=currency.lower(),
-            package_id=package_id,
+        if not (session_id or payment_id):
+            raise InvalidRequestError("session_id", "a session_id or a payment_id is required")
+        asked = PaymentRow(
+            id=0, provider=provider, user_id=user_id, credits=credits, provider_session_id=session_id,
+            provider_payment_id=payment_id, amount_cents=amount_cents, currency=currency.lower(),
+            package_id=package_id, package_name=package_name, expires_at=expires_at, details=metadata or {},
         )
         with self.database.transaction() as session:
-            payment, created = record_pending(
-                session, facts, package_name=package_name, expires_at=expires_at, details=metadata or {}
-            )
-            if not created:
-                _check_same(payment, facts)
-            return payment_view(session, payment, with_history=False), created
+            # The same locks a batch takes, so a webhook for this payment racing us waits or is waited for.
+            lock_keys(session, [key for key in (
+                keys.session_key(provider, session_id) if session_id else None,
+                keys.payment_key(provider, payment_id) if payment_id else None,
+            ) if key])
+            found = payments.lock(session, provider, session_ids=[session_id] if session_id else [],
+                                  payment_ids=[payment_id] if payment_id else [])
+            if found:
+                _check_same(found[0], asked)
+                created = False
+                payment_id_ = found[0].id
+            else:
+                payment_id_ = payments.reserve_ids(session, 1)[0]
+                payments.save(session, [replace(asked, id=payment_id_)])
+                created = True
+            return payment_view(session, session.get(Payment, payment_id_), with_history=False), created
 
     def create_checkout(
         self,
@@ -161,7 +188,7 @@ class PaymentTracker:
         Returns {"payment_verified", "status", "credits_added", "balance", …}. Racing
         the session's webhook is safe: whichever applies first grants, once.
         """
-        return Recovery(self.database, self.settings.rules(), self.stripe_api).verify(session_id)
+        return Recovery(self.unit, self.stripe_api).verify(session_id)
 
     # -- reading ----------------------------------------------------------------
 
@@ -245,11 +272,13 @@ class PaymentTracker:
         ledger_where = [CreditLedger.user_id == user_id] if user_id is not None else []
         with self.database.transaction() as session:
             by_status = dict(session.execute(select(Payment.status, func.count()).where(*where).group_by(Payment.status)).all())
+            currency = func.coalesce(Payment.paid_currency, Payment.currency)
             money = session.execute(
-                select(Payment.currency, func.sum(Payment.amount_cents), func.sum(Payment.refunded_cents))
+                select(currency, func.sum(func.coalesce(Payment.paid_amount_cents, Payment.amount_cents)), func.sum(REFUNDED))
                 .where(Payment.paid_at.is_not(None), *where)
-                .group_by(Payment.currency)
+                .group_by(currency)
             ).all()
+            mismatches = session.scalar(select(func.count()).where(Payment.amount_mismatch, *where))
             credits = dict(
                 session.execute(
                     select(CreditLedger.kind, func.sum(CreditLedger.amount)).where(*ledger_where).group_by(CreditLedger.kind)
@@ -261,8 +290,10 @@ class PaymentTracker:
             "payments_by_status": {status.value: by_status.get(status.value, 0) for status in PaymentStatus},
             "amount_spent_cents": {currency or "unknown": int(spent or 0) for currency, spent, _ in money},
             "amount_refunded_cents": {currency or "unknown": int(refunded or 0) for currency, _, refunded in money},
+            "amount_mismatches": int(mismatches),
             "credits_purchased": int(credits.get(LedgerKind.GRANT, 0)),
-            "credits_taken_back": -int(credits.get(LedgerKind.CLAWBACK, 0)),
+            "credits_taken_back": -int(credits.get(LedgerKind.CLAWBACK, 0)) - int(credits.get(LedgerKind.REVERSAL, 0)),
+            "credits_frozen": -int(credits.get(LedgerKind.FREEZE, 0)) - int(credits.get(LedgerKind.UNFREEZE, 0)),
             "credits_spent": -int(credits.get(LedgerKind.SPEND, 0)),
         }
 
@@ -279,13 +310,13 @@ class PaymentTracker:
             return {"entry": _ledger_view(entry), **ledger.account_summary(session, user_id)}
 
 
-def _check_same(payment: Payment, facts: CheckoutFacts) -> None:
-    recorded = {"user_id": payment.user_id, "credits": payment.credits, "amount_cents": payment.amount_cents, "currency": payment.currency}
-    asked = {"user_id": facts.user_id, "credits": facts.credits, "amount_cents": facts.amount_cents, "currency": facts.currency}
-    different = sorted(k for k in recorded if recorded[k] is not None and recorded[k] != asked[k])
+def _check_same(recorded: PaymentRow, asked: PaymentRow) -> None:
+    names = ("user_id", "credits", "amount_cents", "currency")
+    different = sorted(n for n in names if getattr(recorded, n) is not None and getattr(recorded, n) != getattr(asked, n))
     if different:
         raise ConflictError(
-            f"session {facts.provider_session_id} is already recorded with different {', '.join(different)}"
+            f"{'session ' + asked.provider_session_id if asked.provider_session_id else 'payment ' + str(asked.provider_payment_id)}"
+            f" is already recorded with different {', '.join(different)}"
         )
 
 
@@ -312,7 +343,13 @@ def payment_view(session, payment: Payment, with_history: bool = True) -> dict:
         "credits": payment.credits,
         "amount_cents": payment.amount_cents,
         "currency": payment.currency,
-        "refunded_cents": payment.refunded_cents,
+        "paid_amount_cents": payment.paid_amount_cents,
+        "paid_currency": payment.paid_currency,
+        "amount_mismatch": payment.amount_mismatch,
+        "refunded_cents": refunded_amount(row_of(payment)),
+        "credits_granted": payment.credits_granted,
+        "credits_taken_back": payment.credits_taken_back,
+        "credits_frozen": payment.credits_frozen,
         "package_id": payment.package_id,
         "package_name": payment.package_name,
         "metadata": payment.details or {},
@@ -333,9 +370,17 @@ def payment_view(session, payment: Payment, with_history: bool = True) -> dict:
             for a in session.scalars(select(PaymentAttempt).where(PaymentAttempt.payment_id == payment.id).order_by(PaymentAttempt.id))
         ]
         view["disputes"] = [
-            {"provider_dispute_id": d.provider_dispute_id, "status": d.status, "reason": d.reason,
-             "amount_cents": d.amount_cents, "closed_at": _time(d.closed_at)}
-            for d in session.scalars(select(Dispute).where(Dispute.payment_id == payment.id).order_by(Dispute.id))
+            {"provider_dispute_id": dispute_id, "status": d["status"], "reason": d.get("reason"),
+             "amount_cents": d.get("amount_cents"), "closed_at": d.get("closed_at")}
+            for dispute_id, d in sorted(payment.disputes.items())
+        ]
+        view["refunds"] = [
+            {"provider_refund_id": refund_id, "status": r["status"], "amount_cents": r["amount_cents"]}
+            for refund_id, r in sorted(payment.refunds.items())
+        ]
+        view["fraud_warnings"] = [
+            {"provider_warning_id": warning_id, "actionable": w["actionable"], "fraud_type": w.get("fraud_type")}
+            for warning_id, w in sorted(payment.fraud_warnings.items())
         ]
         view["net_credits"] = int(
             session.scalar(select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.payment_id == payment.id))
@@ -351,6 +396,6 @@ def _ledger_view(entry: CreditLedger) -> dict:
         "shortfall": entry.shortfall,
         "payment_id": entry.payment_id,
         "cause": entry.cause,
-        "idempotency_key": entry.idempotency_key,
+        "idempotency_key": ledger.caller_key(entry),
         "created_at": _time(entry.created_at),
     }

@@ -1,0 +1,20 @@
+"""The providers payhooks knows, by name: each verifies, parses and translates its own events."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from providers import stripe
+
+PROVIDERS: dict[str, ModuleType] = {stripe.NAME: stripe}
+
+
+class UnknownProviderError(LookupError):
+    pass
+
+
+def get(name: str) -> ModuleType:
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        raise UnknownProviderError(f"no provider named {name!r}") from None
