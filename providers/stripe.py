@@ -40,6 +40,10 @@ from providers.changes import (
 )
 
 NAME = "stripe"
+# The Stripe API version payhooks is written and tested against. `payhooks stripe
+# setup` pins webhook endpoints to it (Stripe renders each endpoint's events in the
+# version it was created with), and the tests build the current event shape with it.
+API_VERSION = "2025-03-31.basil"
 SIGNATURE_HEADER = "Stripe-Signature"
 MAX_CREDITS = 10**12
 _DIGITS = re.compile(r"[0-9]+")
