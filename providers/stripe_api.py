@@ -61,7 +61,9 @@ class StripeAPI:
     def retrieve_checkout_session(self, session_id: str) -> dict:
         return self._call(lambda: self._client.v1.checkout.sessions.retrieve(session_id))
 
-    def list_events(self, *, created_gte: int, types: Sequence[str], page_size: int = 100) -> Iterator[dict]:
+    def list_events(
+        self, *, created_gte: int, types: Sequence[str], page_size: int = 100
+    ) -> Iterator[dict]:
         """Every event created at or after ``created_gte`` of the given types, newest first."""
         yield from self._all(
             lambda: self._client.v1.events.list(
@@ -86,14 +88,28 @@ class StripeAPI:
     # -- webhook endpoints (payhooks stripe setup) ---------------------------------
 
     def list_webhook_endpoints(self, *, page_size: int = 100) -> list[dict]:
-        """Every webhook endpoint of the account, newest first (no secrets: Stripe shows those once)."""
-        return list(self._all(lambda: self._client.v1.webhook_endpoints.list(params={"limit": page_size})))
+        """Every webhook endpoint of the account, newest first, without secrets.
+
+        Stripe shows an endpoint's secret only when it creates it.
+        """
+        return list(
+            self._all(lambda: self._client.v1.webhook_endpoints.list(params={"limit": page_size}))
+        )
 
     def create_webhook_endpoint(
-        self, *, url: str, enabled_events: Sequence[str], api_version: str, description: str | None = None
+        self,
+        *,
+        url: str,
+        enabled_events: Sequence[str],
+        api_version: str,
+        description: str | None = None,
     ) -> dict:
         """Create an endpoint; the result's ``secret`` is the only time Stripe reveals it."""
-        params: dict = {"url": url, "enabled_events": list(enabled_events), "api_version": api_version}
+        params: dict = {
+            "url": url,
+            "enabled_events": list(enabled_events),
+            "api_version": api_version,
+        }
         if description:
             params["description"] = description
         return self._call(lambda: self._client.v1.webhook_endpoints.create(params=params))
@@ -117,13 +133,15 @@ class StripeAPI:
             params["disabled"] = disabled
         if description is not None:
             params["description"] = description
-        return self._call(lambda: self._client.v1.webhook_endpoints.update(endpoint_id, params=params))
+        return self._call(
+            lambda: self._client.v1.webhook_endpoints.update(endpoint_id, params=params)
+        )
 
     def delete_webhook_endpoint(self, endpoint_id: str) -> dict:
         return self._call(lambda: self._client.v1.webhook_endpoints.delete(endpoint_id))
 
     def _all(self, first_page) -> Iterator[dict]:
-        """Every object of a list, page after page, as plain dicts; errors classified on each page."""
+        """Every object of a list, page after page, as plain dicts; errors classified."""
         pages = self._call(first_page, as_dict=False).auto_paging_iter()
         while True:
             obj = self._call(lambda: next(pages, None), as_dict=False)

@@ -66,7 +66,9 @@ def check_url(url: str) -> list[str]:
     if parts.scheme != "https":
         warnings.append("Stripe requires HTTPS for live-mode webhook endpoints")
     if not parts.path.rstrip("/").endswith("/webhooks/stripe"):
-        warnings.append("payhooks receives Stripe events at /webhooks/stripe; this URL has another path")
+        warnings.append(
+            "payhooks receives Stripe events at /webhooks/stripe; this URL has another path"
+        )
     return warnings
 
 
@@ -83,7 +85,7 @@ def plan(
     recreate: bool = False,
     keep_old: bool = False,
 ) -> Plan:
-    """What to change so that exactly one enabled endpoint for ``url`` has these events and version."""
+    """What to change so that one enabled endpoint for ``url`` has these events and version."""
     warnings = check_url(url)
     wanted = tuple(dict.fromkeys(events))
     existing = tuple(e for e in endpoints if _same_url(e.get("url", ""), url))
@@ -97,19 +99,23 @@ def plan(
     for endpoint in existing:
         current = list(endpoint.get("enabled_events") or [])
         add = tuple(e for e in wanted if e not in current)
-        remove = tuple(e for e in current if e not in wanted)  # includes "*": everything is too much
+        remove = tuple(
+            e for e in current if e not in wanted
+        )  # includes "*": everything is too much
         enable = endpoint.get("status") == "disabled"
         if add or remove or enable:
             steps.append(Step("update", endpoint["id"], add, remove, enable))
         if endpoint.get("api_version") != api_version:
             rendered = endpoint.get("api_version") or "the account's default API version"
             warnings.append(
-                f"{endpoint['id']} renders events in {rendered}, payhooks is tested with {api_version}; "
+                f"{endpoint['id']} renders events in {rendered}, "
+                f"payhooks is tested with {api_version}; "
                 "Stripe cannot change an endpoint's API version: run again with --recreate"
             )
     if len(existing) > 1:
         warnings.append(
-            f"{len(existing)} endpoints point at this URL ({', '.join(e['id'] for e in existing)}): every event "
+            f"{len(existing)} endpoints point at this URL "
+            f"({', '.join(e['id'] for e in existing)}): every event "
             "is delivered once per endpoint (payhooks drops the duplicates); --recreate leaves one"
         )
     return Plan(url, wanted, api_version, existing, tuple(steps), tuple(warnings))

@@ -34,7 +34,9 @@ def test_list_line_items_reads_every_page_with_products_expanded(fake, api):
     json.dumps(items)  # JSON-ready: decimal strings stay strings
     pages = [r for r in fake.requests if r.path.endswith("/line_items")]
     assert len(pages) == 2
-    assert all(p.params["expand"] == ["data.price.product"] and p.params["limit"] == "2" for p in pages)
+    assert all(
+        p.params["expand"] == ["data.price.product"] and p.params["limit"] == "2" for p in pages
+    )
 
 
 def test_list_line_items_classifies_errors(fake, api):
@@ -49,26 +51,37 @@ def test_list_line_items_classifies_errors(fake, api):
 
 def test_webhook_endpoints_round_trip(fake, api):
     created = api.create_webhook_endpoint(
-        url="https://h.example/webhooks/stripe", enabled_events=["charge.refunded"],
-        api_version="2025-03-31.basil", description="payhooks",
-    )  # fmt: skip
+        url="https://h.example/webhooks/stripe",
+        enabled_events=["charge.refunded"],
+        api_version="2025-03-31.basil",
+        description="payhooks",
+    )
     assert created["secret"] == fake.endpoint_secrets[created["id"]]
     assert [e["id"] for e in api.list_webhook_endpoints()] == [created["id"]]
     assert "secret" not in api.list_webhook_endpoints()[0]
 
-    updated = api.update_webhook_endpoint(created["id"], enabled_events=["refund.updated"], disabled=True)
+    updated = api.update_webhook_endpoint(
+        created["id"], enabled_events=["refund.updated"], disabled=True
+    )
     assert (updated["enabled_events"], updated["status"]) == (["refund.updated"], "disabled")
     assert api.update_webhook_endpoint(created["id"], disabled=False)["status"] == "enabled"
 
     assert api.delete_webhook_endpoint(created["id"])["deleted"] is True
     assert api.list_webhook_endpoints() == []
     with pytest.raises(ProviderRequestError):
-        api.create_webhook_endpoint(url="https://h.example/x", enabled_events=["no.such_event"], api_version="2025-03-31.basil")
+        api.create_webhook_endpoint(
+            url="https://h.example/x",
+            enabled_events=["no.such_event"],
+            api_version="2025-03-31.basil",
+        )
 
 
 def test_listing_webhook_endpoints_walks_every_page(fake, api):
     for n in range(5):
-        api.create_webhook_endpoint(url=f"https://h{n}.example/hook", enabled_events=["charge.refunded"],
-                                    api_version="2025-03-31.basil")  # fmt: skip
+        api.create_webhook_endpoint(
+            url=f"https://h{n}.example/hook",
+            enabled_events=["charge.refunded"],
+            api_version="2025-03-31.basil",
+        )
     listed = api.list_webhook_endpoints(page_size=2)
     assert [e["url"] for e in listed] == [f"https://h{n}.example/hook" for n in reversed(range(5))]

@@ -141,29 +141,28 @@ LINE_ITEM_LIST_PARAMS = _sdk_param_names(
     "stripe.params.checkout",
     "SessionLineItemListParams",
     {"ending_before", "expand", "limit", "starting_after"},
-)  # fmt: skip
+)
 WEBHOOK_ENDPOINT_CREATE_PARAMS = _sdk_param_names(
     "stripe.params",
     "WebhookEndpointCreateParams",
     {"api_version", "connect", "description", "enabled_events", "expand", "metadata", "url"},
-)  # fmt: skip
+)
 WEBHOOK_ENDPOINT_UPDATE_PARAMS = _sdk_param_names(
     "stripe.params",
     "WebhookEndpointUpdateParams",
     {"description", "disabled", "enabled_events", "expand", "metadata", "url"},
-)  # fmt: skip
+)
 WEBHOOK_ENDPOINT_LIST_PARAMS = _sdk_param_names(
     "stripe.params",
     "WebhookEndpointListParams",
     {"ending_before", "expand", "limit", "starting_after"},
-)  # fmt: skip
+)
 
 
 def _sdk_literal(module: str, name: str, field: str) -> frozenset[str]:
     """The values a parameter may take, from the Literal in the SDK's generated types."""
-    from typing import get_args, get_origin
-
     import importlib
+    from typing import get_args, get_origin
 
     try:
         annotation = getattr(importlib.import_module(module), name).__annotations__[field]
@@ -426,7 +425,8 @@ class FakeStripe:
         self.prices: dict[str, dict] = {}
         self.products: dict[str, dict] = {}
         self.line_items: dict[str, list[dict]] = {}  # per session, ``price.product`` as an id
-        self.webhook_endpoints: dict[str, dict] = {}  # in creation order; the API lists newest first
+        # webhook endpoints in creation order (the API lists them newest first)
+        self.webhook_endpoints: dict[str, dict] = {}
         self.endpoint_secrets: dict[str, str] = {}  # what the create call returned, for tests
         self.requests: list[RecordedRequest] = []
         self.errors: list[str] = []  # tracebacks of the fake's own crashes (answered as 500s)
@@ -578,7 +578,12 @@ class FakeStripe:
             if product_id not in self.products:
                 self.add_product(product_id, price_id)
             price = self._price_object(
-                price_id, unit_amount, currency.lower(), product_id, recurring=recurring, metadata=metadata
+                price_id,
+                unit_amount,
+                currency.lower(),
+                product_id,
+                recurring=recurring,
+                metadata=metadata,
             )
             self.prices[price_id] = price
         return copy.deepcopy(price)
@@ -653,10 +658,17 @@ class FakeStripe:
             metadata=dict(metadata or {}),
             type="recurring" if recurring else "one_time",
             recurring=(
-                {"interval": "month", "interval_count": 1, "meter": None, "trial_period_days": None,
-                 "usage_type": "licensed", **recurring}
-                if recurring else None
-            ),  # fmt: skip
+                {
+                    "interval": "month",
+                    "interval_count": 1,
+                    "meter": None,
+                    "trial_period_days": None,
+                    "usage_type": "licensed",
+                    **recurring,
+                }
+                if recurring
+                else None
+            ),
             billing_scheme="per_unit",
             transform_quantity=None,
             custom_unit_amount=None,
@@ -1124,9 +1136,14 @@ class FakeStripe:
                     "parameter_missing",
                 )
             name = product["name"]
-            new_product = {"id": random_id("prod_", 14), "name": name,
-                           "metadata": _metadata(product.get("metadata", {}),
-                                                 _param_path(*data_prefix, "product_data", "metadata"))}  # fmt: skip
+            new_product = {
+                "id": random_id("prod_", 14),
+                "name": name,
+                "metadata": _metadata(
+                    product.get("metadata", {}),
+                    _param_path(*data_prefix, "product_data", "metadata"),
+                ),
+            }
         elif data.get("product"):
             known = self.products.get(_str(data["product"], _param_path(*data_prefix, "product")))
             if known is None:
@@ -1146,9 +1163,11 @@ class FakeStripe:
         currency = _str(data["currency"], _param_path(*data_prefix, "currency")).lower()
         # price_data makes an inline price (and product_data a product), as on Stripe
         price = self._price_object(
-            random_id("price_", 24), unit_amount, currency,
+            random_id("price_", 24),
+            unit_amount,
+            currency,
             new_product["id"] if new_product else data["product"],
-        )  # fmt: skip
+        )
         return {
             "description": name,
             "currency": currency,
@@ -1307,9 +1326,13 @@ class FakeStripe:
 
     @staticmethod
     def _enabled_events(value: Any) -> list[str]:
-        events = [_str(e, f"enabled_events[{i}]") for i, e in enumerate(_array(value, "enabled_events"))]
+        events = [
+            _str(e, f"enabled_events[{i}]") for i, e in enumerate(_array(value, "enabled_events"))
+        ]
         if not events:
-            raise _invalid("Missing required param: enabled_events.", "enabled_events", "parameter_missing")
+            raise _invalid(
+                "Missing required param: enabled_events.", "enabled_events", "parameter_missing"
+            )
         for index, name in enumerate(events):
             if EVENT_TYPES and name not in EVENT_TYPES:
                 raise _invalid(
@@ -1347,7 +1370,9 @@ class FakeStripe:
             url=url,
             enabled_events=events,
             api_version=version,
-            description=_str(params["description"], "description") if params.get("description") else None,
+            description=_str(params["description"], "description")
+            if params.get("description")
+            else None,
             metadata=_metadata(params.get("metadata", {}), "metadata"),
             status="enabled",
             created=int(time.time()),
@@ -1381,7 +1406,9 @@ class FakeStripe:
         if "enabled_events" in params:
             changes["enabled_events"] = self._enabled_events(params["enabled_events"])
         if "disabled" in params:
-            changes["status"] = "disabled" if self._bool(params["disabled"], "disabled") else "enabled"
+            changes["status"] = (
+                "disabled" if self._bool(params["disabled"], "disabled") else "enabled"
+            )
         if "description" in params:
             changes["description"] = _str(params["description"], "description") or None
         if "metadata" in params:

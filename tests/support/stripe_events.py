@@ -102,7 +102,9 @@ def encode(evt: dict) -> bytes:
 
 def signed_headers(body: bytes, secret: str, timestamp: int | None = None) -> dict[str, str]:
     return {
-        "Stripe-Signature": sign(body, secret, timestamp if timestamp is not None else int(time.time())),
+        "Stripe-Signature": sign(
+            body, secret, timestamp if timestamp is not None else int(time.time())
+        ),
         "Content-Type": "application/json",
     }
 
@@ -157,7 +159,11 @@ def checkout_session(
         status=status,
         amount_total=amount_total,
         amount_subtotal=amount_subtotal if amount_subtotal is not None else amount_total,
-        total_details={"amount_discount": amount_discount, "amount_shipping": 0, "amount_tax": amount_tax},
+        total_details={
+            "amount_discount": amount_discount,
+            "amount_shipping": 0,
+            "amount_tax": amount_tax,
+        },
         currency=currency,
         payment_intent=payment_intent,
         subscription=subscription,
@@ -184,9 +190,17 @@ def completed_event(**session_fields) -> dict:
 
 def product(product_id: str, name: str = "Credits", *, metadata: dict | None = None) -> dict:
     return stripe_object(
-        "product", id=product_id, name=name, description=None, metadata=metadata or {},
-        default_price=None, package_dimensions=None, images=[], type="service", livemode=False,
-    )  # fmt: skip
+        "product",
+        id=product_id,
+        name=name,
+        description=None,
+        metadata=metadata or {},
+        default_price=None,
+        package_dimensions=None,
+        images=[],
+        type="service",
+        livemode=False,
+    )
 
 
 def price(
@@ -209,15 +223,22 @@ def price(
         metadata=metadata or {},
         type="recurring" if recurring else "one_time",
         recurring=(
-            {"interval": "month", "interval_count": 1, "meter": None, "trial_period_days": None,
-             "usage_type": "licensed"} | recurring
-            if recurring else None
+            {
+                "interval": "month",
+                "interval_count": 1,
+                "meter": None,
+                "trial_period_days": None,
+                "usage_type": "licensed",
+            }
+            | recurring
+            if recurring
+            else None
         ),
         billing_scheme="per_unit",
         transform_quantity=None,
         custom_unit_amount=None,
         livemode=False,
-    )  # fmt: skip
+    )
 
 
 def line_item(
@@ -278,7 +299,9 @@ def payment_intent(
     ``invoice`` exists only in the legacy shape (basil removed it).
     """
     now = created if created is not None else int(time.time())
-    next_action = {"type": "use_stripe_sdk", "use_stripe_sdk": {}} if status == "requires_action" else None
+    next_action = (
+        {"type": "use_stripe_sdk", "use_stripe_sdk": {}} if status == "requires_action" else None
+    )
     obj = stripe_object(
         "payment_intent",
         id=pi_id,
@@ -288,13 +311,17 @@ def payment_intent(
         canceled_at=now if status == "canceled" else None,
         amount=amount,
         amount_capturable=0,
-        amount_received=amount_received if amount_received is not None else (amount if status == "succeeded" else 0),
+        amount_received=amount_received
+        if amount_received is not None
+        else (amount if status == "succeeded" else 0),
         currency=currency,
         client_secret=f"{pi_id}_secret_test",
         metadata=metadata or {},
         latest_charge=latest_charge,
         next_action=next_action,
-        processing={"type": (payment_method_types or ["card"])[0]} if status == "processing" else None,
+        processing={"type": (payment_method_types or ["card"])[0]}
+        if status == "processing"
+        else None,
         created=now,
         transfer_data=None,
         livemode=False,
@@ -360,7 +387,10 @@ def refund(
     failure_balance_transaction: str | None = None,
     created: int | None = None,
 ) -> dict:
-    """A Refund of ``amount`` on a charge; ``status`` pending, requires_action, succeeded, failed or canceled."""
+    """A Refund of ``amount`` on a charge.
+
+    ``status``: pending, requires_action, succeeded, failed or canceled.
+    """
     obj = stripe_object(
         "refund",
         id=refund_id or f"re_{_suffix()}",
@@ -454,13 +484,26 @@ def subscription(
     period_start = period_end - 30 * 86400
     items = copy.deepcopy(FIXTURES["subscription"]["items"])
     item = items["data"][0]
-    item.update(subscription=sub_id, current_period_start=period_start, current_period_end=period_end)
+    item.update(
+        subscription=sub_id, current_period_start=period_start, current_period_end=period_end
+    )
     if item_id:
         item["id"] = item_id
-    item["price"] = price(price_id, unit_amount, product_id="prod_credits", recurring={"interval": "month"})
-    item["plan"].update(id=price_id, amount=unit_amount, amount_decimal=str(unit_amount), currency="usd",
-                        product="prod_credits", billing_scheme="per_unit", transform_usage=None,
-                        interval_count=1, livemode=False, metadata={})  # fmt: skip
+    item["price"] = price(
+        price_id, unit_amount, product_id="prod_credits", recurring={"interval": "month"}
+    )
+    item["plan"].update(
+        id=price_id,
+        amount=unit_amount,
+        amount_decimal=str(unit_amount),
+        currency="usd",
+        product="prod_credits",
+        billing_scheme="per_unit",
+        transform_usage=None,
+        interval_count=1,
+        livemode=False,
+        metadata={},
+    )
     items["url"] = f"/v1/subscription_items?subscription={sub_id}"
     ended = status in ("canceled", "incomplete_expired")
     obj = stripe_object(
@@ -557,7 +600,12 @@ def invoice(
         "period_start": start,
         "period_end": start,
         "livemode": False,
-        "status_transitions": {"finalized_at": now, "marked_uncollectible_at": None, "paid_at": now, "voided_at": None},
+        "status_transitions": {
+            "finalized_at": now,
+            "marked_uncollectible_at": None,
+            "paid_at": now,
+            "voided_at": None,
+        },
     }
     if shape == "basil":
         line.update(
@@ -599,11 +647,22 @@ def invoice(
 
     for name in ("parent", "pricing"):
         line.pop(name, None)
-    plan_price = price(price_id, amount_paid, currency, product_id="prod_credits", recurring={"interval": "month"})
+    plan_price = price(
+        price_id, amount_paid, currency, product_id="prod_credits", recurring={"interval": "month"}
+    )
     plan = copy.deepcopy(FIXTURES["subscription"]["items"]["data"][0]["plan"])
-    plan.update(id=price_id, amount=amount_paid, amount_decimal=str(amount_paid), currency=currency,
-                product="prod_credits", billing_scheme="per_unit", transform_usage=None,
-                interval_count=1, livemode=False, metadata={})  # fmt: skip
+    plan.update(
+        id=price_id,
+        amount=amount_paid,
+        amount_decimal=str(amount_paid),
+        currency=currency,
+        product="prod_credits",
+        billing_scheme="per_unit",
+        transform_usage=None,
+        interval_count=1,
+        livemode=False,
+        metadata={},
+    )
     line.update(
         type="subscription",
         price=plan_price,

@@ -47,9 +47,18 @@ from tests.support import stripe_events as se
 from tests.support.stripe_events import SHAPES, encode
 
 STATUSES = frozenset(
-    {"pending", "processing", "completed", "failed", "expired", "cancelled",
-     "refunded", "partially_refunded", "disputed"}
-)  # fmt: skip
+    {
+        "pending",
+        "processing",
+        "completed",
+        "failed",
+        "expired",
+        "cancelled",
+        "refunded",
+        "partially_refunded",
+        "disputed",
+    }
+)
 
 CREDITS = 100  # a one-off purchase
 AMOUNT = 2000  # its price, in cents
@@ -122,9 +131,13 @@ class _Timeline:
 
     def emit(self, event_type: str, obj: dict, *, previous_attributes: dict | None = None) -> dict:
         evt = se.event(
-            event_type, obj, event_id=self.ids.fresh("evt"), created=self.now, shape=self.shape,
+            event_type,
+            obj,
+            event_id=self.ids.fresh("evt"),
+            created=self.now,
+            shape=self.shape,
             previous_attributes=previous_attributes,
-        )  # fmt: skip
+        )
         self.events.append(evt)
         return evt
 
@@ -148,7 +161,9 @@ class Config:
     """What payhooks must be configured with for a flow to end as expected."""
 
     catalog: Mapping[str, int] = field(default_factory=dict)  # price id → credits per unit
-    plans: Mapping[str, int] = field(default_factory=dict)  # subscription price id → credits per period
+    plans: Mapping[str, int] = field(
+        default_factory=dict
+    )  # subscription price id → credits per period
     zero_amount_plans: frozenset[str] = frozenset()  # plans whose $0 invoices grant (default: none)
     freeze_on_fraud: bool = False  # early fraud warnings and open disputes freeze unspent credits
     recorded: tuple[RecordedPayment, ...] = ()  # record these before delivering any event
@@ -169,7 +184,9 @@ class PaymentOutcome:
     frozen: int = 0
     amount_cents: int | None = None  # the amount refund proportions are computed on (captured)
     currency: str = "usd"
-    also_known_as: tuple[str, ...] = ()  # other provider ids of the same payment (its PaymentIntent)
+    also_known_as: tuple[
+        str, ...
+    ] = ()  # other provider ids of the same payment (its PaymentIntent)
 
     @property
     def status(self) -> str:
@@ -223,29 +240,61 @@ class Flow:
         return frozenset(evt["type"] for evt in self.events)
 
 
-def _paid(key, user, credits, *, amount=AMOUNT, aka=(), taken_back=0, status=None, frozen=0, currency="usd"):
+def _paid(
+    key,
+    user,
+    credits,
+    *,
+    amount=AMOUNT,
+    aka=(),
+    taken_back=0,
+    status=None,
+    frozen=0,
+    currency="usd",
+):
     if status is None:
-        status = "completed" if not taken_back else ("refunded" if taken_back >= credits else "partially_refunded")
+        status = (
+            "completed"
+            if not taken_back
+            else ("refunded" if taken_back >= credits else "partially_refunded")
+        )
     return PaymentOutcome(
-        key=key, user_id=user, statuses=frozenset({status}), granted=credits, taken_back=taken_back,
-        frozen=frozen, amount_cents=amount, currency=currency, also_known_as=tuple(aka),
-    )  # fmt: skip
+        key=key,
+        user_id=user,
+        statuses=frozenset({status}),
+        granted=credits,
+        taken_back=taken_back,
+        frozen=frozen,
+        amount_cents=amount,
+        currency=currency,
+        also_known_as=tuple(aka),
+    )
 
 
 def _unpaid(key, user, *statuses: str, aka=()) -> PaymentOutcome:
-    return PaymentOutcome(key=key, user_id=user, statuses=frozenset(statuses), granted=0, also_known_as=tuple(aka))
+    return PaymentOutcome(
+        key=key, user_id=user, statuses=frozenset(statuses), granted=0, also_known_as=tuple(aka)
+    )
 
 
 def _user(purchased: int, taken_back: int = 0, *, frozen: int = 0) -> UserOutcome:
-    return UserOutcome(balance=purchased - taken_back, purchased=purchased, taken_back=taken_back, frozen=frozen)
+    return UserOutcome(
+        balance=purchased - taken_back, purchased=purchased, taken_back=taken_back, frozen=frozen
+    )
 
 
 def _flow(name, tl: _Timeline, description, *, payments, users, config=None, **extra) -> Flow:
     return Flow(
-        name=name, shape=tl.shape, description=description, events=tuple(tl.events),
-        config=config or Config(), payments=tuple(payments), users=users, ids=frozenset(tl.ids.issued),
+        name=name,
+        shape=tl.shape,
+        description=description,
+        events=tuple(tl.events),
+        config=config or Config(),
+        payments=tuple(payments),
+        users=users,
+        ids=frozenset(tl.ids.issued),
         **extra,
-    )  # fmt: skip
+    )
 
 
 # -- building blocks: what Stripe sends for one step ------------------------------------
@@ -268,11 +317,18 @@ def _intent(ids: Ids, tl: _Timeline, status: str, *, pi=None, amount=AMOUNT, **f
     return se.payment_intent(pi, status, amount=amount, created=ids.t0, shape=tl.shape, **fields)
 
 
-def _charge(ids: Ids, tl: _Timeline, refunded: int, *, amount=AMOUNT, pi=None, charge_id=None, **fields) -> dict:
+def _charge(
+    ids: Ids, tl: _Timeline, refunded: int, *, amount=AMOUNT, pi=None, charge_id=None, **fields
+) -> dict:
     return se.charge(
-        pi or ids.pi, amount, refunded, charge_id=charge_id or ids.charge, created=ids.t0,
-        shape=tl.shape, **fields,
-    )  # fmt: skip
+        pi or ids.pi,
+        amount,
+        refunded,
+        charge_id=charge_id or ids.charge,
+        created=ids.t0,
+        shape=tl.shape,
+        **fields,
+    )
 
 
 def _checkout_paid(ids: Ids, tl: _Timeline, **session_fields) -> dict:
@@ -285,24 +341,44 @@ def _checkout_paid(ids: Ids, tl: _Timeline, **session_fields) -> dict:
     return session
 
 
-def _refund(ids: Ids, tl: _Timeline, refund_amount: int, cumulative: int, *, amount=AMOUNT, name="",
-            status="succeeded", pi=None, charge_id=None, invoice=None) -> dict:  # fmt: skip
+def _refund(
+    ids: Ids,
+    tl: _Timeline,
+    refund_amount: int,
+    cumulative: int,
+    *,
+    amount=AMOUNT,
+    name="",
+    status="succeeded",
+    pi=None,
+    charge_id=None,
+    invoice=None,
+) -> dict:
     """A refund as Stripe reports it: ``refund.created``, then ``charge.refunded`` (cumulative)."""
     pi, charge_id = pi or ids.pi, charge_id or ids.charge
     tl.later(60)
     obj = se.refund(charge_id, pi, refund_amount, status, refund_id=ids("re", name), created=tl.now)
     tl.emit("refund.created", obj)
-    tl.emit("charge.refunded", _charge(ids, tl, cumulative, amount=amount, pi=pi, charge_id=charge_id, invoice=invoice))
+    tl.emit(
+        "charge.refunded",
+        _charge(ids, tl, cumulative, amount=amount, pi=pi, charge_id=charge_id, invoice=invoice),
+    )
     return obj
 
 
 def _refund_reversed(tl: _Timeline, refund: dict, status: str) -> None:
-    """A refund that failed or was canceled after it was created: every event Stripe sends for it."""
+    """A refund that failed or was canceled after it was created: every event Stripe sends."""
     obj = dict(refund, status=status)
     if status == "failed":
-        obj = se.refund(refund["charge"], refund["payment_intent"], refund["amount"], "failed",
-                        refund_id=refund["id"], created=refund["created"],
-                        failure_balance_transaction=refund["id"].replace("re_", "txn_", 1))  # fmt: skip
+        obj = se.refund(
+            refund["charge"],
+            refund["payment_intent"],
+            refund["amount"],
+            "failed",
+            refund_id=refund["id"],
+            created=refund["created"],
+            failure_balance_transaction=refund["id"].replace("re_", "txn_", 1),
+        )
     previous = {"status": refund["status"]}
     tl.emit("refund.updated", obj, previous_attributes=previous)
     tl.emit("charge.refund.updated", obj, previous_attributes=previous)
@@ -310,8 +386,18 @@ def _refund_reversed(tl: _Timeline, refund: dict, status: str) -> None:
         tl.emit("refund.failed", obj)
 
 
-def _subscription_invoice(ids: Ids, tl: _Timeline, n: str, sub: str, *, amount=PLAN_AMOUNT, user=None,
-                          credits=PERIOD_CREDITS, reason="subscription_cycle", price_id=None) -> str:  # fmt: skip
+def _subscription_invoice(
+    ids: Ids,
+    tl: _Timeline,
+    n: str,
+    sub: str,
+    *,
+    amount=PLAN_AMOUNT,
+    user=None,
+    credits=PERIOD_CREDITS,
+    reason="subscription_cycle",
+    price_id=None,
+) -> str:
     """One paid subscription invoice, as each shape reports it; returns its PaymentIntent id.
 
     Basil: the invoice's PaymentIntent succeeds (no metadata, no invoice field),
@@ -325,29 +411,61 @@ def _subscription_invoice(ids: Ids, tl: _Timeline, n: str, sub: str, *, amount=P
     pi = ids("pi", n) if amount else None
     charge_id = ids("ch", n) if amount else None
     if amount:
-        intent = se.payment_intent(pi, "succeeded", amount=amount, latest_charge=charge_id, created=tl.now,
-                                   invoice=invoice_id, shape=tl.shape)  # fmt: skip
+        intent = se.payment_intent(
+            pi,
+            "succeeded",
+            amount=amount,
+            latest_charge=charge_id,
+            created=tl.now,
+            invoice=invoice_id,
+            shape=tl.shape,
+        )
         tl.emit("payment_intent.succeeded", intent)
         if tl.shape == "basil":
-            tl.emit("invoice_payment.paid",
-                    se.invoice_payment(invoice_id, pi, amount, inpay_id=ids("inpay", n), created=tl.now))  # fmt: skip
+            tl.emit(
+                "invoice_payment.paid",
+                se.invoice_payment(
+                    invoice_id, pi, amount, inpay_id=ids("inpay", n), created=tl.now
+                ),
+            )
     inv = se.invoice(
-        invoice_id, sub, user_id=user, credits=str(credits), price_id=price_id, amount_paid=amount,
-        payment_intent=pi if tl.shape == "legacy" else None, charge_id=charge_id,
-        customer=ids("cus"), billing_reason=reason, created=tl.now, period_start=tl.now,
-        line_id=ids("il", n), subscription_item=ids("si"), shape=tl.shape,
-    )  # fmt: skip
+        invoice_id,
+        sub,
+        user_id=user,
+        credits=str(credits),
+        price_id=price_id,
+        amount_paid=amount,
+        payment_intent=pi if tl.shape == "legacy" else None,
+        charge_id=charge_id,
+        customer=ids("cus"),
+        billing_reason=reason,
+        created=tl.now,
+        period_start=tl.now,
+        line_id=ids("il", n),
+        subscription_item=ids("si"),
+        shape=tl.shape,
+    )
     tl.emit("invoice.paid", inv)
     return pi
 
 
-def _subscription_obj(ids: Ids, tl: _Timeline, status: str, *, credits=PERIOD_CREDITS, **fields) -> dict:
+def _subscription_obj(
+    ids: Ids, tl: _Timeline, status: str, *, credits=PERIOD_CREDITS, **fields
+) -> dict:
     fields.setdefault("current_period_end", tl.now + 30 * DAY)
     return se.subscription(
-        ids("sub"), status, user_id=ids.user, credits=str(credits), price_id=ids("price", "plan"),
-        customer=ids("cus"), unit_amount=PLAN_AMOUNT, created=ids.t0, item_id=ids("si"), shape=tl.shape,
+        ids("sub"),
+        status,
+        user_id=ids.user,
+        credits=str(credits),
+        price_id=ids("price", "plan"),
+        customer=ids("cus"),
+        unit_amount=PLAN_AMOUNT,
+        created=ids.t0,
+        item_id=ids("si"),
+        shape=tl.shape,
         **fields,
-    )  # fmt: skip
+    )
 
 
 # -- the flows ----------------------------------------------------------------------------
@@ -357,12 +475,13 @@ def checkout_paid(ids: Ids, shape: str = "basil") -> Flow:
     tl = _Timeline(ids, shape)
     _checkout_paid(ids, tl)
     return _flow(
-        "checkout_paid", tl,
+        "checkout_paid",
+        tl,
         "A one-off card payment through Checkout: the session's own PaymentIntent (no metadata) "
         "succeeds, then checkout.session.completed (paid) grants once.",
         payments=[_paid(ids.session, ids.user, CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def async_paid(ids: Ids, shape: str = "basil") -> Flow:
@@ -375,12 +494,13 @@ def async_paid(ids: Ids, shape: str = "basil") -> Flow:
     tl.emit("payment_intent.succeeded", _intent(ids, tl, "succeeded", **sepa))
     tl.emit("checkout.session.async_payment_succeeded", _session(ids, tl, paid=True, **sepa))
     return _flow(
-        "async_paid", tl,
+        "async_paid",
+        tl,
         "SEPA Debit through Checkout: the session completes unpaid (processing), the payment "
         "clears days later (async_payment_succeeded) and grants once.",
         payments=[_paid(ids.session, ids.user, CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def async_failed(ids: Ids, shape: str = "basil") -> Flow:
@@ -390,17 +510,23 @@ def async_failed(ids: Ids, shape: str = "basil") -> Flow:
     tl.emit("payment_intent.processing", _intent(ids, tl, "processing", **sepa))
     tl.emit("checkout.session.completed", _session(ids, tl, paid=False, **sepa))
     tl.later(3 * DAY)
-    error = {"type": "invalid_request_error", "code": "payment_method_provider_decline",
-             "message": "The customer's bank declined the debit."}  # fmt: skip
-    tl.emit("payment_intent.payment_failed",
-            _intent(ids, tl, "requires_payment_method", last_payment_error=error, **sepa))  # fmt: skip
+    error = {
+        "type": "invalid_request_error",
+        "code": "payment_method_provider_decline",
+        "message": "The customer's bank declined the debit.",
+    }
+    tl.emit(
+        "payment_intent.payment_failed",
+        _intent(ids, tl, "requires_payment_method", last_payment_error=error, **sepa),
+    )
     tl.emit("checkout.session.async_payment_failed", _session(ids, tl, paid=False, **sepa))
     return _flow(
-        "async_failed", tl,
+        "async_failed",
+        tl,
         "SEPA Debit through Checkout whose debit fails: processing, then failed; nothing granted.",
         payments=[_unpaid(ids.session, ids.user, "failed", aka=[ids.pi])],
         users={ids.user: _user(0)},
-    )  # fmt: skip
+    )
 
 
 def expired(ids: Ids, shape: str = "basil") -> Flow:
@@ -408,30 +534,42 @@ def expired(ids: Ids, shape: str = "basil") -> Flow:
     tl.later(DAY)
     # Since 2022-08-01 Checkout creates the PaymentIntent only when the customer
     # tries to pay, so an abandoned session has none.
-    tl.emit("checkout.session.expired", _session(ids, tl, status="expired", paid=False, payment_intent=None))
+    tl.emit(
+        "checkout.session.expired",
+        _session(ids, tl, status="expired", paid=False, payment_intent=None),
+    )
     return _flow(
-        "expired", tl,
+        "expired",
+        tl,
         "A Checkout Session nobody paid, expired after 24 hours; nothing granted.",
         payments=[_unpaid(ids.session, ids.user, "expired")],
         users={ids.user: _user(0)},
-    )  # fmt: skip
+    )
 
 
 def failed_then_paid(ids: Ids, shape: str = "basil") -> Flow:
     tl = _Timeline(ids, shape)
     tl.later(1)
-    declined = {"type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
-                "message": "Your card has insufficient funds."}  # fmt: skip
-    tl.emit("payment_intent.payment_failed", _intent(ids, tl, "requires_payment_method", last_payment_error=declined))
+    declined = {
+        "type": "card_error",
+        "code": "card_declined",
+        "decline_code": "insufficient_funds",
+        "message": "Your card has insufficient funds.",
+    }
+    tl.emit(
+        "payment_intent.payment_failed",
+        _intent(ids, tl, "requires_payment_method", last_payment_error=declined),
+    )
     tl.later(30)
     _checkout_paid(ids, tl)
     return _flow(
-        "failed_then_paid", tl,
+        "failed_then_paid",
+        tl,
         "A declined card, then a second card that works, in one Checkout Session: the failed "
         "attempt is recorded, the payment completes and grants once.",
         payments=[_paid(ids.session, ids.user, CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def partial_refunds_then_full(ids: Ids, shape: str = "basil") -> Flow:
@@ -442,12 +580,15 @@ def partial_refunds_then_full(ids: Ids, shape: str = "basil") -> Flow:
     _refund(ids, tl, 667, 1000, amount=amount, name="2")  # floor(100 × 1000 / 1999) = 50
     _refund(ids, tl, 999, 1999, amount=amount, name="3")  # everything
     return _flow(
-        "partial_refunds_then_full", tl,
+        "partial_refunds_then_full",
+        tl,
         "Three refunds of 333, 667 and 999 of 1999: 16, then 50 in all, then every credit taken "
         "back, because the share is computed on the cumulative amount.",
-        payments=[_paid(ids.session, ids.user, CREDITS, amount=amount, taken_back=CREDITS, aka=[ids.pi])],
+        payments=[
+            _paid(ids.session, ids.user, CREDITS, amount=amount, taken_back=CREDITS, aka=[ids.pi])
+        ],
         users={ids.user: _user(CREDITS, CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def _dispute_flow(ids: Ids, shape: str, outcome: str | None) -> _Timeline:
@@ -459,7 +600,9 @@ def _dispute_flow(ids: Ids, shape: str, outcome: str | None) -> _Timeline:
     tl.emit("charge.dispute.created", opened)
     if outcome:
         tl.later(60 * DAY)
-        closed = se.dispute(ids.pi, dp, outcome, AMOUNT, charge_id=ids.charge, created=opened["created"])
+        closed = se.dispute(
+            ids.pi, dp, outcome, AMOUNT, charge_id=ids.charge, created=opened["created"]
+        )
         tl.emit("charge.dispute.closed", closed, previous_attributes={"status": "under_review"})
     return tl
 
@@ -467,39 +610,49 @@ def _dispute_flow(ids: Ids, shape: str, outcome: str | None) -> _Timeline:
 def dispute_won(ids: Ids, shape: str = "basil") -> Flow:
     tl = _dispute_flow(ids, shape, "won")
     return _flow(
-        "dispute_won", tl, "A dispute the merchant wins: disputed, then back to completed, credits kept.",
+        "dispute_won",
+        tl,
+        "A dispute the merchant wins: disputed, then back to completed, credits kept.",
         payments=[_paid(ids.session, ids.user, CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def dispute_lost(ids: Ids, shape: str = "basil") -> Flow:
     tl = _dispute_flow(ids, shape, "lost")
     return _flow(
-        "dispute_lost", tl, "A dispute the merchant loses: every credit taken back, ends refunded.",
+        "dispute_lost",
+        tl,
+        "A dispute the merchant loses: every credit taken back, ends refunded.",
         payments=[_paid(ids.session, ids.user, CREDITS, taken_back=CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS, CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def dispute_open(ids: Ids, shape: str = "basil") -> Flow:
     tl = _dispute_flow(ids, shape, None)
     return _flow(
-        "dispute_open", tl, "A dispute still open, fraud freeze off: disputed, credits kept and spendable.",
+        "dispute_open",
+        tl,
+        "A dispute still open, fraud freeze off: disputed, credits kept and spendable.",
         payments=[_paid(ids.session, ids.user, CREDITS, status="disputed", aka=[ids.pi])],
         users={ids.user: _user(CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def dispute_open_frozen(ids: Ids, shape: str = "basil") -> Flow:
     tl = _dispute_flow(ids, shape, None)
     return _flow(
-        "dispute_open_frozen", tl,
-        "A dispute still open with the fraud freeze on: disputed, credits kept but frozen until it closes.",
+        "dispute_open_frozen",
+        tl,
+        "A dispute still open with the fraud freeze on: disputed, credits kept but frozen "
+        "until it closes.",
         config=Config(freeze_on_fraud=True),
-        payments=[_paid(ids.session, ids.user, CREDITS, status="disputed", frozen=CREDITS, aka=[ids.pi])],
+        payments=[
+            _paid(ids.session, ids.user, CREDITS, status="disputed", frozen=CREDITS, aka=[ids.pi])
+        ],
         users={ids.user: _user(CREDITS, frozen=CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def subscription_renewals(ids: Ids, shape: str = "basil") -> Flow:
@@ -509,23 +662,32 @@ def subscription_renewals(ids: Ids, shape: str = "basil") -> Flow:
     tl.emit("customer.subscription.created", _subscription_obj(ids, tl, "active"))
     pi1 = _subscription_invoice(ids, tl, "1", sub, reason="subscription_create")
     tl.later(30 * DAY)
-    tl.emit("customer.subscription.updated", _subscription_obj(ids, tl, "active"),
-            previous_attributes={"latest_invoice": ids("in", "1")})  # fmt: skip
+    tl.emit(
+        "customer.subscription.updated",
+        _subscription_obj(ids, tl, "active"),
+        previous_attributes={"latest_invoice": ids("in", "1")},
+    )
     pi2 = _subscription_invoice(ids, tl, "2", sub)
     tl.later(10 * DAY)
-    tl.emit("customer.subscription.updated", _subscription_obj(ids, tl, "active", cancel_at_period_end=True),
-            previous_attributes={"cancel_at_period_end": False})  # fmt: skip
+    tl.emit(
+        "customer.subscription.updated",
+        _subscription_obj(ids, tl, "active", cancel_at_period_end=True),
+        previous_attributes={"cancel_at_period_end": False},
+    )
     tl.later(20 * DAY)
     tl.emit("customer.subscription.deleted", _subscription_obj(ids, tl, "canceled"))
     return _flow(
-        "subscription_renewals", tl,
+        "subscription_renewals",
+        tl,
         "A subscription: created, first invoice paid, renewal paid, canceled at period end. "
         "Each paid invoice grants one period's credits once; the subscription ends canceled.",
-        payments=[_paid(ids("in", "1"), ids.user, PERIOD_CREDITS, aka=[pi1]),
-                  _paid(ids("in", "2"), ids.user, PERIOD_CREDITS, aka=[pi2])],
+        payments=[
+            _paid(ids("in", "1"), ids.user, PERIOD_CREDITS, aka=[pi1]),
+            _paid(ids("in", "2"), ids.user, PERIOD_CREDITS, aka=[pi2]),
+        ],
         users={ids.user: _user(2 * PERIOD_CREDITS)},
         subscriptions={sub: "canceled"},
-    )  # fmt: skip
+    )
 
 
 def subscription_refunded(ids: Ids, shape: str = "basil") -> Flow:
@@ -534,38 +696,69 @@ def subscription_refunded(ids: Ids, shape: str = "basil") -> Flow:
     tl.later(1)
     tl.emit("customer.subscription.created", _subscription_obj(ids, tl, "active"))
     pi = _subscription_invoice(ids, tl, "1", sub, reason="subscription_create")
-    _refund(ids, tl, PLAN_AMOUNT, PLAN_AMOUNT, amount=PLAN_AMOUNT, pi=pi, charge_id=ids("ch", "1"),
-            invoice=ids("in", "1"))  # fmt: skip
+    _refund(
+        ids,
+        tl,
+        PLAN_AMOUNT,
+        PLAN_AMOUNT,
+        amount=PLAN_AMOUNT,
+        pi=pi,
+        charge_id=ids("ch", "1"),
+        invoice=ids("in", "1"),
+    )
     how = "invoice_payment.paid" if shape == "basil" else "invoice.payment_intent"
     return _flow(
-        "subscription_refunded", tl,
+        "subscription_refunded",
+        tl,
         f"A subscription invoice refunded in full: charge.refunded names only the PaymentIntent, "
         f"which leads to the invoice's payment through {how}; the period's credits are taken back.",
-        payments=[_paid(ids("in", "1"), ids.user, PERIOD_CREDITS, taken_back=PERIOD_CREDITS, aka=[pi])],
+        payments=[
+            _paid(ids("in", "1"), ids.user, PERIOD_CREDITS, taken_back=PERIOD_CREDITS, aka=[pi])
+        ],
         users={ids.user: _user(PERIOD_CREDITS, PERIOD_CREDITS)},
         subscriptions={sub: "active"},
-    )  # fmt: skip
+    )
 
 
 def subscription_checkout_sepa(ids: Ids, shape: str = "basil") -> Flow:
     tl = _Timeline(ids, shape)
     sub, inv = ids("sub"), ids("in", "1")
     sepa = {"payment_method_types": ["sepa_debit"]}
-    session_fields = dict(mode="subscription", subscription=sub, invoice=inv, customer=ids("cus"),
-                          credits=str(PERIOD_CREDITS), amount_total=PLAN_AMOUNT, **sepa)  # fmt: skip
+    session_fields = dict(
+        mode="subscription",
+        subscription=sub,
+        invoice=inv,
+        customer=ids("cus"),
+        credits=str(PERIOD_CREDITS),
+        amount_total=PLAN_AMOUNT,
+        **sepa,
+    )
     tl.later(1)
     tl.emit("customer.subscription.created", _subscription_obj(ids, tl, "incomplete"))
-    pending = se.payment_intent(ids("pi", "1"), "processing", amount=PLAN_AMOUNT, created=tl.now,
-                                invoice=inv, shape=shape, **sepa)  # fmt: skip
+    pending = se.payment_intent(
+        ids("pi", "1"),
+        "processing",
+        amount=PLAN_AMOUNT,
+        created=tl.now,
+        invoice=inv,
+        shape=shape,
+        **sepa,
+    )
     tl.emit("payment_intent.processing", pending)
     tl.emit("checkout.session.completed", _session(ids, tl, paid=False, **session_fields))
     tl.later(3 * DAY)
     pi = _subscription_invoice(ids, tl, "1", sub, reason="subscription_create")
-    tl.emit("customer.subscription.updated", _subscription_obj(ids, tl, "active"),
-            previous_attributes={"status": "incomplete"})  # fmt: skip
-    tl.emit("checkout.session.async_payment_succeeded", _session(ids, tl, paid=True, **session_fields))
+    tl.emit(
+        "customer.subscription.updated",
+        _subscription_obj(ids, tl, "active"),
+        previous_attributes={"status": "incomplete"},
+    )
+    tl.emit(
+        "checkout.session.async_payment_succeeded", _session(ids, tl, paid=True, **session_fields)
+    )
     return _flow(
-        "subscription_checkout_sepa", tl,
+        "subscription_checkout_sepa",
+        tl,
         "A subscription bought through Checkout with SEPA Debit: the session completes unpaid, "
         "the first invoice is paid days later, then async_payment_succeeded arrives in "
         "subscription mode. Only the invoice grants, once; the session (whose metadata even "
@@ -574,7 +767,7 @@ def subscription_checkout_sepa(ids: Ids, shape: str = "basil") -> Flow:
         users={ids.user: _user(PERIOD_CREDITS)},
         subscriptions={sub: "active"},
         no_grant=(ids.session,),
-    )  # fmt: skip
+    )
 
 
 def _tax_discount(ids: Ids, shape: str, refunded: int, name: str) -> Flow:
@@ -582,20 +775,30 @@ def _tax_discount(ids: Ids, shape: str, refunded: int, name: str) -> Flow:
     credits, listed = 101, 2000
     captured = listed - 500 + 150  # a 500 discount, then 150 tax
     recorded = RecordedPayment(ids.session, ids.user, credits, listed)
-    _checkout_paid(ids, tl, credits=None, amount_subtotal=listed, amount_discount=500, amount_tax=150,
-                   amount_total=captured)  # fmt: skip
+    _checkout_paid(
+        ids,
+        tl,
+        credits=None,
+        amount_subtotal=listed,
+        amount_discount=500,
+        amount_tax=150,
+        amount_total=captured,
+    )
     _refund(ids, tl, refunded, refunded, amount=captured)
     taken = credits * refunded // captured
     half = "half" if refunded < captured else "all"
     return _flow(
-        name, tl,
-        f"A payment recorded at {listed} but captured at {captured} (a discount, then tax); a refund "
-        f"of {refunded} takes back {half} of the {credits} credits ({taken}), computed on the "
-        f"captured amount. The paid amount is kept on the payment and the difference counted.",
+        name,
+        tl,
+        f"A payment recorded at {listed} but captured at {captured} (a discount, then tax); "
+        f"a refund of {refunded} takes back {half} of the {credits} credits ({taken}), computed "
+        f"on the captured amount. The paid amount is kept on the payment and the difference counted.",
         config=Config(recorded=(recorded,)),
-        payments=[_paid(ids.session, ids.user, credits, amount=captured, taken_back=taken, aka=[ids.pi])],
+        payments=[
+            _paid(ids.session, ids.user, credits, amount=captured, taken_back=taken, aka=[ids.pi])
+        ],
         users={ids.user: _user(credits, taken)},
-    )  # fmt: skip
+    )
 
 
 def tax_discount_full_refund(ids: Ids, shape: str = "basil") -> Flow:
@@ -611,31 +814,41 @@ def _trial(ids: Ids, shape: str, *, zero_grants: bool, name: str) -> Flow:
     sub, plan = ids("sub"), ids("price", "plan")
     tl.later(1)
     trial_end = tl.now + 14 * DAY
-    tl.emit("customer.subscription.created", _subscription_obj(ids, tl, "trialing", trial_end=trial_end,
-                                                               current_period_end=trial_end))  # fmt: skip
+    tl.emit(
+        "customer.subscription.created",
+        _subscription_obj(ids, tl, "trialing", trial_end=trial_end, current_period_end=trial_end),
+    )
     _subscription_invoice(ids, tl, "0", sub, amount=0, reason="subscription_create")
     tl.later(14 * DAY)
-    tl.emit("customer.subscription.updated", _subscription_obj(ids, tl, "active", trial_end=trial_end),
-            previous_attributes={"status": "trialing"})  # fmt: skip
+    tl.emit(
+        "customer.subscription.updated",
+        _subscription_obj(ids, tl, "active", trial_end=trial_end),
+        previous_attributes={"status": "trialing"},
+    )
     pi = _subscription_invoice(ids, tl, "1", sub)
     paid = _paid(ids("in", "1"), ids.user, PERIOD_CREDITS, aka=[pi])
     if zero_grants:
         trial = _paid(ids("in", "0"), ids.user, PERIOD_CREDITS, amount=0)
         return _flow(
-            name, tl,
+            name,
+            tl,
             "A free trial ($0 first invoice) on a plan configured to grant $0 invoices, then the "
             "first paid invoice: both grant a period's credits.",
             config=Config(zero_amount_plans=frozenset({plan})),
-            payments=[trial, paid], users={ids.user: _user(2 * PERIOD_CREDITS)},
+            payments=[trial, paid],
+            users={ids.user: _user(2 * PERIOD_CREDITS)},
             subscriptions={sub: "active"},
-        )  # fmt: skip
+        )
     return _flow(
-        name, tl,
+        name,
+        tl,
         "A free trial: the $0 first invoice grants nothing (the default), the first paid invoice "
         "after the trial grants a period's credits.",
-        payments=[paid], users={ids.user: _user(PERIOD_CREDITS)},
-        subscriptions={sub: "active"}, no_grant=(ids("in", "0"),),
-    )  # fmt: skip
+        payments=[paid],
+        users={ids.user: _user(PERIOD_CREDITS)},
+        subscriptions={sub: "active"},
+        no_grant=(ids("in", "0"),),
+    )
 
 
 def trial_then_paid(ids: Ids, shape: str = "basil") -> Flow:
@@ -649,7 +862,9 @@ def trial_granted_by_plan(ids: Ids, shape: str = "basil") -> Flow:
 def payment_link(ids: Ids, shape: str = "basil") -> Flow:
     tl = _Timeline(ids, shape)
     by_catalog = se.price(ids("price", "a"), 1000, product_id=ids("prod", "a"))
-    by_price = se.price(ids("price", "b"), 500, product_id=ids("prod", "b"), metadata={"credits": "50"})
+    by_price = se.price(
+        ids("price", "b"), 500, product_id=ids("prod", "b"), metadata={"credits": "50"}
+    )
     by_product = se.price(ids("price", "c"), 300, product_id=ids("prod", "c"))
     products = {
         ids("prod", "a"): se.product(ids("prod", "a"), "100 credits"),
@@ -662,10 +877,19 @@ def payment_link(ids: Ids, shape: str = "basil") -> Flow:
     )
     total = sum(item["amount_total"] for item in items)
     credits = 100 * 2 + 50 * 1 + 25 * 2
-    _checkout_paid(ids, tl, credits=None, user_id=None, metadata={}, client_reference_id=ids.user,
-                   payment_link=ids("plink"), amount_total=total)  # fmt: skip
+    _checkout_paid(
+        ids,
+        tl,
+        credits=None,
+        user_id=None,
+        metadata={},
+        client_reference_id=ids.user,
+        payment_link=ids("plink"),
+        amount_total=total,
+    )
     return _flow(
-        "payment_link", tl,
+        "payment_link",
+        tl,
         "A Payment Link purchase: the session has no metadata, only client_reference_id; its "
         "credits come from its line items read from the API: a price in the credit catalog "
         "(100 × 2), a price with metadata.credits (50 × 1), a product with metadata.credits "
@@ -673,7 +897,7 @@ def payment_link(ids: Ids, shape: str = "basil") -> Flow:
         config=Config(catalog={by_catalog["id"]: 100}, line_items={ids.session: items}),
         payments=[_paid(ids.session, ids.user, credits, amount=total, aka=[ids.pi])],
         users={ids.user: _user(credits)},
-    )  # fmt: skip
+    )
 
 
 def _intent_only(ids: Ids, shape: str, first: str, name: str, description: str) -> Flow:
@@ -681,27 +905,44 @@ def _intent_only(ids: Ids, shape: str, first: str, name: str, description: str) 
     metadata = {"user_id": ids.user, "credits": str(CREDITS)}
     methods = ["us_bank_account"] if first == "processing" else ["card"]
     tl.later(1)
-    tl.emit(f"payment_intent.{first}",
-            _intent(ids, tl, first, metadata=metadata, payment_method_types=methods))  # fmt: skip
+    tl.emit(
+        f"payment_intent.{first}",
+        _intent(ids, tl, first, metadata=metadata, payment_method_types=methods),
+    )
     tl.later(2 * DAY if first == "processing" else 40)
-    tl.emit("payment_intent.succeeded", _intent(ids, tl, "succeeded", metadata=metadata, payment_method_types=methods))
+    tl.emit(
+        "payment_intent.succeeded",
+        _intent(ids, tl, "succeeded", metadata=metadata, payment_method_types=methods),
+    )
     return _flow(
-        name, tl, description,
+        name,
+        tl,
+        description,
         payments=[_paid(ids.pi, ids.user, CREDITS)],
         users={ids.user: _user(CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def payment_intent_only(ids: Ids, shape: str = "basil") -> Flow:
-    return _intent_only(ids, shape, "processing", "payment_intent_only",
-                        "A PaymentIntent-only integration (Elements, ACH Debit): processing is recorded, "
-                        "succeeded grants metadata.credits once.")  # fmt: skip
+    return _intent_only(
+        ids,
+        shape,
+        "processing",
+        "payment_intent_only",
+        "A PaymentIntent-only integration (Elements, ACH Debit): processing is recorded, "
+        "succeeded grants metadata.credits once.",
+    )
 
 
 def payment_intent_requires_action(ids: Ids, shape: str = "basil") -> Flow:
-    return _intent_only(ids, shape, "requires_action", "payment_intent_requires_action",
-                        "A PaymentIntent-only card payment that needs 3-D Secure: requires_action is "
-                        "recorded, succeeded grants once.")  # fmt: skip
+    return _intent_only(
+        ids,
+        shape,
+        "requires_action",
+        "payment_intent_requires_action",
+        "A PaymentIntent-only card payment that needs 3-D Secure: requires_action is "
+        "recorded, succeeded grants once.",
+    )
 
 
 def session_intent_first(ids: Ids, shape: str = "basil") -> Flow:
@@ -714,12 +955,13 @@ def session_intent_first(ids: Ids, shape: str = "basil") -> Flow:
     tl.later(1)
     tl.emit("checkout.session.completed", _session(ids, tl))
     return _flow(
-        "session_intent_first", tl,
+        "session_intent_first",
+        tl,
         "A Checkout Session whose PaymentIntent carries the same metadata and whose "
         "payment_intent.succeeded arrives first: one payment, granted once.",
         payments=[_paid(ids.session, ids.user, CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def refund_fails(ids: Ids, shape: str = "basil") -> Flow:
@@ -729,13 +971,14 @@ def refund_fails(ids: Ids, shape: str = "basil") -> Flow:
     tl.later(5 * DAY)
     _refund_reversed(tl, refund, "failed")
     return _flow(
-        "refund_fails", tl,
+        "refund_fails",
+        tl,
         "A full refund that fails days later (the card was closed): refund.created and "
         "charge.refunded take every credit back, refund.updated / charge.refund.updated / "
         "refund.failed (status failed) give them all back; the payment is completed again.",
         payments=[_paid(ids.session, ids.user, CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def refund_fails_partial(ids: Ids, shape: str = "basil") -> Flow:
@@ -747,12 +990,13 @@ def refund_fails_partial(ids: Ids, shape: str = "basil") -> Flow:
     _refund_reversed(tl, second, "failed")
     kept = CREDITS * 500 // AMOUNT  # what the surviving refund of 500 takes back
     return _flow(
-        "refund_fails_partial", tl,
+        "refund_fails_partial",
+        tl,
         "Two refunds (500, then 1500: all of 2000), the second of which fails: what it took is "
         "given back and the status follows the 500 still refunded (partially_refunded, 25 taken).",
         payments=[_paid(ids.session, ids.user, CREDITS, taken_back=kept, aka=[ids.pi])],
         users={ids.user: _user(CREDITS, kept)},
-    )  # fmt: skip
+    )
 
 
 def refund_canceled(ids: Ids, shape: str = "basil") -> Flow:
@@ -762,17 +1006,25 @@ def refund_canceled(ids: Ids, shape: str = "basil") -> Flow:
     tl.later(2 * DAY)
     _refund_reversed(tl, refund, "canceled")
     return _flow(
-        "refund_canceled", tl,
+        "refund_canceled",
+        tl,
         "A refund that needed the customer's bank details (requires_action) and was canceled: "
         "what its charge.refunded took back is given back; completed again.",
         payments=[_paid(ids.session, ids.user, CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS)},
-    )  # fmt: skip
+    )
 
 
-def _fraud_warning(ids: Ids, tl: _Timeline, *, actionable: bool = True, created: int | None = None) -> dict:
-    return se.early_fraud_warning(ids.charge, ids.pi, efw_id=ids("issfr"), actionable=actionable,
-                                  created=created if created is not None else tl.now)  # fmt: skip
+def _fraud_warning(
+    ids: Ids, tl: _Timeline, *, actionable: bool = True, created: int | None = None
+) -> dict:
+    return se.early_fraud_warning(
+        ids.charge,
+        ids.pi,
+        efw_id=ids("issfr"),
+        actionable=actionable,
+        created=created if created is not None else tl.now,
+    )
 
 
 def fraud_warning(ids: Ids, shape: str = "basil") -> Flow:
@@ -781,11 +1033,12 @@ def fraud_warning(ids: Ids, shape: str = "basil") -> Flow:
     tl.later(2 * DAY)
     tl.emit("radar.early_fraud_warning.created", _fraud_warning(ids, tl))
     return _flow(
-        "fraud_warning", tl,
+        "fraud_warning",
+        tl,
         "An early fraud warning with the freeze off (the default): recorded, nothing changes.",
         payments=[_paid(ids.session, ids.user, CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def fraud_warning_frozen(ids: Ids, shape: str = "basil") -> Flow:
@@ -794,13 +1047,14 @@ def fraud_warning_frozen(ids: Ids, shape: str = "basil") -> Flow:
     tl.later(2 * DAY)
     tl.emit("radar.early_fraud_warning.created", _fraud_warning(ids, tl))
     return _flow(
-        "fraud_warning_frozen", tl,
+        "fraud_warning_frozen",
+        tl,
         "An early fraud warning with the freeze on: the payment's unspent credits are frozen "
         "(kept in the balance, not spendable); the status stays completed.",
         config=Config(freeze_on_fraud=True),
         payments=[_paid(ids.session, ids.user, CREDITS, frozen=CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS, frozen=CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def fraud_warning_frozen_then_refunded(ids: Ids, shape: str = "basil") -> Flow:
@@ -810,37 +1064,51 @@ def fraud_warning_frozen_then_refunded(ids: Ids, shape: str = "basil") -> Flow:
     warning = _fraud_warning(ids, tl)
     tl.emit("radar.early_fraud_warning.created", warning)
     _refund(ids, tl, AMOUNT, AMOUNT)
-    tl.emit("radar.early_fraud_warning.updated", _fraud_warning(ids, tl, actionable=False, created=warning["created"]),
-            previous_attributes={"actionable": True})  # fmt: skip
+    tl.emit(
+        "radar.early_fraud_warning.updated",
+        _fraud_warning(ids, tl, actionable=False, created=warning["created"]),
+        previous_attributes={"actionable": True},
+    )
     return _flow(
-        "fraud_warning_frozen_then_refunded", tl,
+        "fraud_warning_frozen_then_refunded",
+        tl,
         "An early fraud warning with the freeze on, resolved the way Stripe suggests: a full "
         "refund (the warning becomes non-actionable). Everything taken back, nothing left frozen.",
         config=Config(freeze_on_fraud=True),
         payments=[_paid(ids.session, ids.user, CREDITS, taken_back=CREDITS, aka=[ids.pi])],
         users={ids.user: _user(CREDITS, CREDITS)},
-    )  # fmt: skip
+    )
 
 
 def expired_and_canceled_same_second(ids: Ids, shape: str = "basil") -> Flow:
     tl = _Timeline(ids, shape)
     tl.later(1)
-    declined = {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
-                "message": "Your card was declined."}  # fmt: skip
-    tl.emit("payment_intent.payment_failed", _intent(ids, tl, "requires_payment_method", last_payment_error=declined))
+    declined = {
+        "type": "card_error",
+        "code": "card_declined",
+        "decline_code": "generic_decline",
+        "message": "Your card was declined.",
+    }
+    tl.emit(
+        "payment_intent.payment_failed",
+        _intent(ids, tl, "requires_payment_method", last_payment_error=declined),
+    )
     tl.later(DAY)
     # Checkout expires the session and cancels the PaymentIntent the failed attempt
     # created, both stamped with the same second.
-    tl.emit("payment_intent.canceled", _intent(ids, tl, "canceled", cancellation_reason="abandoned"))
+    tl.emit(
+        "payment_intent.canceled", _intent(ids, tl, "canceled", cancellation_reason="abandoned")
+    )
     tl.emit("checkout.session.expired", _session(ids, tl, status="expired", paid=False))
     return _flow(
-        "expired_and_canceled_same_second", tl,
+        "expired_and_canceled_same_second",
+        tl,
         "A session abandoned after a declined card: payment_intent.canceled and "
         "checkout.session.expired carry the same created second. Either expired or cancelled "
         "is right, but both arrival orders must end the same.",
         payments=[_unpaid(ids.session, ids.user, "expired", "cancelled", aka=[ids.pi])],
         users={ids.user: _user(0)},
-    )  # fmt: skip
+    )
 
 
 # -- the registry -----------------------------------------------------------------------
@@ -848,23 +1116,48 @@ def expired_and_canceled_same_second(ids: Ids, shape: str = "basil") -> Flow:
 FLOWS: dict[str, Callable[[Ids, str], Flow]] = {
     f.__name__: f
     for f in (
-        checkout_paid, async_paid, async_failed, expired, failed_then_paid,
-        partial_refunds_then_full, dispute_won, dispute_lost, dispute_open, dispute_open_frozen,
-        subscription_renewals, subscription_refunded, subscription_checkout_sepa,
-        tax_discount_full_refund, tax_discount_half_refund, trial_then_paid, trial_granted_by_plan,
-        payment_link, payment_intent_only, payment_intent_requires_action, session_intent_first,
-        refund_fails, refund_fails_partial, refund_canceled,
-        fraud_warning, fraud_warning_frozen, fraud_warning_frozen_then_refunded,
+        checkout_paid,
+        async_paid,
+        async_failed,
+        expired,
+        failed_then_paid,
+        partial_refunds_then_full,
+        dispute_won,
+        dispute_lost,
+        dispute_open,
+        dispute_open_frozen,
+        subscription_renewals,
+        subscription_refunded,
+        subscription_checkout_sepa,
+        tax_discount_full_refund,
+        tax_discount_half_refund,
+        trial_then_paid,
+        trial_granted_by_plan,
+        payment_link,
+        payment_intent_only,
+        payment_intent_requires_action,
+        session_intent_first,
+        refund_fails,
+        refund_fails_partial,
+        refund_canceled,
+        fraud_warning,
+        fraud_warning_frozen,
+        fraud_warning_frozen_then_refunded,
         expired_and_canceled_same_second,
     )
-}  # fmt: skip
+}
 
 # Flows whose events differ in substance between the shapes (invoices, subscriptions,
 # the invoice ↔ PaymentIntent link); the others differ only in api_version.
 SHAPE_SENSITIVE = frozenset(
-    {"subscription_renewals", "subscription_refunded", "subscription_checkout_sepa",
-     "trial_then_paid", "trial_granted_by_plan"}
-)  # fmt: skip
+    {
+        "subscription_renewals",
+        "subscription_refunded",
+        "subscription_checkout_sepa",
+        "trial_then_paid",
+        "trial_granted_by_plan",
+    }
+)
 
 
 def build(name: str, shape: str = "basil", ids: Ids | None = None) -> Flow:
@@ -882,7 +1175,8 @@ def serve(flow: Flow, fake) -> None:
     """Register with a ``FakeStripe`` what the flow reads from Stripe's API (line items)."""
     for session_id, items in flow.config.line_items.items():
         session = next(
-            evt["data"]["object"] for evt in flow.events
+            evt["data"]["object"]
+            for evt in flow.events
             if evt["data"]["object"].get("id") == session_id
-        )  # fmt: skip
+        )
         fake.add_session(session, line_items=items)

@@ -21,29 +21,61 @@ from tests.support.stripe_events import LEGACY_API_VERSION, SHAPES, api_version
 
 # The event types issue 8 adds to HANDLED_TYPES (the lead's list); the corpus may use these.
 ISSUE_8_TYPES = frozenset(
-    {"invoice_payment.paid", "payment_intent.succeeded", "payment_intent.processing",
-     "payment_intent.requires_action", "refund.created", "refund.updated", "refund.failed",
-     "charge.refund.updated", "radar.early_fraud_warning.created", "radar.early_fraud_warning.updated"}
-)  # fmt: skip
+    {
+        "invoice_payment.paid",
+        "payment_intent.succeeded",
+        "payment_intent.processing",
+        "payment_intent.requires_action",
+        "refund.created",
+        "refund.updated",
+        "refund.failed",
+        "charge.refund.updated",
+        "radar.early_fraud_warning.created",
+        "radar.early_fraud_warning.updated",
+    }
+)
 
 # Fields the legacy shape has that basil removed, per object (docs/STRIPE_SHAPES.md).
 LEGACY_ONLY = {
-    "invoice": {"payment_intent", "charge", "paid", "paid_out_of_band", "subscription",
-                "subscription_details", "subscription_proration_date", "quote"},
+    "invoice": {
+        "payment_intent",
+        "charge",
+        "paid",
+        "paid_out_of_band",
+        "subscription",
+        "subscription_details",
+        "subscription_proration_date",
+        "quote",
+    },
     "payment_intent": {"invoice"},
     "charge": {"invoice"},
     "subscription": {"current_period_start", "current_period_end"},
-}  # fmt: skip
+}
 BASIL_ONLY = {"invoice": {"parent", "amount_overpaid"}}
 
 REQUIRED_FLOWS = {
-    "checkout_paid", "async_paid", "async_failed", "expired", "failed_then_paid",
-    "partial_refunds_then_full", "dispute_won", "dispute_lost", "subscription_renewals",
-    "subscription_refunded", "subscription_checkout_sepa", "tax_discount_full_refund",
-    "tax_discount_half_refund", "trial_then_paid", "payment_link", "payment_intent_only",
-    "session_intent_first", "refund_fails", "fraud_warning", "fraud_warning_frozen",
+    "checkout_paid",
+    "async_paid",
+    "async_failed",
+    "expired",
+    "failed_then_paid",
+    "partial_refunds_then_full",
+    "dispute_won",
+    "dispute_lost",
+    "subscription_renewals",
+    "subscription_refunded",
+    "subscription_checkout_sepa",
+    "tax_discount_full_refund",
+    "tax_discount_half_refund",
+    "trial_then_paid",
+    "payment_link",
+    "payment_intent_only",
+    "session_intent_first",
+    "refund_fails",
+    "fraud_warning",
+    "fraud_warning_frozen",
     "expired_and_canceled_same_second",
-}  # fmt: skip
+}
 
 ALL = [sf.build(name, shape) for name in sf.FLOWS for shape in SHAPES]
 
@@ -78,8 +110,17 @@ def stripe_event_types() -> set[str]:
 def links(obj: dict) -> set[str]:
     """The ids an object uses to point at other objects of the flow."""
     found = {obj.get("id")}
-    for name in ("payment_intent", "charge", "invoice", "subscription", "latest_charge", "latest_invoice",
-                 "customer", "payment_link", "client_reference_id"):  # fmt: skip
+    for name in (
+        "payment_intent",
+        "charge",
+        "invoice",
+        "subscription",
+        "latest_charge",
+        "latest_invoice",
+        "customer",
+        "payment_link",
+        "client_reference_id",
+    ):
         value = obj.get(name)
         found.add(value.get("id") if isinstance(value, dict) else value)
     details = (obj.get("parent") or {}).get("subscription_details") or {}
@@ -156,7 +197,9 @@ def test_event_ids_are_unique_across_the_corpus():
 @flows
 def test_event_types_are_real_and_handled_or_added_by_issue_8(flow):
     assert flow.event_types <= stripe_event_types()
-    assert flow.event_types <= set(HANDLED_TYPES) | ISSUE_8_TYPES, flow.event_types - set(HANDLED_TYPES)
+    assert flow.event_types <= set(HANDLED_TYPES) | ISSUE_8_TYPES, flow.event_types - set(
+        HANDLED_TYPES
+    )
 
 
 @flows
@@ -194,8 +237,9 @@ def test_invoice_payment_link_follows_the_shape(flow):
     invoices = [e["data"]["object"] for e in flow.events if e["type"] == "invoice.paid"]
     links_by_invoice = {
         e["data"]["object"]["invoice"]: e["data"]["object"]["payment"]["payment_intent"]
-        for e in flow.events if e["type"] == "invoice_payment.paid"
-    }  # fmt: skip
+        for e in flow.events
+        if e["type"] == "invoice_payment.paid"
+    }
     for inv in invoices:
         if flow.shape == "basil":
             assert "payment_intent" not in inv and "subscription" not in inv
@@ -277,16 +321,22 @@ def test_refund_shares_follow_the_captured_amount(flow):
         assert last["amount_captured"] == payment.amount_cents
         if flow.name.startswith(("refund_fails", "refund_canceled")):
             continue  # a later failure gives back part of what the last charge.refunded took
-        share = payment.granted * min(last["amount_refunded"], last["amount_captured"]) // last["amount_captured"]
+        share = (
+            payment.granted
+            * min(last["amount_refunded"], last["amount_captured"])
+            // last["amount_captured"]
+        )
         assert payment.taken_back == share
 
 
 def test_subscription_mode_checkout_never_grants():
     for flow in ALL:
         sessions = {
-            e["data"]["object"]["id"] for e in flow.events
-            if e["type"].startswith("checkout.session") and e["data"]["object"]["mode"] == "subscription"
-        }  # fmt: skip
+            e["data"]["object"]["id"]
+            for e in flow.events
+            if e["type"].startswith("checkout.session")
+            and e["data"]["object"]["mode"] == "subscription"
+        }
         assert sessions <= set(flow.no_grant)
         assert not sessions & {p.key for p in flow.payments}
 
@@ -297,13 +347,17 @@ def test_config_is_what_the_flow_needs():
     credits = 0
     for item in items:
         price = item["price"]
-        per_unit = (link.config.catalog.get(price["id"])
-                    or int(price["metadata"].get("credits", 0))
-                    or int(price["product"]["metadata"].get("credits", 0)))  # fmt: skip
+        per_unit = (
+            link.config.catalog.get(price["id"])
+            or int(price["metadata"].get("credits", 0))
+            or int(price["product"]["metadata"].get("credits", 0))
+        )
         assert per_unit, f"line item {item['id']} has no credits source"
         credits += per_unit * item["quantity"]
     assert credits == link.payment(link.payments[0].key).granted
-    session = next(e["data"]["object"] for e in link.events if e["type"] == "checkout.session.completed")
+    session = next(
+        e["data"]["object"] for e in link.events if e["type"] == "checkout.session.completed"
+    )
     assert session["metadata"] == {} and session["client_reference_id"] == link.payments[0].user_id
     assert session["amount_total"] == sum(item["amount_total"] for item in items)
 

@@ -14,20 +14,34 @@ URL = "https://payhooks.example/webhooks/stripe"
 EVENTS = ("checkout.session.completed", "charge.refunded", "invoice.paid")
 
 
-def endpoint(endpoint_id="we_1", url=URL, events=EVENTS, version=API_VERSION, status="enabled") -> dict:
-    return {"id": endpoint_id, "url": url, "enabled_events": list(events), "api_version": version, "status": status}
+def endpoint(
+    endpoint_id="we_1", url=URL, events=EVENTS, version=API_VERSION, status="enabled"
+) -> dict:
+    return {
+        "id": endpoint_id,
+        "url": url,
+        "enabled_events": list(events),
+        "api_version": version,
+        "status": status,
+    }
 
 
 def test_readme_lists_exactly_the_handled_event_types():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    block = re.search(r"<!-- handled-event-types:start -->(.*?)<!-- handled-event-types:end -->", readme, re.S)
+    block = re.search(
+        r"<!-- handled-event-types:start -->(.*?)<!-- handled-event-types:end -->", readme, re.S
+    )
     assert block, "README lost its list of event types"
     listed = re.findall(r"^- `([a-z_.]+)`$", block.group(1), re.M)
-    assert listed == list(HANDLED_TYPES), "update README's list: payhooks stripe setup subscribes to HANDLED_TYPES"
+    assert listed == list(HANDLED_TYPES), (
+        "update README's list: payhooks stripe setup subscribes to HANDLED_TYPES"
+    )
 
 
 def test_no_endpoint_for_the_url_means_create():
-    the_plan = plan([endpoint(url="https://other.example/webhooks/stripe")], URL, EVENTS, API_VERSION)
+    the_plan = plan(
+        [endpoint(url="https://other.example/webhooks/stripe")], URL, EVENTS, API_VERSION
+    )
     assert the_plan.steps == (Step("create"),)
     assert the_plan.existing == ()
 
@@ -41,7 +55,13 @@ def test_missing_extra_and_wildcard_events_and_a_disabled_endpoint_are_updated()
     current = ["*", "checkout.session.completed", "customer.created"]
     the_plan = plan([endpoint(events=current, status="disabled")], URL, EVENTS, API_VERSION)
     assert the_plan.steps == (
-        Step("update", "we_1", add=("charge.refunded", "invoice.paid"), remove=("*", "customer.created"), enable=True),
+        Step(
+            "update",
+            "we_1",
+            add=("charge.refunded", "invoice.paid"),
+            remove=("*", "customer.created"),
+            enable=True,
+        ),
     )
 
 
@@ -55,9 +75,13 @@ def test_another_api_version_is_a_warning_that_names_recreate():
 def test_recreate_creates_then_deletes_every_old_endpoint_unless_kept():
     old = [endpoint("we_1"), endpoint("we_2", url=URL + "/")]
     assert plan(old, URL, EVENTS, API_VERSION, recreate=True).steps == (
-        Step("create"), Step("delete", "we_1"), Step("delete", "we_2"),
-    )  # fmt: skip
-    assert plan(old, URL, EVENTS, API_VERSION, recreate=True, keep_old=True).steps == (Step("create"),)
+        Step("create"),
+        Step("delete", "we_1"),
+        Step("delete", "we_2"),
+    )
+    assert plan(old, URL, EVENTS, API_VERSION, recreate=True, keep_old=True).steps == (
+        Step("create"),
+    )
     assert "2 endpoints point at this URL" in plan(old, URL, EVENTS, API_VERSION).warnings[0]
 
 
@@ -65,15 +89,23 @@ def test_recreate_creates_then_deletes_every_old_endpoint_unless_kept():
     ("url", "warnings"),
     [
         (URL, []),
-        ("http://localhost:8000/webhooks/stripe", ["Stripe requires HTTPS for live-mode webhook endpoints"]),
-        ("https://h.example/stripe", ["payhooks receives Stripe events at /webhooks/stripe; this URL has another path"]),
+        (
+            "http://localhost:8000/webhooks/stripe",
+            ["Stripe requires HTTPS for live-mode webhook endpoints"],
+        ),
+        (
+            "https://h.example/stripe",
+            ["payhooks receives Stripe events at /webhooks/stripe; this URL has another path"],
+        ),
     ],
 )
 def test_url_checks(url, warnings):
     assert check_url(url) == warnings
 
 
-@pytest.mark.parametrize("url", ["ftp://h.example/webhooks/stripe", "h.example/webhooks/stripe", "https:///x"])
+@pytest.mark.parametrize(
+    "url", ["ftp://h.example/webhooks/stripe", "h.example/webhooks/stripe", "https:///x"]
+)
 def test_urls_that_are_not_http_are_refused(url):
     with pytest.raises(ValueError, match="not an http"):
         check_url(url)

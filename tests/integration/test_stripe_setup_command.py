@@ -22,7 +22,9 @@ def fake():
 
 def setup(fake: FakeStripe, *args: str, env: dict | None = None):
     environment = {"STRIPE_API_KEY": "sk_test_setup", "STRIPE_API_BASE": fake.url} | (env or {})
-    return CliRunner().invoke(main, ["stripe", "setup", *args], env=environment, catch_exceptions=False)
+    return CliRunner().invoke(
+        main, ["stripe", "setup", *args], env=environment, catch_exceptions=False
+    )
 
 
 def writes(fake: FakeStripe) -> list[tuple[str, str]]:
@@ -32,7 +34,11 @@ def writes(fake: FakeStripe) -> list[tuple[str, str]]:
 def existing(fake: FakeStripe, **fields) -> str:
     """An endpoint made before (in the Dashboard, or by an older payhooks), through the SDK."""
     client = stripe.StripeClient("sk_test_setup", base_addresses={"api": fake.url})
-    params = {"url": URL, "enabled_events": ["checkout.session.completed"], "api_version": API_VERSION} | fields
+    params = {
+        "url": URL,
+        "enabled_events": ["checkout.session.completed"],
+        "api_version": API_VERSION,
+    } | fields
     endpoint_id = client.v1.webhook_endpoints.create(params=params).id
     fake.requests.clear()
     return endpoint_id
@@ -106,7 +112,10 @@ def test_another_api_version_is_reported_and_recreate_replaces_the_endpoint(fake
     assert new["id"] != old and new["api_version"] == API_VERSION
     assert f"STRIPE_WEBHOOK_SECRET={fake.endpoint_secrets[new['id']]}" in result.output
     assert f"deleted {old}" in result.output
-    assert writes(fake) == [("POST", "/v1/webhook_endpoints"), ("DELETE", f"/v1/webhook_endpoints/{old}")]
+    assert writes(fake) == [
+        ("POST", "/v1/webhook_endpoints"),
+        ("DELETE", f"/v1/webhook_endpoints/{old}"),
+    ]
 
 
 def test_recreate_keep_old_leaves_both_until_the_secret_is_deployed(fake):
@@ -136,9 +145,13 @@ def test_dry_run_writes_nothing(fake):
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        pytest.param(["--url", URL], {"STRIPE_API_KEY": ""}, "STRIPE_API_KEY is not set", id="no-key"),
+        pytest.param(
+            ["--url", URL], {"STRIPE_API_KEY": ""}, "STRIPE_API_KEY is not set", id="no-key"
+        ),
         pytest.param(["--url", "ftp://payhooks.example/x"], {}, "not an http(s) URL", id="bad-url"),
-        pytest.param(["--url", URL, "--keep-old"], {}, "--keep-old only makes sense", id="keep-old-alone"),
+        pytest.param(
+            ["--url", URL, "--keep-old"], {}, "--keep-old only makes sense", id="keep-old-alone"
+        ),
     ],
 )
 def test_refusals_exit_non_zero_and_say_why(fake, args, env, message):
