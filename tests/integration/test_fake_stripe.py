@@ -537,6 +537,20 @@ def test_a_payment_link_session_is_served_with_its_line_items(fake, stripe_clien
     ]
 
 
+def test_serve_registers_each_session_and_payment_intent_as_the_flow_left_it(fake, stripe_client):
+    from tests.support import stripe_flows
+
+    flow = stripe_flows.build("async_paid")
+    stripe_flows.serve(flow, fake)
+    outcome = flow.payments[0]
+    session = stripe_client.v1.checkout.sessions.retrieve(outcome.key)
+    assert (session.status, session.payment_status) == ("complete", "paid")
+    [pi] = outcome.also_known_as
+    intent = stripe_client.v1.payment_intents.retrieve(pi)
+    assert (intent.status, intent.amount_received) == ("succeeded", outcome.amount_cents)
+    assert stripe_client.v1.checkout.sessions.line_items.list(outcome.key).data == []
+
+
 def test_a_registered_payment_intent_can_be_retrieved(fake, stripe_client):
     from tests.support.stripe_events import payment_intent
 

@@ -1172,11 +1172,19 @@ def all_flows(shapes=SHAPES) -> Iterator[Flow]:
 
 
 def serve(flow: Flow, fake) -> None:
-    """Register with a ``FakeStripe`` what the flow reads from Stripe's API (line items)."""
-    for session_id, items in flow.config.line_items.items():
-        session = next(
-            evt["data"]["object"]
-            for evt in flow.events
-            if evt["data"]["object"].get("id") == session_id
-        )
-        fake.add_session(session, line_items=items)
+    """Register with a ``FakeStripe`` what the flow's payments look like at its end.
+
+    Each Checkout Session (with its line items, if the flow has any) and each
+    PaymentIntent is registered in the last state an event showed, so a retrieve
+    (verify, sweep) or a line-items call answers as Stripe would after the flow.
+    """
+    last: dict[str, dict] = {}
+    for evt in flow.events:
+        obj = evt["data"]["object"]
+        if obj.get("object") in ("checkout.session", "payment_intent"):
+            last[obj["id"]] = obj
+    for object_id, obj in last.items():
+        if obj["object"] == "payment_intent":
+            fake.add_payment_intent(obj)
+        else:
+            fake.add_session(obj, line_items=flow.config.line_items.get(object_id, ()))
