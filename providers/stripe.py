@@ -46,8 +46,10 @@ from providers.changes import (
 )
 
 NAME = "stripe"
-# The API version payhooks is tested with; `payhooks stripe setup` pins endpoints to it.
-API_VERSION = "2025-10-29.clover"
+# The Stripe API version payhooks is written and tested against. `payhooks stripe
+# setup` pins webhook endpoints to it (Stripe renders each endpoint's events in the
+# version it was created with), and the tests build the current event shape with it.
+API_VERSION = "2025-03-31.basil"
 REFUND_STATUSES = frozenset({"pending", "requires_action", "succeeded", "failed", "canceled"})
 SIGNATURE_HEADER = "Stripe-Signature"
 MAX_CREDITS = 10**12

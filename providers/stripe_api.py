@@ -68,18 +68,89 @@ class StripeAPI:
         # Stripe takes at most 20 types per listing: ask for them in groups.
         for start in range(0, len(types), MAX_TYPES_PER_LISTING):
             group = list(types[start : start + MAX_TYPES_PER_LISTING])
-            listing = self._call(
+            yield from self._all(
                 lambda group=group: self._client.v1.events.list(
                     params={"created": {"gte": created_gte}, "types": group, "limit": page_size}
-                ),
-                as_dict=False,
+                )
             )
-            pages = listing.auto_paging_iter()
-            while True:
-                event = self._call(lambda: next(pages, None), as_dict=False)
-                if event is None:
-                    break
-                yield event.to_dict(for_json=True)
+
+    def list_line_items(self, session_id: str, *, page_size: int = 100) -> list[dict]:
+        """Every line item of a Checkout Session, each ``price.product`` expanded.
+
+        Sessions made by Payment Links, Pricing Tables or the Dashboard carry no
+        metadata of ours; what was bought (price, product, quantity) is only here.
+        """
+        return list(
+            self._all(
+                lambda: self._client.v1.checkout.sessions.line_items.list(
+                    session_id, params={"limit": page_size, "expand": ["data.price.product"]}
+                )
+            )
+        )
+
+    # -- webhook endpoints (payhooks stripe setup) ---------------------------------
+
+    def list_webhook_endpoints(self, *, page_size: int = 100) -> list[dict]:
+        """Every webhook endpoint of the account, newest first, without secrets.
+
+        Stripe shows an endpoint's secret only when it creates it.
+        """
+        return list(
+            self._all(lambda: self._client.v1.webhook_endpoints.list(params={"limit": page_size}))
+        )
+
+    def create_webhook_endpoint(
+        self,
+        *,
+        url: str,
+        enabled_events: Sequence[str],
+        api_version: str,
+        description: str | None = None,
+    ) -> dict:
+        """Create an endpoint; the result's ``secret`` is the only time Stripe reveals it."""
+        params: dict = {
+            "url": url,
+            "enabled_events": list(enabled_events),
+            "api_version": api_version,
+        }
+        if description:
+            params["description"] = description
+        return self._call(lambda: self._client.v1.webhook_endpoints.create(params=params))
+
+    def update_webhook_endpoint(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        enabled_events: Sequence[str] | None = None,
+        disabled: bool | None = None,
+        description: str | None = None,
+    ) -> dict:
+        """Change an endpoint's url, events or status; its API version cannot be changed."""
+        params: dict = {}
+        if url is not None:
+            params["url"] = url
+        if enabled_events is not None:
+            params["enabled_events"] = list(enabled_events)
+        if disabled is not None:
+            params["disabled"] = disabled
+        if description is not None:
+            params["description"] = description
+        return self._call(
+            lambda: self._client.v1.webhook_endpoints.update(endpoint_id, params=params)
+        )
+
+    def delete_webhook_endpoint(self, endpoint_id: str) -> dict:
+        return self._call(lambda: self._client.v1.webhook_endpoints.delete(endpoint_id))
+
+    def _all(self, first_page) -> Iterator[dict]:
+        """Every object of a list, page after page, as plain dicts; errors classified."""
+        pages = self._call(first_page, as_dict=False).auto_paging_iter()
+        while True:
+            obj = self._call(lambda: next(pages, None), as_dict=False)
+            if obj is None:
+                return
+            yield obj.to_dict(for_json=True)
 
     @staticmethod
     def _call(request, *, as_dict: bool = True):

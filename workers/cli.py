@@ -213,6 +213,131 @@ def _since(text: str):
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# -- stripe -----------------------------------------------------------------------------
+
+
+@main.group()
+def stripe() -> None:
+    """Stripe account set-up."""
+
+
+@stripe.command("setup")
+@click.option(
+    "--url",
+    required=True,
+    metavar="URL",
+    help="Where Stripe should deliver events: https://<your host>/webhooks/stripe.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change at Stripe, change nothing.")
+@click.option(
+    "--recreate",
+    is_flag=True,
+    help="Create a new endpoint (new signing secret, pinned API version), delete the old one.",
+)
+@click.option(
+    "--keep-old",
+    is_flag=True,
+    help="With --recreate: keep the old endpoint until the new secret is deployed.",
+)
+@click.option(
+    "--description",
+    default="payhooks",
+    show_default=True,
+    help="Description of a created endpoint.",
+)
+def stripe_setup(url: str, dry_run: bool, recreate: bool, keep_old: bool, description: str) -> None:
+    """Create or update the webhook endpoint for URL with the events payhooks handles.
+
+    The endpoint is subscribed to exactly payhooks' event types and, when created,
+    pinned to the API version payhooks is tested with. Stripe shows a signing
+    secret only when it creates an endpoint: it is printed then, once.
+    """
+    from providers.stripe import API_VERSION, HANDLED_TYPES
+    from providers.stripe_api import (
+        ProviderRequestError,
+        ProviderUnavailableError,
+        StripeAPI,
+        StripeNotConfiguredError,
+    )
+    from workers import stripe_setup as setup
+
+    if keep_old and not recreate:
+        raise click.UsageError("--keep-old only makes sense with --recreate")
+    settings = _settings()
+    try:
+        api = StripeAPI(settings.stripe_api_key, settings.stripe_api_base)
+        the_plan = setup.plan(
+            api.list_webhook_endpoints(),
+            url,
+            HANDLED_TYPES,
+            API_VERSION,
+            recreate=recreate,
+            keep_old=keep_old,
+        )
+        for warning in the_plan.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        _describe_plan(the_plan, dry_run)
+        if dry_run or not the_plan.changes:
+            return
+        result = setup.apply(api, the_plan, description=description)
+    except (
+        StripeNotConfiguredError,
+        ProviderRequestError,
+        ProviderUnavailableError,
+        ValueError,
+    ) as exc:
+        raise click.ClickException(str(exc)) from None
+    _report_setup(result, the_plan)
+
+
+def _describe_plan(the_plan, dry_run: bool) -> None:
+    prefix = "dry run: would " if dry_run else "will "
+    if not the_plan.changes:
+        endpoint_id, count = the_plan.existing[0]["id"], len(the_plan.events)
+        click.echo(f"{the_plan.url}: up to date ({endpoint_id}, {count} event types)")
+        return
+    for step in the_plan.steps:
+        if step.action == "create":
+            click.echo(
+                f"{prefix}create an endpoint for {the_plan.url}: "
+                f"API version {the_plan.api_version}, "
+                f"{len(the_plan.events)} event types: {', '.join(the_plan.events)}"
+            )
+        elif step.action == "update":
+            changes = [f"+{e}" for e in step.add] + [f"-{e}" for e in step.remove]
+            if step.enable:
+                changes.append("enable it (it is disabled)")
+            click.echo(f"{prefix}update {step.endpoint_id}: {' '.join(changes)}")
+        else:
+            click.echo(f"{prefix}delete {step.endpoint_id}")
+
+
+def _report_setup(result, the_plan) -> None:
+    for endpoint in result.created:
+        click.echo(f"created {endpoint['id']} (API version {endpoint['api_version']})")
+        click.echo(
+            "signing secret — Stripe shows it only now; set it where payhooks runs:\n"
+            f"  STRIPE_WEBHOOK_SECRET={endpoint['secret']}"
+        )
+        if the_plan.existing:
+            click.echo(
+                "while both secrets may sign deliveries, list both (new first): "
+                "STRIPE_WEBHOOK_SECRET=<new>,<old>"
+            )
+    for endpoint in result.updated:
+        click.echo(
+            f"updated {endpoint['id']}; its signing secret is unchanged (Stripe shows a secret "
+            "only when it creates an endpoint: run with --recreate for a new one)"
+        )
+    for endpoint_id in result.deleted:
+        click.echo(f"deleted {endpoint_id}")
+    kept = [e["id"] for e in the_plan.existing if e["id"] not in result.deleted]
+    if result.created and kept:
+        click.echo(
+            f"kept {', '.join(kept)}: delete it in the Dashboard once the new secret is deployed"
+        )
+
+
 # -- dead letters -------------------------------------------------------------------
 
 

@@ -408,3 +408,275 @@ def test_list_limits_and_cursors_are_validated(fake, stripe_client):
     assert raised.value.code == "resource_missing"
     make_events(fake, 12, start=1_700_000_000)
     assert len(stripe_client.v1.events.list().data) == 10
+
+
+# -- checkout line items -----------------------------------------------------------
+
+
+def test_line_items_of_a_created_session_with_expanded_products(fake, stripe_client):
+    fake.add_product("prod_pack", "Credit pack", metadata={"credits": "25"})
+    fake.add_price("price_pack", 300, "usd", product="prod_pack", metadata={"credits": "30"})
+    params = session_params()
+    params["line_items"].append({"price": "price_pack", "quantity": 4})
+    created = stripe_client.v1.checkout.sessions.create(params=params)
+
+    plain = stripe_client.v1.checkout.sessions.line_items.list(created.id)
+    assert plain.url == f"/v1/checkout/sessions/{created.id}/line_items"
+    assert [(i.description, i.quantity, i.amount_total) for i in plain.data] == [
+        ("100 credits", 1, 1999),
+        ("Bonus pack", 2, 500),
+        ("Credit pack", 4, 1200),
+    ]
+    assert sum(i.amount_total for i in plain.data) == created.amount_total == 1999 + 500 + 1200
+    pack = plain.data[2]
+    assert pack.object == "item" and pack.id.startswith("li_")
+    assert (pack.price.id, pack.price.unit_amount, pack.price.product) == (
+        "price_pack",
+        300,
+        "prod_pack",
+    )
+    assert pack.price.metadata.to_dict() == {"credits": "30"}
+    assert set(pack.to_dict()) == set(FIXTURES["item"])
+    assert plain.data[0].price.id.startswith("price_")  # price_data makes an inline price
+    assert isinstance(plain.data[0].price.product, str)
+
+    expanded = stripe_client.v1.checkout.sessions.line_items.list(
+        created.id, params={"expand": ["data.price.product"]}
+    )
+    product = expanded.data[2].price.product
+    assert (product.id, product.name, product.metadata.to_dict()) == (
+        "prod_pack",
+        "Credit pack",
+        {"credits": "25"},
+    )
+    assert expanded.data[0].price.product.name == "100 credits"
+    assert fake.requests[-1].params["expand"] == ["data.price.product"]
+
+
+def test_line_items_are_paginated(fake, stripe_client):
+    for n in range(5):
+        fake.add_price(f"price_{n}", 100 + n)
+    created = stripe_client.v1.checkout.sessions.create(
+        params={
+            "mode": "payment",
+            "line_items": [{"price": f"price_{n}", "quantity": 1} for n in range(5)],
+        }
+    )
+    first = stripe_client.v1.checkout.sessions.line_items.list(created.id, params={"limit": 2})
+    assert [i.price.id for i in first.data] == ["price_0", "price_1"] and first.has_more
+    walked = list(
+        stripe_client.v1.checkout.sessions.line_items.list(
+            created.id, params={"limit": 2}
+        ).auto_paging_iter()
+    )
+    assert [i.price.id for i in walked] == [f"price_{n}" for n in range(5)]
+    pages = [r for r in fake.requests if r.path.endswith("/line_items")]
+    assert [p.params.get("starting_after") for p in pages[1:]] == [None, walked[1].id, walked[3].id]
+    back = stripe_client.v1.checkout.sessions.line_items.list(
+        created.id, params={"ending_before": walked[4].id, "limit": 2}
+    )
+    assert [i.price.id for i in back.data] == ["price_2", "price_3"] and back.has_more
+
+
+def test_line_items_refuse_what_stripe_refuses(fake, stripe_client):
+    created = stripe_client.v1.checkout.sessions.create(params=session_params())
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        stripe_client.v1.checkout.sessions.line_items.list(created.id, params={"price": "x"})
+    assert (raised.value.http_status, raised.value.param) == (400, "price")
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        stripe_client.v1.checkout.sessions.line_items.list(
+            created.id, params={"expand": ["data.taxes"]}
+        )
+    assert raised.value.param == "expand"
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        stripe_client.v1.checkout.sessions.line_items.list("cs_test_nope")
+    assert (raised.value.http_status, raised.value.code) == (404, "resource_missing")
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        stripe_client.v1.checkout.sessions.line_items.list(
+            created.id, params={"starting_after": "li_nope"}
+        )
+    assert raised.value.param == "starting_after"
+
+
+def test_price_data_naming_an_unknown_product_is_refused(fake, stripe_client):
+    params = session_params()
+    params["line_items"] = [
+        {"price_data": {"currency": "usd", "unit_amount": 500, "product": "prod_x"}, "quantity": 1}
+    ]
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        stripe_client.v1.checkout.sessions.create(params=params)
+    assert (raised.value.code, raised.value.param) == (
+        "resource_missing",
+        "line_items[0][price_data][product]",
+    )
+    fake.add_product("prod_x", "Existing product")
+    created = stripe_client.v1.checkout.sessions.create(params=params)
+    [item] = stripe_client.v1.checkout.sessions.line_items.list(created.id).data
+    assert (item.description, item.price.product) == ("Existing product", "prod_x")
+
+
+def test_a_payment_link_session_is_served_with_its_line_items(fake, stripe_client):
+    from tests.support import stripe_flows
+
+    flow = stripe_flows.build("payment_link")
+    stripe_flows.serve(flow, fake)
+    [session_id] = flow.config.line_items
+
+    session = stripe_client.v1.checkout.sessions.retrieve(session_id)
+    assert session.metadata.to_dict() == {}
+    assert session.client_reference_id == flow.payments[0].user_id
+    assert session.payment_link.startswith("plink_")
+
+    items = stripe_client.v1.checkout.sessions.line_items.list(
+        session_id, params={"expand": ["data.price.product"]}
+    ).data
+    assert [i.to_dict(for_json=True) for i in items] == list(flow.config.line_items[session_id])
+    unexpanded = stripe_client.v1.checkout.sessions.line_items.list(session_id).data
+    assert [i.price.product for i in unexpanded] == [
+        i["price"]["product"]["id"] for i in flow.config.line_items[session_id]
+    ]
+
+
+def test_serve_registers_each_session_and_payment_intent_as_the_flow_left_it(fake, stripe_client):
+    from tests.support import stripe_flows
+
+    flow = stripe_flows.build("async_paid")
+    stripe_flows.serve(flow, fake)
+    outcome = flow.payments[0]
+    session = stripe_client.v1.checkout.sessions.retrieve(outcome.key)
+    assert (session.status, session.payment_status) == ("complete", "paid")
+    [pi] = outcome.also_known_as
+    intent = stripe_client.v1.payment_intents.retrieve(pi)
+    assert (intent.status, intent.amount_received) == ("succeeded", outcome.amount_cents)
+    assert stripe_client.v1.checkout.sessions.line_items.list(outcome.key).data == []
+
+
+def test_a_registered_payment_intent_can_be_retrieved(fake, stripe_client):
+    from tests.support.stripe_events import payment_intent
+
+    fake.add_payment_intent(
+        payment_intent("pi_only_1", "processing", metadata={"user_id": "u", "credits": "5"})
+    )
+    intent = stripe_client.v1.payment_intents.retrieve("pi_only_1")
+    assert (intent.status, intent.metadata.to_dict()) == (
+        "processing",
+        {"user_id": "u", "credits": "5"},
+    )
+
+
+# -- webhook endpoints ------------------------------------------------------------
+
+ENDPOINT_EVENTS = ["checkout.session.completed", "charge.refunded"]
+
+
+def create_endpoint(client, **overrides):
+    params = {
+        "url": "https://payhooks.example/webhooks/stripe",
+        "enabled_events": ENDPOINT_EVENTS,
+        "api_version": "2025-03-31.basil",
+    } | overrides
+    return client.v1.webhook_endpoints.create(params=params)
+
+
+def test_webhook_endpoint_secret_is_returned_only_on_create(fake, stripe_client):
+    created = create_endpoint(stripe_client, description="payhooks")
+
+    assert created.id.startswith("we_") and created.secret.startswith("whsec_")
+    assert fake.endpoint_secrets[created.id] == created.secret
+    assert (created.url, created.api_version, created.status, created.description) == (
+        "https://payhooks.example/webhooks/stripe",
+        "2025-03-31.basil",
+        "enabled",
+        "payhooks",
+    )
+    assert list(created.enabled_events) == ENDPOINT_EVENTS
+    assert set(created.to_dict()) == set(FIXTURES["webhook_endpoint"]) | {"secret"}
+
+    retrieved = stripe_client.v1.webhook_endpoints.retrieve(created.id)
+    assert "secret" not in retrieved.to_dict()
+    [listed] = stripe_client.v1.webhook_endpoints.list().data
+    assert "secret" not in listed.to_dict()
+    assert listed.to_dict() == retrieved.to_dict()
+
+
+def test_webhook_endpoint_update_changes_events_url_and_status_but_not_the_api_version(
+    fake, stripe_client
+):
+    created = create_endpoint(stripe_client)
+    updated = stripe_client.v1.webhook_endpoints.update(
+        created.id,
+        params={
+            "enabled_events": ["refund.updated", "invoice_payment.paid"],
+            "url": "https://new.example/hook",
+            "disabled": True,
+        },
+    )
+    assert list(updated.enabled_events) == ["refund.updated", "invoice_payment.paid"]
+    assert (updated.url, updated.status, updated.api_version) == (
+        "https://new.example/hook",
+        "disabled",
+        "2025-03-31.basil",
+    )
+    assert "secret" not in updated.to_dict()
+    assert (
+        stripe_client.v1.webhook_endpoints.update(created.id, params={"disabled": False}).status
+        == "enabled"
+    )
+
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        stripe_client.v1.webhook_endpoints.update(created.id, params={"api_version": "2024-06-20"})
+    assert (raised.value.http_status, raised.value.user_message) == (
+        400,
+        "Received unknown parameter: api_version",
+    )
+    assert fake.webhook_endpoints[created.id]["api_version"] == "2025-03-31.basil"
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        pytest.param(
+            {"enabled_events": ["charge.refunded", "charge.teleported"]},
+            "enabled_events[1]",
+            id="unknown-event",
+        ),
+        pytest.param({"api_version": "2025-13-01.nope"}, "api_version", id="unknown-version"),
+        pytest.param({"url": "not a url"}, "url", id="bad-url"),
+        pytest.param({"url": ""}, "url", id="missing-url"),
+        pytest.param({"enabled_events": []}, "enabled_events", id="no-events"),
+        pytest.param({"secret": "whsec_mine"}, "secret", id="secret-is-not-a-parameter"),
+    ],
+)
+def test_webhook_endpoint_create_refuses_what_stripe_refuses(fake, stripe_client, params, param):
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        create_endpoint(stripe_client, **params)
+    assert (raised.value.http_status, raised.value.param) == (400, param)
+    assert fake.webhook_endpoints == {}
+
+
+def test_webhook_endpoints_list_newest_first_in_pages_and_delete(fake, stripe_client):
+    made = [
+        create_endpoint(stripe_client, url=f"https://h{n}.example/webhooks/stripe").id
+        for n in range(5)
+    ]
+    walked = [
+        e.id
+        for e in stripe_client.v1.webhook_endpoints.list(params={"limit": 2}).auto_paging_iter()
+    ]
+    assert walked == list(reversed(made))
+
+    deleted = stripe_client.v1.webhook_endpoints.delete(made[0])
+    assert (deleted.id, deleted.deleted) == (made[0], True)
+    assert made[0] not in fake.webhook_endpoints and made[0] not in fake.endpoint_secrets
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        stripe_client.v1.webhook_endpoints.retrieve(made[0])
+    assert (raised.value.http_status, raised.value.code) == (404, "resource_missing")
+
+
+def test_an_account_holds_at_most_16_webhook_endpoints(fake, stripe_client):
+    for n in range(16):
+        create_endpoint(stripe_client, url=f"https://h{n}.example/hook")
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        create_endpoint(stripe_client)
+    assert raised.value.http_status == 400
+    assert len(fake.webhook_endpoints) == 16

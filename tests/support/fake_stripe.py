@@ -15,7 +15,17 @@ What it serves (v1, form-encoded requests the way the SDK sends them):
 - ``GET /v1/events`` (newest first; ``created[gt|gte|lt|lte]``, ``type`` with ``*``
   wildcards, ``types[N]``, ``limit``, ``starting_after``, ``ending_before``),
   ``GET /v1/events/<id>``
-- ``GET /v1/payment_intents/<id>`` for the payment intents ``pay()`` creates
+- ``GET /v1/checkout/sessions/<id>/line_items`` (``expand[]=data.price.product``,
+  ``limit``, ``starting_after``, ``ending_before``), for sessions created through
+  the API and for sessions registered with ``add_session`` (a Payment Link's,
+  with no metadata)
+- ``GET /v1/payment_intents/<id>`` for the payment intents ``pay()`` creates or
+  ``add_payment_intent`` registers
+- ``POST /v1/webhook_endpoints``, ``GET /v1/webhook_endpoints`` (newest first,
+  paginated), ``GET|POST|DELETE /v1/webhook_endpoints/<id>``: the ``secret`` is
+  returned only by the create call, ``api_version`` and ``enabled_events`` must
+  be ones Stripe knows (the SDK's generated literals), and ``api_version`` cannot
+  be changed by an update (as on Stripe, it is an unknown parameter there)
 
 Every object starts as a deep copy of Stripe's published fixture of its kind
 (``tests/fixtures/stripe/objects.json``); only the fields a scenario decides are
@@ -40,7 +50,9 @@ Behaviour copied from Stripe on purpose, because client code must cope with it:
 
 Not modelled: sessions never expire by the clock, no other events are emitted
 than the checkout ones named below, ``expand`` supports only ``payment_intent``
-on a session, and ``line_items[N][price]`` needs a price added with ``add_price``.
+on a session and ``data.price.product`` on line items, ``line_items[N][price]``
+needs a price added with ``add_price`` (and ``price_data[product]`` a product
+added with ``add_product``), and webhook endpoints never deliver anything.
 """
 
 from __future__ import annotations
@@ -125,6 +137,53 @@ EVENT_LIST_PARAMS = _sdk_param_names(
     "EventListParams",
     {"created", "delivery_success", "ending_before", "expand", "limit", "starting_after", "type", "types"},
 )  # fmt: skip
+LINE_ITEM_LIST_PARAMS = _sdk_param_names(
+    "stripe.params.checkout",
+    "SessionLineItemListParams",
+    {"ending_before", "expand", "limit", "starting_after"},
+)
+WEBHOOK_ENDPOINT_CREATE_PARAMS = _sdk_param_names(
+    "stripe.params",
+    "WebhookEndpointCreateParams",
+    {"api_version", "connect", "description", "enabled_events", "expand", "metadata", "url"},
+)
+WEBHOOK_ENDPOINT_UPDATE_PARAMS = _sdk_param_names(
+    "stripe.params",
+    "WebhookEndpointUpdateParams",
+    {"description", "disabled", "enabled_events", "expand", "metadata", "url"},
+)
+WEBHOOK_ENDPOINT_LIST_PARAMS = _sdk_param_names(
+    "stripe.params",
+    "WebhookEndpointListParams",
+    {"ending_before", "expand", "limit", "starting_after"},
+)
+
+
+def _sdk_literal(module: str, name: str, field: str) -> frozenset[str]:
+    """The values a parameter may take, from the Literal in the SDK's generated types."""
+    import importlib
+    from typing import get_args, get_origin
+
+    try:
+        annotation = getattr(importlib.import_module(module), name).__annotations__[field]
+    except (ImportError, AttributeError, KeyError):  # pragma: no cover - older SDK layouts
+        return frozenset()
+    values: set[str] = set()
+    stack = [annotation]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            values.add(node)
+        elif get_origin(node) is not None or get_args(node):
+            stack.extend(get_args(node))
+    return frozenset(values)
+
+
+# Every event type and API version Stripe accepts for a webhook endpoint.
+EVENT_TYPES = _sdk_literal("stripe.params", "WebhookEndpointCreateParams", "enabled_events")
+API_VERSIONS = _sdk_literal("stripe.params", "WebhookEndpointCreateParams", "api_version")
+MAX_WEBHOOK_ENDPOINTS = 16  # per account, as on Stripe
+
 LINE_ITEM_PARAMS = frozenset(
     {"adjustable_quantity", "dynamic_tax_rates", "metadata", "price", "price_data", "quantity", "tax_rates"}
 )  # fmt: skip
@@ -364,6 +423,11 @@ class FakeStripe:
         self.events: list[dict] = []  # in the order recorded; the API lists newest first
         self.payment_intents: dict[str, dict] = {}
         self.prices: dict[str, dict] = {}
+        self.products: dict[str, dict] = {}
+        self.line_items: dict[str, list[dict]] = {}  # per session, ``price.product`` as an id
+        # webhook endpoints in creation order (the API lists them newest first)
+        self.webhook_endpoints: dict[str, dict] = {}
+        self.endpoint_secrets: dict[str, str] = {}  # what the create call returned, for tests
         self.requests: list[RecordedRequest] = []
         self.errors: list[str] = []  # tracebacks of the fake's own crashes (answered as 500s)
         self._private: dict[str, dict] = {}  # per session: line items, payment_intent_data
@@ -389,6 +453,16 @@ class FakeStripe:
             ("GET", re.compile(r"/v1/events"), self._list_events),
             ("GET", re.compile(r"/v1/events/([^/]+)"), self._retrieve_event),
             ("GET", re.compile(r"/v1/payment_intents/([^/]+)"), self._retrieve_payment_intent),
+            (
+                "GET",
+                re.compile(r"/v1/checkout/sessions/([^/]+)/line_items"),
+                self._list_line_items,
+            ),
+            ("POST", re.compile(r"/v1/webhook_endpoints"), self._create_webhook_endpoint),
+            ("GET", re.compile(r"/v1/webhook_endpoints"), self._list_webhook_endpoints),
+            ("GET", re.compile(r"/v1/webhook_endpoints/([^/]+)"), self._retrieve_webhook_endpoint),
+            ("POST", re.compile(r"/v1/webhook_endpoints/([^/]+)"), self._update_webhook_endpoint),
+            ("DELETE", re.compile(r"/v1/webhook_endpoints/([^/]+)"), self._delete_webhook_endpoint),
         ]
 
     # -- lifecycle -----------------------------------------------------------
@@ -437,6 +511,10 @@ class FakeStripe:
             self.events.clear()
             self.payment_intents.clear()
             self.prices.clear()
+            self.products.clear()
+            self.line_items.clear()
+            self.webhook_endpoints.clear()
+            self.endpoint_secrets.clear()
             self.requests.clear()
             self.errors.clear()
             self._private.clear()
@@ -488,18 +566,116 @@ class FakeStripe:
         currency: str = "usd",
         *,
         recurring: dict | None = None,
+        product: str | None = None,
+        metadata: dict | None = None,
     ) -> dict:
-        """Register a price so ``line_items[N][price]=price_id`` can refer to it."""
-        price = {
-            "id": price_id,
-            "object": "price",
-            "unit_amount": unit_amount,
-            "currency": currency.lower(),
-            "recurring": recurring,
-        }
+        """Register a price so ``line_items[N][price]=price_id`` can refer to it.
+
+        Its product (``product``, default ``prod_<price id>``) is registered too if new.
+        """
+        product_id = product or f"prod_{price_id}"
         with self.lock:
+            if product_id not in self.products:
+                self.add_product(product_id, price_id)
+            price = self._price_object(
+                price_id,
+                unit_amount,
+                currency.lower(),
+                product_id,
+                recurring=recurring,
+                metadata=metadata,
+            )
             self.prices[price_id] = price
-        return dict(price)
+        return copy.deepcopy(price)
+
+    def add_product(self, product_id: str, name: str, *, metadata: dict | None = None) -> dict:
+        """Register a product (``metadata`` is what a credit catalog may read)."""
+        product = copy.deepcopy(FIXTURES["product"])
+        product.update(
+            id=product_id,
+            name=name,
+            description=None,
+            metadata=dict(metadata or {}),
+            default_price=None,
+            images=[],
+            package_dimensions=None,
+            created=int(time.time()),
+            updated=int(time.time()),
+            livemode=False,
+        )
+        with self.lock:
+            self.products[product_id] = product
+        return copy.deepcopy(product)
+
+    def add_session(self, session: dict, *, line_items: list[dict] | tuple[dict, ...] = ()) -> dict:
+        """Register a session as given, with its line items, as if made outside the API.
+
+        This is how a Payment Link's or Pricing Table's session exists: no metadata,
+        only ``client_reference_id``, and what was bought is in the line items.
+        ``line_items`` are ``item`` objects (``tests.support.stripe_events.line_item``);
+        a price or product embedded in them is registered (an expanded product is
+        stored once and served as an id unless ``expand[]=data.price.product``).
+        """
+        stored_items = []
+        with self.lock:
+            for item in line_items:
+                item = copy.deepcopy(item)
+                price = item["price"]
+                product = price.get("product")
+                if isinstance(product, dict):
+                    self.products[product["id"]] = copy.deepcopy(product)
+                    price["product"] = product["id"]
+                self.prices.setdefault(price["id"], copy.deepcopy(price))
+                stored_items.append(item)
+            self.sessions[session["id"]] = copy.deepcopy(session)
+            self.line_items[session["id"]] = stored_items
+        return copy.deepcopy(session)
+
+    def add_payment_intent(self, intent: dict) -> dict:
+        """Register a PaymentIntent as given (PaymentIntent-only flows have no session)."""
+        with self.lock:
+            self.payment_intents[intent["id"]] = copy.deepcopy(intent)
+        return copy.deepcopy(intent)
+
+    def _price_object(
+        self,
+        price_id: str,
+        unit_amount: int,
+        currency: str,
+        product_id: str,
+        *,
+        recurring: dict | None = None,
+        metadata: dict | None = None,
+    ) -> dict:
+        price = copy.deepcopy(FIXTURES["price"])
+        price.update(
+            id=price_id,
+            object="price",
+            unit_amount=unit_amount,
+            unit_amount_decimal=str(unit_amount),
+            currency=currency,
+            product=product_id,
+            metadata=dict(metadata or {}),
+            type="recurring" if recurring else "one_time",
+            recurring=(
+                {
+                    "interval": "month",
+                    "interval_count": 1,
+                    "meter": None,
+                    "trial_period_days": None,
+                    "usage_type": "licensed",
+                    **recurring,
+                }
+                if recurring
+                else None
+            ),
+            billing_scheme="per_unit",
+            transform_quantity=None,
+            custom_unit_amount=None,
+            created=int(time.time()),
+            livemode=False,
+        )
+        return price
 
     def add_event(self, event: dict) -> dict:
         """Record any event as given (a deep copy); ``created`` defaults to now.
@@ -873,6 +1049,14 @@ class FakeStripe:
                 params["payment_method_types"], "payment_method_types"
             )
         self.sessions[session_id] = session
+        line_items = []
+        for item in items:
+            if item["product"] is not None:
+                product = item["product"]
+                self.add_product(product["id"], product["name"], metadata=product["metadata"])
+            self.prices.setdefault(item["price"]["id"], item["price"])
+            line_items.append(self._item_object(item))
+        self.line_items[session_id] = line_items
         self._private[session_id] = {
             "line_items": items,
             "payment_intent_data": payment_intent_data,
@@ -899,11 +1083,14 @@ class FakeStripe:
                     code="resource_missing",
                     param=_param_path(*prefix, "price"),
                 )
+            product = self.products.get(price["product"])
             return {
-                "description": price["id"],
+                "description": product["name"] if product else price["id"],
                 "currency": price["currency"],
                 "unit_amount": price["unit_amount"],
                 "quantity": quantity,
+                "price": price,
+                "product": None,  # already registered
             }
         if "price_data" not in item:
             raise _invalid(
@@ -949,20 +1136,66 @@ class FakeStripe:
                     "parameter_missing",
                 )
             name = product["name"]
+            new_product = {
+                "id": random_id("prod_", 14),
+                "name": name,
+                "metadata": _metadata(
+                    product.get("metadata", {}),
+                    _param_path(*data_prefix, "product_data", "metadata"),
+                ),
+            }
         elif data.get("product"):
-            name = data["product"]
+            known = self.products.get(_str(data["product"], _param_path(*data_prefix, "product")))
+            if known is None:
+                raise StripeAPIError(
+                    400,
+                    f"No such product: '{data['product']}'",
+                    code="resource_missing",
+                    param=_param_path(*data_prefix, "product"),
+                )
+            name, new_product = known["name"], None
         else:
             raise _invalid(
                 f"You must specify either `product` or `product_data` in {_param_path(*data_prefix)}.",
                 _param_path(*data_prefix),
                 "parameter_missing",
             )
+        currency = _str(data["currency"], _param_path(*data_prefix, "currency")).lower()
+        # price_data makes an inline price (and product_data a product), as on Stripe
+        price = self._price_object(
+            random_id("price_", 24),
+            unit_amount,
+            currency,
+            new_product["id"] if new_product else data["product"],
+        )
         return {
             "description": name,
-            "currency": _str(data["currency"], _param_path(*data_prefix, "currency")).lower(),
+            "currency": currency,
             "unit_amount": unit_amount,
             "quantity": quantity,
+            "price": price,
+            "product": new_product,
         }
+
+    @staticmethod
+    def _item_object(item: dict) -> dict:
+        """A Checkout line item (object ``item``) as the line_items endpoint returns it."""
+        obj = copy.deepcopy(FIXTURES["item"])
+        subtotal = item["unit_amount"] * item["quantity"]
+        obj.update(
+            id=random_id("li_", 24),
+            price=copy.deepcopy(item["price"]),
+            quantity=item["quantity"],
+            currency=item["currency"],
+            description=item["description"],
+            amount_subtotal=subtotal,
+            amount_discount=0,
+            amount_tax=0,
+            amount_total=subtotal,
+            adjustable_quantity=None,
+            metadata={},
+        )
+        return obj
 
     def _render_session(self, session: dict, expand: list[str]) -> dict:
         rendered = copy.deepcopy(session)
@@ -1033,6 +1266,169 @@ class FakeStripe:
         if intent is None:
             raise _missing("payment_intent", intent_id, "intent")
         return 200, copy.deepcopy(intent)
+
+    def _list_line_items(self, params: dict, session_id: str, **_):
+        _reject_unknown(params, LINE_ITEM_LIST_PARAMS)
+        expand = _expand(params, {"data.price.product"})
+        self._session_or_404(session_id)
+        items = []
+        for stored in self.line_items.get(session_id, []):
+            item = copy.deepcopy(stored)
+            if "data.price.product" in expand and item["price"]["product"] in self.products:
+                item["price"]["product"] = copy.deepcopy(self.products[item["price"]["product"]])
+            items.append(item)
+        return 200, self._page(items, params, f"/v1/checkout/sessions/{session_id}/line_items")
+
+    def _page(self, objects: list[dict], params: dict, url: str) -> dict:
+        """One page of a list whose cursors are object ids, in the order given."""
+        limit = DEFAULT_LIST_LIMIT
+        if params.get("limit") not in (None, ""):
+            limit = _int(params["limit"], "limit", minimum=1, maximum=MAX_LIST_LIMIT)
+        starting_after, ending_before = params.get("starting_after"), params.get("ending_before")
+        if starting_after and ending_before:
+            raise _invalid(
+                "You may only specify one of these parameters: ending_before, starting_after.",
+                "ending_before",
+            )
+        ids = [obj["id"] for obj in objects]
+        for name, cursor in (("starting_after", starting_after), ("ending_before", ending_before)):
+            if cursor and _str(cursor, name) not in ids:
+                raise StripeAPIError(
+                    400, f"No such object: '{cursor}'", code="resource_missing", param=name
+                )
+        if starting_after:
+            after = objects[ids.index(starting_after) + 1 :]
+            page, has_more = after[:limit], len(after) > limit
+        elif ending_before:
+            before = objects[: ids.index(ending_before)]
+            page, has_more = before[-limit:], len(before) > limit
+        else:
+            page, has_more = objects[:limit], len(objects) > limit
+        return {"object": "list", "data": page, "has_more": has_more, "url": url}
+
+    # -- webhook endpoints ----------------------------------------------------
+
+    def _endpoint_or_404(self, endpoint_id: str) -> dict:
+        endpoint = self.webhook_endpoints.get(endpoint_id)
+        if endpoint is None:
+            raise _missing("webhook_endpoint", endpoint_id, "id")
+        return endpoint
+
+    @staticmethod
+    def _url(value: Any, param: str = "url") -> str:
+        from urllib.parse import urlsplit
+
+        url = _str(value, param, max_length=5000)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _invalid(f"Invalid URL: {url[:80]}", param, "url_invalid")
+        return url
+
+    @staticmethod
+    def _enabled_events(value: Any) -> list[str]:
+        events = [
+            _str(e, f"enabled_events[{i}]") for i, e in enumerate(_array(value, "enabled_events"))
+        ]
+        if not events:
+            raise _invalid(
+                "Missing required param: enabled_events.", "enabled_events", "parameter_missing"
+            )
+        for index, name in enumerate(events):
+            if EVENT_TYPES and name not in EVENT_TYPES:
+                raise _invalid(
+                    f"Invalid value for enabled_events[{index}]: {name!r} is not an event type.",
+                    f"enabled_events[{index}]",
+                )
+        return list(dict.fromkeys(events))
+
+    @staticmethod
+    def _bool(value: Any, param: str) -> bool:
+        if value not in ("true", "false"):
+            raise _invalid(f"Invalid boolean: {value}", param)
+        return value == "true"
+
+    def _create_webhook_endpoint(self, params: dict, **_):
+        _reject_unknown(params, WEBHOOK_ENDPOINT_CREATE_PARAMS)
+        _expand(params, set())
+        if not params.get("url"):
+            raise _invalid("Missing required param: url.", "url", "parameter_missing")
+        url = self._url(params["url"])
+        events = self._enabled_events(params.get("enabled_events", ""))
+        version = params.get("api_version")
+        if version is not None:
+            version = _str(version, "api_version")
+            if API_VERSIONS and version not in API_VERSIONS:
+                raise _invalid(f"Invalid API version: {version}", "api_version")
+        if len(self.webhook_endpoints) >= MAX_WEBHOOK_ENDPOINTS:
+            raise _invalid(
+                f"You have reached the maximum of {MAX_WEBHOOK_ENDPOINTS} test webhook endpoints.",
+                code="webhook_endpoints_limit",
+            )
+        endpoint = copy.deepcopy(FIXTURES["webhook_endpoint"])
+        endpoint.update(
+            id=random_id("we_", 24),
+            url=url,
+            enabled_events=events,
+            api_version=version,
+            description=_str(params["description"], "description")
+            if params.get("description")
+            else None,
+            metadata=_metadata(params.get("metadata", {}), "metadata"),
+            status="enabled",
+            created=int(time.time()),
+            application=None,
+            livemode=False,
+        )
+        self.webhook_endpoints[endpoint["id"]] = endpoint
+        secret = "whsec_" + random_id("", 32)
+        self.endpoint_secrets[endpoint["id"]] = secret
+        return 200, {**copy.deepcopy(endpoint), "secret": secret}
+
+    def _list_webhook_endpoints(self, params: dict, **_):
+        _reject_unknown(params, WEBHOOK_ENDPOINT_LIST_PARAMS)
+        _expand(params, set())
+        newest_first = [copy.deepcopy(e) for e in reversed(self.webhook_endpoints.values())]
+        return 200, self._page(newest_first, params, "/v1/webhook_endpoints")
+
+    def _retrieve_webhook_endpoint(self, params: dict, endpoint_id: str, **_):
+        _reject_unknown(params, {"expand"})
+        _expand(params, set())
+        return 200, copy.deepcopy(self._endpoint_or_404(endpoint_id))
+
+    def _update_webhook_endpoint(self, params: dict, endpoint_id: str, **_):
+        # api_version is not among the update parameters: Stripe fixes it at creation.
+        _reject_unknown(params, WEBHOOK_ENDPOINT_UPDATE_PARAMS)
+        _expand(params, set())
+        endpoint = self._endpoint_or_404(endpoint_id)
+        changes: dict[str, Any] = {}
+        if "url" in params:
+            changes["url"] = self._url(params["url"])
+        if "enabled_events" in params:
+            changes["enabled_events"] = self._enabled_events(params["enabled_events"])
+        if "disabled" in params:
+            changes["status"] = (
+                "disabled" if self._bool(params["disabled"], "disabled") else "enabled"
+            )
+        if "description" in params:
+            changes["description"] = _str(params["description"], "description") or None
+        if "metadata" in params:
+            # metadata= clears everything; metadata[key]= clears one key; others merge
+            metadata = {} if params["metadata"] == "" else dict(endpoint["metadata"])
+            for key, value in _hash(params["metadata"], "metadata").items():
+                if value == "":
+                    metadata.pop(key, None)
+                else:
+                    metadata[key] = _str(value, f"metadata[{key}]")
+            changes["metadata"] = metadata
+        endpoint.update(changes)
+        return 200, copy.deepcopy(endpoint)
+
+    def _delete_webhook_endpoint(self, params: dict, endpoint_id: str, **_):
+        _reject_unknown(params, set())
+        self._endpoint_or_404(endpoint_id)
+        del self.webhook_endpoints[endpoint_id]
+        self.endpoint_secrets.pop(endpoint_id, None)
+        return 200, {"id": endpoint_id, "object": "webhook_endpoint", "deleted": True}
 
     def _list_events(self, params: dict, **_):
         _reject_unknown(params, EVENT_LIST_PARAMS)
