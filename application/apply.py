@@ -104,7 +104,10 @@ def apply_change(step: Step, event: ProviderEvent, change: Change, rules: Rules)
         case Ignored(reason=reason):
             return Applied(False, reason)
         case PaymentSucceeded(ref=ref, purchase=purchase):
-            row = _payment(step, provider, ref, purchase, cause, rules, create=RECORD)
+            # A PaymentIntent that names no buyer belongs to a Checkout Session or an invoice,
+            # which is credited through its own event; one that names half is misconfigured.
+            names_buyer = ref.session_id or purchase.user_id or purchase.credits
+            row = _payment(step, provider, ref, purchase, cause, rules, create=RECORD if names_buyer else RECORD_IF_KNOWN)
             row = _paid(step, row, change.paid_amount_cents, change.paid_currency, at)
             step.settle(row, cause, rules)
         case PaymentProcessing(ref=ref, purchase=purchase):

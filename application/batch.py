@@ -163,7 +163,7 @@ def run(session: Session, batch: list[Incoming], rules: Rules) -> BatchReport:
         load_payments=lambda refs: payments.lock_keys(session, refs),
         load_subscriptions=lambda refs: subscriptions.lock(session, refs),
         reserve_ids=lambda n: payments.reserve_ids(session, n),
-        load_balances=lambda users: ledger.lock_balances(session, users),
+        load_accounts=lambda users: ledger.lock_accounts(session, users),
     )
     live = [item for item in work if item.change is not None]
     world.preload(
@@ -180,6 +180,7 @@ def run(session: Session, batch: list[Incoming], rules: Rules) -> BatchReport:
     history.record_status_changes(session, world.effects.status_changes)
     history.record_attempts(session, world.effects.attempts)
     report.posted = ledger.post(session, world.effects.postings, rules.clawback_policy)
+    ledger.hold(session, world.effects.holds)
     subscriptions.save(session, (world.subscriptions[k] for k in world.dirty_subscriptions))
     report.mismatches = list(world.effects.mismatches)
 

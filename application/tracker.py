@@ -279,6 +279,7 @@ class PaymentTracker:
                 .group_by(currency)
             ).all()
             mismatches = session.scalar(select(func.count()).where(Payment.amount_mismatch, *where))
+            frozen = session.scalar(select(func.sum(Payment.credits_frozen)).where(*where))
             credits = dict(
                 session.execute(
                     select(CreditLedger.kind, func.sum(CreditLedger.amount)).where(*ledger_where).group_by(CreditLedger.kind)
@@ -293,7 +294,7 @@ class PaymentTracker:
             "amount_mismatches": int(mismatches),
             "credits_purchased": int(credits.get(LedgerKind.GRANT, 0)),
             "credits_taken_back": -int(credits.get(LedgerKind.CLAWBACK, 0)) - int(credits.get(LedgerKind.REVERSAL, 0)),
-            "credits_frozen": -int(credits.get(LedgerKind.FREEZE, 0)) - int(credits.get(LedgerKind.UNFREEZE, 0)),
+            "credits_frozen": int(frozen or 0),
             "credits_spent": -int(credits.get(LedgerKind.SPEND, 0)),
         }
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from models.enums import FraudPolicy
 from models.history import Attempt
 from models.payments import PaymentRow
 from models.settlement import Posting, StatusChange, settle
@@ -31,12 +32,15 @@ class Effects:
     postings: list[Posting] = field(default_factory=list)
     status_changes: list[StatusChange] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
+    holds: dict[str, int] = field(default_factory=dict)  # user -> change in credits held
     mismatches: list[tuple[str, int]] = field(default_factory=list)  # (provider, payment id): paid ≠ recorded
 
     def extend(self, other: Effects) -> None:
         self.postings += other.postings
         self.status_changes += other.status_changes
         self.attempts += other.attempts
+        for user, delta in other.holds.items():
+            self.holds[user] = self.holds.get(user, 0) + delta
         self.mismatches += other.mismatches
 
 
@@ -46,17 +50,17 @@ class World:
         load_payments: PaymentLoader,
         load_subscriptions: SubscriptionLoader,
         reserve_ids: Callable[[int], list[int]],
-        load_balances: Callable[[set[str]], dict[str, int]],
+        load_accounts: Callable[[set[str]], dict[str, tuple[int, int]]],
     ) -> None:
         self._load_payments = load_payments
         self._load_subscriptions = load_subscriptions
         self._reserve_ids = reserve_ids
-        self._load_balances = load_balances
+        self._load_accounts = load_accounts
         self.payments: dict[int, PaymentRow] = {}
         self.by_session: dict[tuple[str, str], int] = {}
         self.by_payment: dict[tuple[str, str], int] = {}
         self.subscriptions: dict[tuple[str, str], SubscriptionRow | None] = {}
-        self.balances: dict[str, int] = {}
+        self.accounts: dict[str, tuple[int, int]] = {}  # user -> (balance, held), loaded only under the freeze policy
         self.dirty_payments: set[int] = set()
         self.dirty_subscriptions: set[tuple[str, str]] = set()
         self.effects = Effects()
@@ -119,9 +123,9 @@ class World:
         for key, sub in step.subscriptions.items():
             self.subscriptions[key] = sub
             self.dirty_subscriptions.add(key)
-        for posting in step.effects.postings:
-            if posting.user_id in self.balances:
-                self.balances[posting.user_id] += posting.amount
+        for user in {p.user_id for p in step.effects.postings} | set(step.effects.holds):
+            if user in self.accounts:
+                self.accounts[user] = step.account(user)
         self._spare_ids = self._spare_ids[step.ids_used:]
         self.effects.extend(step.effects)
 
@@ -174,20 +178,28 @@ class Step:
         return row
 
     def settle(self, row: PaymentRow, cause: str, rules) -> PaymentRow:
-        """Status, history and credits follow the row's facts (models/settlement.py)."""
-        balance = None
-        if rules.fraud_policy != "off" and row.paid_at is not None:
-            balance = self.balance(row.user_id)
-        settled = settle(row, cause, fraud_policy=rules.fraud_policy, balance=balance)
+        """Status, history, credits and holds follow the row's facts (models/settlement.py)."""
+        unheld = None
+        if rules.fraud_policy != FraudPolicy.OFF and (row.paid_at is not None or row.credits_frozen):
+            balance, held = self.account(row.user_id)
+            unheld = balance - (held - row.credits_frozen)
+        settled = settle(row, cause, fraud_policy=rules.fraud_policy, unheld=unheld)
         if settled.status_change:
             self.effects.status_changes.append(settled.status_change)
         self.effects.postings += settled.postings
+        if settled.held:
+            self.effects.holds[row.user_id] = self.effects.holds.get(row.user_id, 0) + settled.held
         return self.put(settled.row)
 
-    def balance(self, user_id: str) -> int:
-        if user_id not in self.world.balances:
-            self.world.balances.update({user_id: 0, **self.world._load_balances({user_id})})
-        return self.world.balances[user_id] + sum(p.amount for p in self.effects.postings if p.user_id == user_id)
+    def account(self, user_id: str) -> tuple[int, int]:
+        """(balance, held) of a user as this step sees it: what is stored, plus what the batch and the step moved."""
+        if user_id not in self.world.accounts:
+            self.world.accounts[user_id] = self.world._load_accounts({user_id}).get(user_id, (0, 0))
+        balance, held = self.world.accounts[user_id]
+        return (
+            balance + sum(p.amount for p in self.effects.postings if p.user_id == user_id),
+            held + self.effects.holds.get(user_id, 0),
+        )
 
     def attempt(self, row: PaymentRow, code: str | None, message: str | None, cause: str) -> None:
         self.effects.attempts.append(Attempt(row.id, code, message, cause))

@@ -27,8 +27,6 @@ class LedgerKind(StrEnum):
     GRANT = "grant"  # credits bought: a payment completed, a subscription invoice paid
     CLAWBACK = "clawback"  # credits taken back: a refund or a lost dispute
     REVERSAL = "reversal"  # a clawback given back: the refund behind it failed or was canceled
-    FREEZE = "freeze"  # credits held back while a payment is under a fraud warning or dispute
-    UNFREEZE = "unfreeze"  # held-back credits released (or about to be taken back)
     SPEND = "spend"  # credits used by the host application
 
 
@@ -68,7 +66,7 @@ _REFUND_RANK = {
 
 class FraudPolicy(StrEnum):
     OFF = "off"  # a fraud warning or an open dispute is recorded; credits stay spendable
-    FREEZE = "freeze"  # a payment under a fraud warning or open dispute has its unspent credits held back
+    FREEZE = "freeze"  # a payment under a fraud warning or open dispute has its unspent credits held (not spendable)
 
 
 class ZeroAmountInvoices(StrEnum):

@@ -49,18 +49,16 @@ _POST = text(
         ON CONFLICT ON CONSTRAINT uq_credit_ledger_idempotency_key DO NOTHING
         RETURNING user_id, kind, amount, idempotency_key
     ), account AS (
-        INSERT INTO credit_accounts AS a (user_id, balance, total_purchased, total_refunded, frozen)
+        INSERT INTO credit_accounts AS a (user_id, balance, total_purchased, total_refunded)
         SELECT user_id,
                sum(amount),
                coalesce(sum(amount) FILTER (WHERE kind = 'grant'), 0),
-               coalesce(sum(-amount) FILTER (WHERE kind IN ('clawback', 'reversal')), 0),
-               coalesce(sum(-amount) FILTER (WHERE kind IN ('freeze', 'unfreeze')), 0)
+               coalesce(sum(-amount) FILTER (WHERE kind IN ('clawback', 'reversal')), 0)
         FROM entry GROUP BY user_id ORDER BY user_id
         ON CONFLICT (user_id) DO UPDATE SET
             balance = a.balance + EXCLUDED.balance,
             total_purchased = a.total_purchased + EXCLUDED.total_purchased,
             total_refunded = a.total_refunded + EXCLUDED.total_refunded,
-            frozen = a.frozen + EXCLUDED.frozen,
             updated_at = now()
         RETURNING user_id
     )
@@ -97,6 +95,25 @@ def post(session: Session, postings: Sequence[Posting], policy: ClawbackPolicy =
     return [(kind, amount) for kind, amount, _ in rows]
 
 
+_HOLD = text(
+    """
+    INSERT INTO credit_accounts AS a (user_id, balance, total_purchased, total_refunded, frozen)
+    SELECT user_id, 0, 0, 0, delta
+    FROM unnest(CAST(:user_ids AS text[]), CAST(:deltas AS bigint[])) AS h(user_id, delta)
+    ORDER BY user_id
+    ON CONFLICT (user_id) DO UPDATE SET frozen = a.frozen + EXCLUDED.frozen, updated_at = now()
+    """
+)
+
+
+def hold(session: Session, deltas: dict[str, int]) -> None:
+    """Move the credits held on accounts (frozen: in the balance, not spendable) by these amounts."""
+    deltas = {user: delta for user, delta in deltas.items() if delta}
+    if deltas:
+        users = sorted(deltas)
+        session.execute(_HOLD, {"user_ids": users, "deltas": [deltas[u] for u in users]})
+
+
 def _floor_at_zero(session: Session, postings: list[Posting]) -> tuple[list[Posting], list[int]]:
     """Cut clawbacks to what each balance covers, walking the postings in order."""
     balances = lock_balances(session, {p.user_id for p in postings})
@@ -116,15 +133,20 @@ def _floor_at_zero(session: Session, postings: list[Posting]) -> tuple[list[Post
 
 def lock_balances(session: Session, user_ids: set[str]) -> dict[str, int]:
     """The balances of these users, their accounts locked in user order."""
+    return {user: balance for user, (balance, _) in lock_accounts(session, user_ids).items()}
+
+
+def lock_accounts(session: Session, user_ids: set[str]) -> dict[str, tuple[int, int]]:
+    """(balance, frozen) of these users, their accounts locked in user order."""
     if not user_ids:
         return {}
     rows = session.execute(
-        select(CreditAccount.user_id, CreditAccount.balance)
+        select(CreditAccount.user_id, CreditAccount.balance, CreditAccount.frozen)
         .where(CreditAccount.user_id.in_(sorted(user_ids)))
         .order_by(CreditAccount.user_id)
         .with_for_update()
     )
-    return dict(rows.tuples().all())
+    return {user: (balance, frozen) for user, balance, frozen in rows}
 
 
 def spend(session: Session, *, user_id: str, credits: int, idempotency_key: str, reason: str) -> CreditLedger:
@@ -134,8 +156,10 @@ def spend(session: Session, *, user_id: str, credits: int, idempotency_key: str,
     if existing is not None:
         return existing
     account = lock_account(session, user_id)
-    if account.balance < credits:
-        raise InsufficientCreditsError(f"balance {account.balance} is less than {credits}")
+    available = account.balance - account.frozen  # held credits are in the balance but not spendable
+    if available < credits:
+        held = f" ({account.frozen} of {account.balance} held)" if account.frozen else ""
+        raise InsufficientCreditsError(f"available balance {available}{held} is less than {credits}")
     post(session, [Posting(user_id, -credits, LedgerKind.SPEND, key, reason)])
     # Ours, or that of a concurrent spend with the same key that won the race.
     return _entry_by_key(session, key)

@@ -9,9 +9,10 @@ from models.enums import ClawbackPolicy, FraudPolicy, ZeroAmountInvoices
 
 @dataclass(frozen=True)
 class Plan:
-    """Credits granted per paid period of a subscription price."""
+    """What a subscription price grants per paid period, and its rule for $0 invoices."""
 
-    credits: int
+    # None: the credits come from the subscription's (or invoice's) metadata.
+    credits: int | None = None
     # This plan's rule for $0 invoices (trials, 100% coupons); None: the global rule.
     zero_amount_invoices: ZeroAmountInvoices | None = None
 

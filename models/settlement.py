@@ -25,9 +25,13 @@ target, not a sum of steps:
 
 Rounding down means a partial refund never takes back more than its share,
 and because the target is computed from the cumulative amount, a full refund
-takes back exactly what was granted, however it was split. Under the freeze
-policy, a payment with an actionable fraud warning or an open dispute has
-what is left of its credits held back (frozen) until that is resolved.
+takes back exactly what was granted, however it was split.
+
+Holds. Under the freeze policy, a payment with an actionable fraud warning or
+an open dispute has what is left of its credits held (still in the balance,
+not spendable) as far as the user's unheld balance covers them, until that is
+resolved. A hold moves no credits, so it is not a ledger entry: it is the
+payment's ``credits_frozen`` and the account's ``frozen``.
 
 Status, once paid: refunded (fully, or by a lost dispute) > disputed (a
 dispute is open) > partially_refunded > completed.
@@ -74,6 +78,7 @@ class Settled:
     row: PaymentRow
     status_change: StatusChange | None
     postings: tuple[Posting, ...]
+    held: int = 0  # change in the credits held for this payment (the account's frozen moves by it)
 
 
 def refunded_amount(row: PaymentRow) -> int:
@@ -133,13 +138,12 @@ def under_suspicion(row: PaymentRow) -> bool:
     return warned or DisputeStatus.OPEN in _dispute_statuses(row)
 
 
-def freeze_target(row: PaymentRow, policy: FraudPolicy, balance: int | None) -> int:
-    """Credits to hold back: what is left of this payment's, no more than the user has (unspent)."""
+def freeze_target(row: PaymentRow, policy: FraudPolicy, unheld: int | None) -> int:
+    """Credits to hold: what is left of this payment's, no more than the user's balance not held for others."""
     if policy != FraudPolicy.FREEZE or row.paid_at is None or not under_suspicion(row):
         return 0
     left = row.credits_granted - row.credits_taken_back
-    available = row.credits_frozen + max(balance or 0, 0)
-    return max(0, min(left, available))
+    return max(0, min(left, unheld or 0))
 
 
 def ledger_key(row: PaymentRow, kind: LedgerKind, cause: str) -> str:
@@ -149,11 +153,12 @@ def ledger_key(row: PaymentRow, kind: LedgerKind, cause: str) -> str:
     return keys.entry_key(row.provider, row.id, kind.value, cause)
 
 
-def settle(row: PaymentRow, cause: str, *, fraud_policy: FraudPolicy = FraudPolicy.OFF, balance: int | None = None) -> Settled:
-    """Bring the status and the credits in line with the payment's facts.
+def settle(row: PaymentRow, cause: str, *, fraud_policy: FraudPolicy = FraudPolicy.OFF, unheld: int | None = None) -> Settled:
+    """Bring the status, the credits and the hold in line with the payment's facts.
 
-    ``balance`` is the user's balance, needed only to freeze unspent credits.
-    Raises TransitionError if the lifecycle table does not allow the derived status.
+    ``unheld`` is the user's balance less what is held for other payments,
+    needed only to hold unspent credits. Raises TransitionError if the
+    lifecycle table does not allow the derived status.
     """
     target = derive_status(row)
     change = None
@@ -174,18 +179,16 @@ def settle(row: PaymentRow, cause: str, *, fraud_policy: FraudPolicy = FraudPoli
         post(LedgerKind.GRANT, row.credits)
         row = replace(row, credits_granted=row.credits)
     owed = takeback_target(row)
-    freeze = freeze_target(row, fraud_policy, balance) if owed < row.credits_granted else 0
-    # Frozen credits are released before any are taken back, so a clawback takes them from the balance.
-    if freeze < row.credits_frozen:
-        post(LedgerKind.UNFREEZE, row.credits_frozen - freeze)
-        row = replace(row, credits_frozen=freeze)
     if owed > row.credits_taken_back:
         post(LedgerKind.CLAWBACK, -(owed - row.credits_taken_back))
         row = replace(row, credits_taken_back=owed)
     elif owed < row.credits_taken_back:
         post(LedgerKind.REVERSAL, row.credits_taken_back - owed)
         row = replace(row, credits_taken_back=owed)
-    if freeze > row.credits_frozen:
-        post(LedgerKind.FREEZE, -(freeze - row.credits_frozen))
-        row = replace(row, credits_frozen=freeze)
-    return Settled(row, change, tuple(postings))
+    if unheld is not None:
+        unheld += sum(p.amount for p in postings)  # what this settling moved counts too
+    hold = freeze_target(row, fraud_policy, unheld)
+    held = hold - row.credits_frozen
+    if held:
+        row = replace(row, credits_frozen=hold)
+    return Settled(row, change, tuple(postings), held)

@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from celery import shared_task
 
-from application.batch import Incoming
+from application import lookups
 from application.errors import is_transient
 from application.held import retry_held
-from models import inbox, keys, retention
-from providers import registry
+from models import retention
 from providers.stripe_api import ProviderUnavailableError, StripeAPI, StripeNotConfiguredError
 from tasks.base import PayhooksTask
 from workers import metrics
@@ -120,21 +119,14 @@ def prune_inbox(self: PayhooksTask) -> dict:
 def look_up_session(self: PayhooksTask, provider: str, session_id: str) -> dict:
     """Fetch what the provider's API knows of a session (its line items) and apply the events held for it."""
     runtime = self.runtime
-    with runtime.db.transaction() as session:
-        waiting = inbox.held_for(session, [keys.lookup_key(provider, session_id)])
-    if not waiting:
-        return {"applied": 0}
     try:
-        items = StripeAPI(runtime.settings.stripe_api_key, runtime.settings.stripe_api_base).list_line_items(session_id)
+        api = StripeAPI(runtime.settings.stripe_api_key, runtime.settings.stripe_api_base)
+        report = lookups.look_up_session(runtime.unit, api, provider, session_id)
     except StripeNotConfiguredError as exc:
         log.warning("cannot look up a session's line items: %s", exc)
         return {"skipped": "not configured"}
     except ProviderUnavailableError as exc:
         raise self.retry_later(exc) from exc
-    adapter = registry.get(provider)
-    report = runtime.unit.apply(
-        [Incoming(adapter.with_line_items(adapter.parse_event(row.payload), items), "lookup") for row in waiting]
-    )
     return {"applied": sum(r.status == "processed" for r in report.results)}
 
 

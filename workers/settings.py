@@ -127,17 +127,20 @@ _fraud_policy = _choice(FraudPolicy)
 
 
 def _subscription_plans(raw: Any) -> dict[str, Plan]:
-    """price id -> credits per period, or -> {credits: N, zero_amount_invoices: grant|skip}."""
+    """price id -> credits per period, or -> {credits: N, zero_amount_invoices: grant|skip} (either may be left out)."""
     if not isinstance(raw, dict):
         raise ValueError("must map price ids to credits per period")
     plans = {}
     for price, spec in raw.items():
         if isinstance(spec, dict):
             unknown = set(spec) - {"credits", "zero_amount_invoices"}
-            if unknown or "credits" not in spec:
-                raise ValueError(f"plan {price!r} takes credits and optionally zero_amount_invoices")
-            rule = spec.get("zero_amount_invoices")
-            plans[str(price)] = Plan(_positive_int(spec["credits"]), _zero_amount_invoices(rule) if rule is not None else None)
+            if unknown or not spec:
+                raise ValueError(f"plan {price!r} takes credits and/or zero_amount_invoices")
+            rule, credits = spec.get("zero_amount_invoices"), spec.get("credits")
+            plans[str(price)] = Plan(
+                _positive_int(credits) if credits is not None else None,
+                _zero_amount_invoices(rule) if rule is not None else None,
+            )
         else:
             plans[str(price)] = Plan(_positive_int(spec))
     return plans

@@ -65,10 +65,10 @@ def test_creates_the_endpoint_with_the_handled_types_and_prints_its_secret_once(
 
 
 def test_the_event_types_come_from_handled_types(fake, monkeypatch):
-    monkeypatch.setattr(providers.stripe, "HANDLED_TYPES", (*HANDLED_TYPES, "refund.updated"))
+    monkeypatch.setattr(providers.stripe, "HANDLED_TYPES", (*HANDLED_TYPES, "payout.paid"))
     assert setup(fake, "--url", URL).exit_code == 0
     [endpoint] = fake.webhook_endpoints.values()
-    assert endpoint["enabled_events"] == [*HANDLED_TYPES, "refund.updated"]
+    assert endpoint["enabled_events"] == [*HANDLED_TYPES, "payout.paid"]
 
 
 def test_updates_an_existing_endpoint_to_exactly_the_handled_types(fake):

@@ -68,7 +68,7 @@ def upgrade() -> None:
     op.drop_constraint(op.f('ck_credit_ledger_kind'), 'credit_ledger', type_='check')
     op.create_check_constraint(
         op.f('ck_credit_ledger_kind'), 'credit_ledger',
-        "kind IN ('grant', 'clawback', 'reversal', 'freeze', 'unfreeze', 'spend')",
+        "kind IN ('grant', 'clawback', 'reversal', 'spend')",
     )
     op.create_check_constraint(op.f('ck_payments_credits_granted_not_negative'), 'payments', 'credits_granted >= 0')
     op.create_check_constraint(op.f('ck_payments_credits_frozen_not_negative'), 'payments', 'credits_frozen >= 0')
