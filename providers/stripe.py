@@ -330,7 +330,8 @@ def invoice_payment_paid(event: ProviderEvent) -> Change:
     if not invoice_id:
         raise InvalidEventError("invoice_payment has no invoice")
     paid_by = payment.get("payment") if isinstance(payment.get("payment"), dict) else {}
-    intent = _object_id(paid_by.get("payment_intent"))
+    # payment.payment_intent in 2025-03-31.basil and later; preview versions put it at the top
+    intent = _object_id(paid_by.get("payment_intent")) or _object_id(payment.get("payment_intent"))
     if not intent:
         return Ignored(f"invoice paid by {_str(paid_by.get('type')) or 'something'} other than a payment intent")
     return PaymentLinked(PaymentRef(session_id=invoice_id, payment_id=intent))

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 
 import stripe
 
+from providers.stripe import API_VERSION
+
 MAX_TYPES_PER_LISTING = 20
 
 
@@ -48,6 +50,8 @@ class StripeAPI:
             )
         self._client = stripe.StripeClient(
             api_key,
+            # Objects read from the API in the same shape as the webhooks of an endpoint pinned by `stripe setup`.
+            stripe_version=API_VERSION,
             base_addresses={"api": api_base} if api_base else None,
             max_network_retries=max_network_retries,
             http_client=stripe.new_default_http_client(timeout=timeout_seconds),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 from werkzeug.routing import Rule
 
+from application.batch import Incoming
 from application.tracker import ConflictError, NotFoundError, PaymentTracker
 from application.unit import UnitOfWork
 from models.enums import ClawbackPolicy, EventStatus
@@ -164,6 +166,42 @@ def test_spend_is_idempotent_and_refuses_an_overdraft(client, database):
     too_much = api(client, "POST", "/api/users/spender/spend", json={"credits": 21, "idempotency_key": "order-2"})
     assert too_much.status_code == 409
     assert too_much.get_json()["error"] == "insufficient_credits"
+
+
+def test_a_spend_key_can_never_block_a_key_payhooks_writes(client, database):
+    """Caller keys live in their own namespace: choosing the grant key of a payment not yet settled changes nothing."""
+    deliver_direct(database, completed("early_bird", 40, 400, "pi_early"))
+    later = api(client, "POST", "/api/payments", json=pending(user_id="early_bird", session_id="cs_later", credits=100)).get_json()
+    grant_key = f"stripe:payment:{later['id']}:grant"  # what payhooks will write when cs_later is paid
+
+    taken = api(client, "POST", "/api/users/early_bird/spend", json={"credits": 2, "idempotency_key": grant_key})
+    assert taken.status_code == 200, taken.get_json()
+    assert taken.get_json()["entry"]["idempotency_key"] == grant_key  # shown as the caller chose it
+    paid = checkout_session(session_id="cs_later", user_id=None, credits=None, amount_total=1000, payment_intent="pi_later")
+    assert deliver_direct(database, event("checkout.session.completed", paid)).status == "processed"
+
+    with database.transaction() as session:
+        keys = dict(session.execute(
+            select(CreditLedger.idempotency_key, CreditLedger.amount).where(CreditLedger.user_id == "early_bird")
+        ).all())
+    assert keys[grant_key] == 100 and keys[f"spend:{grant_key}"] == -2
+    assert api(client, "GET", "/api/users/early_bird/credits").get_json()["balance"] == 40 - 2 + 100
+
+
+def test_a_paid_amount_that_differs_from_the_recorded_one_is_kept_and_counted(app, client, database):
+    """Tax, a discount or an adjusted price: refunds follow what was captured, and the difference is never silent."""
+    created = api(client, "POST", "/api/payments", json=pending(session_id="cs_taxed", amount_cents=1000, credits=100)).get_json()
+    services = app.extensions["payhooks"]
+    session = checkout_session(session_id="cs_taxed", user_id=None, credits=None, amount_total=1210, payment_intent="pi_taxed")
+    services.unit.apply([Incoming(stripe.parse_event(encode(event("checkout.session.completed", session))))])
+    services.unit.apply([Incoming(stripe.parse_event(encode(event("charge.refunded", charge("pi_taxed", 1210, 605)))))])
+
+    payment = api(client, "GET", f"/api/payments/{created['id']}").get_json()
+    assert (payment["amount_cents"], payment["paid_amount_cents"], payment["amount_mismatch"]) == (1000, 1210, True)
+    assert (payment["status"], payment["credits_taken_back"]) == ("partially_refunded", 50)  # half of 1210, not of 1000
+    assert api(client, "GET", "/api/stats").get_json()["amount_mismatches"] == 1
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'payhooks_payment_amount_mismatches_total{provider="stripe"} 1.0' in metrics
 
 
 @pytest.mark.parametrize(
