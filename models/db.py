@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, text
+from psycopg.types.array import ListBinaryDumper
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,6 +17,16 @@ def normalize_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def _binary_arrays(dbapi_connection, _record) -> None:
+    """Send list parameters as binary arrays.
+
+    A batch passes each column as one array (``unnest``); in psycopg's default
+    text format every element is escaped character by character, which for a
+    batch of raw event bodies cost 30 times what the binary format costs.
+    """
+    dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 class Database:
@@ -33,6 +44,7 @@ class Database:
             hide_parameters=True,
             connect_args={"connect_timeout": 5},
         )
+        event.listen(self.engine, "connect", _binary_arrays)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

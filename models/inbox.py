@@ -134,6 +134,17 @@ class Stored:
     received_at: datetime | None = None
 
 
+# The partial index on hold_key (WHERE status = 'held') answers this; one array per list.
+_HELD_FOR = text(
+    """
+    SELECT id, provider, provider_event_id, payload, status, received_at FROM webhook_events
+    WHERE status = 'held' AND hold_key = ANY(CAST(:keys AS text[])) AND id <> ALL(CAST(:exclude AS bigint[]))
+    ORDER BY provider_created_at ASC NULLS FIRST, id
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+
 def held_for(session: Session, keys: Sequence[str], exclude: Sequence[int] = ()) -> list[Stored]:
     """Events held for any of these keys, oldest first, locked; rows another transaction has are skipped.
 
@@ -142,15 +153,8 @@ def held_for(session: Session, keys: Sequence[str], exclude: Sequence[int] = ())
     """
     if not keys:
         return []
-    query = (
-        select(WebhookEvent.id, WebhookEvent.provider, WebhookEvent.provider_event_id, WebhookEvent.payload, WebhookEvent.status, WebhookEvent.received_at)
-        .where(WebhookEvent.hold_key.in_(sorted(set(keys))), WebhookEvent.status == EventStatus.HELD)
-        .order_by(WebhookEvent.provider_created_at.asc().nulls_first(), WebhookEvent.id)
-        .with_for_update(skip_locked=True)
-    )
-    if exclude:
-        query = query.where(WebhookEvent.id.not_in(list(exclude)))
-    return [Stored(*row) for row in session.execute(query)]
+    rows = session.execute(_HELD_FOR, {"keys": sorted(set(keys)), "exclude": sorted(exclude)})
+    return [Stored(*row) for row in rows]
 
 
 def held(session: Session, limit: int, *, received_before: datetime | None = None) -> list[Stored]:

@@ -91,6 +91,22 @@ def row_of(payment: Payment) -> PaymentRow:
     return PaymentRow(**{c: getattr(payment, c) for c in COLUMNS})
 
 
+# Two index lookups, not one scan: an OR of the two columns would be planned as a
+# scan of every payment of the provider, which grows with the table.
+_LOCK = text(
+    f"""
+    SELECT {", ".join(COLUMNS)} FROM payments
+    WHERE id IN (
+        SELECT id FROM payments WHERE provider = :provider AND provider_session_id = ANY(CAST(:session_ids AS text[]))
+        UNION
+        SELECT id FROM payments WHERE provider = :provider AND provider_payment_id = ANY(CAST(:payment_ids AS text[]))
+    )
+    ORDER BY id
+    FOR UPDATE
+    """
+)
+
+
 def lock(
     session: Session, provider: str, *, session_ids: Iterable[str] = (), payment_ids: Iterable[str] = ()
 ) -> list[PaymentRow]:
@@ -98,15 +114,7 @@ def lock(
     session_ids, payment_ids = sorted(set(session_ids)), sorted(set(payment_ids))
     if not session_ids and not payment_ids:
         return []
-    rows = session.execute(
-        select(*(getattr(Payment, c) for c in COLUMNS))
-        .where(
-            Payment.provider == provider,
-            Payment.provider_session_id.in_(session_ids) | Payment.provider_payment_id.in_(payment_ids),
-        )
-        .order_by(Payment.id)
-        .with_for_update()
-    )
+    rows = session.execute(_LOCK, {"provider": provider, "session_ids": session_ids, "payment_ids": payment_ids})
     return [PaymentRow(*row) for row in rows]
 
 
