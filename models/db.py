@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -30,7 +30,11 @@ class Database:
             pool_pre_ping=pre_ping,
             echo=echo,
             connect_args={"connect_timeout": 5},
+            # A failed statement's message would otherwise carry its parameters:
+            # raw bodies, for the inbox and dead-letter inserts.
+            hide_parameters=True,
         )
+        event.listen(self.engine, "handle_error", _primary_message_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -45,3 +49,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _primary_message_only(context: ExceptionContext) -> None:
+    """Keep PostgreSQL's primary message in a failed statement's exception; drop DETAIL and the rest.
+
+    The DETAIL of a constraint violation quotes the row ("Failing row contains
+    (…)", raw body and all) and would follow the exception into every log line,
+    traceback and error report. The fields stay on ``exc.orig.diag`` for code
+    that needs them; only the text changes.
+    """
+    original = context.original_exception
+    primary = getattr(getattr(original, "diag", None), "message_primary", None)
+    if not primary or str(original) == primary:
+        return
+    original.args = (primary,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None:
+        wrapped.args = (f"({type(original).__module__}.{type(original).__name__}) {primary}",)

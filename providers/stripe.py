@@ -132,11 +132,11 @@ def _created(value: object) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidEventError(f"created is not a unix time: {value!r}")
+        raise InvalidEventError(f"created is not a unix time: {_shape(value)}")
     try:
         return datetime.fromtimestamp(value, UTC)
     except (OverflowError, ValueError, OSError):
-        raise InvalidEventError(f"created is not a unix time: {value}") from None
+        raise InvalidEventError(f"created is not a unix time: {_shape(value)} out of range") from None
 
 
 # -- handlers: event -> change ------------------------------------------------
@@ -350,7 +350,7 @@ def _time(value: object, name: str) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidEventError(f"{name} is not a unix time: {value!r}")
+        raise InvalidEventError(f"{name} is not a unix time: {_shape(value)}")
     return _created(value)
 
 
@@ -360,10 +360,10 @@ def _credits(value: object) -> int | None:
     # Stripe metadata values are strings; accept a JSON integer too.
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(text, str) or not _DIGITS.fullmatch(text.strip()):
-        raise InvalidEventError(f"metadata.credits is not a positive integer: {value!r}")
+        raise InvalidEventError(f"metadata.credits is not a positive integer: {_shape(value)}")
     credits = int(text)
     if not 0 < credits <= MAX_CREDITS:
-        raise InvalidEventError(f"metadata.credits must be between 1 and {MAX_CREDITS}: {value!r}")
+        raise InvalidEventError(f"metadata.credits must be between 1 and {MAX_CREDITS}: {_shape(credits)}")
     return credits
 
 
@@ -371,7 +371,7 @@ def _amount(value: object, name: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidEventError(f"{name} is not a non-negative integer: {value!r}")
+        raise InvalidEventError(f"{name} is not a non-negative integer: {_shape(value)}")
     return value
 
 
@@ -379,8 +379,20 @@ def _currency(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value):
-        raise InvalidEventError(f"currency is not a three-letter code: {value!r}")
+        raise InvalidEventError(f"currency is not a three-letter code: {_shape(value)}")
     return value.lower()
+
+
+def _shape(value: object) -> str:
+    """What a bad value is, never the value: the sender may have put anything there, an e-mail too."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else "a boolean"
+    if isinstance(value, int):
+        digits = len(str(abs(value)))
+        return f"{'a negative' if value < 0 else 'an'} integer of {digits} digit{'s' if digits > 1 else ''}"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return {"dict": "an object", "list": "an array", "float": "a decimal number"}.get(type(value).__name__, "a value")
 
 
 def _object_id(value: object) -> str | None:

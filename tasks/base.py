@@ -1,6 +1,20 @@
-"""The base of every payhooks task: its runtime (settings, database) and the retry policy."""
+"""The base of every payhooks task: its runtime (settings, database), the retry policy,
+and what Celery may print about its arguments.
+
+Celery writes ``argsrepr``/``kwargsrepr`` into every message it publishes and
+prints them in the worker's "Task received", retry and failure lines (and hands
+them to error reporting); left to itself it uses the first kilobyte of the
+arguments' repr, raw bodies included. ``apply_async`` is the one door every
+publish goes through — ``delay``, beat, and ``Task.retry``, which rebuilds the
+message from the request's arguments — so it sets both from ``public_args``:
+the arguments a task declares to be ids are shown, every other value only by
+its type.
+"""
 
 from __future__ import annotations
+
+import functools
+import inspect
 
 from celery import Task
 
@@ -11,9 +25,34 @@ from workers.runtime import Runtime
 class PayhooksTask(Task):
     """Tasks that run on one database transaction per unit of work and retry transient failures."""
 
+    #: Names of arguments whose values are ids, safe to show in Celery's log lines.
+    public_args: tuple[str, ...] = ()
+    # Our own limit (RETRY_MAX_ATTEMPTS, then a dead letter) decides when to stop.
+    # Celery's default of 3 would re-raise the failure after the third retry and
+    # acknowledge the message: the event would be gone, not dead-lettered.
+    max_retries = None
+
     @property
     def runtime(self) -> Runtime:
         return self.app.payhooks
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        if not options.get("argsrepr") or not options.get("kwargsrepr"):
+            argsrepr, kwargsrepr = self.describe_arguments(args or (), kwargs or {})
+            options["argsrepr"] = options.get("argsrepr") or argsrepr
+            options["kwargsrepr"] = options.get("kwargsrepr") or kwargsrepr
+        return super().apply_async(args, kwargs, **options)
+
+    def describe_arguments(self, args, kwargs) -> tuple[str, str]:
+        """What Celery shows instead of the arguments: ids as they are, anything else as <type>."""
+        names = _positional_names(type(self))
+        shown = [
+            _shown(names[index] if index < len(names) else None, value, self.public_args)
+            for index, value in enumerate(args)
+        ]
+        argsrepr = f"({shown[0]},)" if len(shown) == 1 else f"({', '.join(shown)})"
+        keywords = ", ".join(f"{name!r}: {_shown(name, value, self.public_args)}" for name, value in kwargs.items())
+        return argsrepr, "{" + keywords + "}"
 
     def retry_later(self, exc: BaseException):
         """Retry a transient failure with capped, jittered backoff."""
@@ -29,4 +68,21 @@ class PayhooksTask(Task):
         # countdown: it is never dropped while the database is unreachable.
         if attempt >= settings.retry_max_attempts:
             countdown = settings.retry_backoff_max_seconds
-        return self.retry(exc=exc, countdown=countdown, max_retries=None)
+        return self.retry(exc=exc, countdown=countdown)
+
+
+@functools.cache
+def _positional_names(task_class: type) -> tuple[str, ...]:
+    try:
+        parameters = inspect.signature(task_class.run).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    names = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    # Bound tasks' run() takes the task itself first; it is not in the message.
+    return tuple(names[1:] if names[:1] == ["self"] else names)
+
+
+def _shown(name: str | None, value, public: tuple[str, ...]) -> str:
+    if name in public and (value is None or isinstance(value, (str, int, float))):
+        return repr(value)
+    return f"<{type(value).__name__}>"

@@ -29,7 +29,8 @@ from workers.queues import PROCESS_EVENT
 log = logging.getLogger("payhooks.tasks")
 
 
-@shared_task(bind=True, base=PayhooksTask, name=PROCESS_EVENT)
+# Celery shows these in its log lines; the body only as <str> (tasks/base.py).
+@shared_task(bind=True, base=PayhooksTask, name=PROCESS_EVENT, public_args=("provider", "received_at", "source"))
 def process_event(
     self: PayhooksTask,
     provider: str,

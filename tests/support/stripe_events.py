@@ -1,4 +1,9 @@
-"""Stripe events built from Stripe's published object shapes, signed as Stripe signs them."""
+"""Stripe events built from Stripe's published object shapes, signed as Stripe signs them.
+
+The shapes carry canary customer data (tests/support/canaries.py), so every
+event the tests send is one whose personal data must not show up in any log
+line or error report.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ import copy
 import json
 import time
 import uuid
-from pathlib import Path
 
 from providers.stripe import sign
+from tests.support.canaries import CANARIES, CLIENT_SECRET_SUFFIX, load_fixtures
 
-FIXTURES = json.loads((Path(__file__).parent.parent / "fixtures/stripe/objects.json").read_text())
+FIXTURES = load_fixtures()
 
 
 def stripe_object(kind: str, **changes) -> dict:
@@ -73,10 +78,9 @@ def encode(evt: dict) -> bytes:
 
 
 def signed_headers(body: bytes, secret: str, timestamp: int | None = None) -> dict[str, str]:
-    return {
-        "Stripe-Signature": sign(body, secret, timestamp if timestamp is not None else int(time.time())),
-        "Content-Type": "application/json",
-    }
+    signature = sign(body, secret, timestamp if timestamp is not None else int(time.time()))
+    CANARIES.remember_signature(signature)
+    return {"Stripe-Signature": signature, "Content-Type": "application/json"}
 
 
 # -- objects behind the other handled event types ------------------------------
@@ -155,7 +159,7 @@ def payment_intent(
         amount=amount,
         amount_received=amount if status == "succeeded" else 0,
         currency=currency,
-        client_secret=f"{pi_id}_secret_test",
+        client_secret=f"{pi_id}{CLIENT_SECRET_SUFFIX}",
     )
 
 
