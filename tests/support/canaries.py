@@ -15,9 +15,10 @@ words), is searched case-insensitively, and survives JSON, repr and URL
 encoding; base64 renderings are searched too (a logged Celery message carries
 its body in base64). A card's last four digits are four digits like any other:
 they are searched next to their key (``last4``), and the card's fingerprint,
-always sent with them, stands for the card alone. The body of an event is
-recognised by ``"object": "event"``, which is in its first few bytes, so a
-truncated body is caught as well as a whole one.
+always sent with them, stands for the card alone. A body is recognised by
+its ``"object": "event"`` (or ``"checkout.session"``…) marker, which Stripe
+sends right after the id, so a body cut after a few dozen bytes is caught as
+well as a whole one.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ TOKENS: dict[str, str] = {
 PATTERNS: dict[str, str] = {
     "card last4": rf"last4\W{{1,8}}{CARD_LAST4}\b",
     "customer IP address": rf"\b{re.escape(IP_ADDRESS)}\b",
-    "raw event body": r"""\\?["']object\\?["']\s*:\s*\\?["']event\\?["']""",
+    # A Stripe object's own marker, which Stripe sends second, right after its id.
+    "raw Stripe object": r"""\\?["']object\\?["']\s*:\s*\\?["'](?:event|checkout\.session|charge|dispute|"""
+    r"""invoice|payment_intent|refund|customer|subscription)\\?["']""",
 }
 
 
@@ -100,7 +103,7 @@ class Canaries:
         # (a cheap word that must be in the line, pattern, name)
         self._patterns = [
             (hint, re.compile(PATTERNS[name], re.IGNORECASE), name)
-            for name, hint in (("card last4", "last4"), ("customer IP address", IP_ADDRESS), ("raw event body", "object"))
+            for name, hint in (("card last4", "last4"), ("customer IP address", IP_ADDRESS), ("raw Stripe object", "object"))
         ]
         self._hex = re.compile(r"[0-9a-f]{64}")
 
@@ -200,7 +203,17 @@ def with_canaries(fixtures: dict[str, dict]) -> dict[str, dict]:
     return fixtures
 
 
+def stripe_order(obj: dict) -> dict:
+    """An object's keys in the order Stripe sends them: ``id`` and ``object`` first.
+
+    (The published fixtures are sorted.) A body then starts with its
+    ``"object": "event"`` marker, so even its first few dozen bytes are recognised.
+    """
+    first = {key: obj[key] for key in ("id", "object") if key in obj}
+    return {**first, **{key: value for key, value in obj.items() if key not in first}}
+
+
 def load_fixtures() -> dict[str, dict]:
-    """tests/fixtures/stripe/objects.json, with the canaries in."""
+    """tests/fixtures/stripe/objects.json, with the canaries in, keys in Stripe's order."""
     raw = json.loads((Path(__file__).parent.parent / "fixtures/stripe/objects.json").read_text())
-    return with_canaries(raw)
+    return {kind: stripe_order(obj) for kind, obj in with_canaries(raw).items()}
