@@ -97,6 +97,7 @@ def pytest_sessionfinish(session, exitstatus):
         f"canary search — {capture.count('process')} lines from {capture.sources_of('process')} processes, "
         f"{capture.count('command')} lines of command output, "
         f"{capture.count('test process')} log lines of the test process, "
+        f"{capture.count('metrics')} lines of /metrics, "
         f"{capture.sources_of('sentry')} Sentry envelopes ({len(leaks.fake_sentry().events())} events): "
         f"{len(capture.leaks)} hits"
     )

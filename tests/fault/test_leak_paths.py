@@ -28,6 +28,8 @@ from tests.conftest import API_TOKEN, PRIMARY_SECRET
 from tests.support import canaries, leaks, processes
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode, signed_headers
+from workers.publish import celery_message
+from workers.queues import PROCESS_EVENT
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -248,4 +250,26 @@ def test_an_error_in_a_request_reports_no_body_header_or_local(settings, fake_se
     }
     assert not sent.get("data") and not sent.get("cookies") and not sent.get("query_string")
     assert "user" not in event and "sys.argv" not in event.get("extra", {})
+    searched_clean()
+
+
+def test_messages_the_worker_cannot_handle_are_reported_without_their_body(worker, redis_client):
+    evt = completed_event(user_id="user_unhandled")
+    args = ["stripe", encode(evt).decode(), 1.0]
+    unknown_id, refused_id = str(uuid.uuid4()), str(uuid.uuid4())
+    # A task name this worker does not know (one renamed while its messages still wait), and a
+    # content type it refuses: Celery would log the first kilobyte of each body.
+    unknown = celery_message("payhooks.renamed_since", args, queue="webhooks", argsrepr=repr(("stripe", evt["id"])),
+                             origin="test", task_id=unknown_id)
+    refused = json.loads(celery_message(PROCESS_EVENT, args, queue="webhooks", argsrepr=repr(("stripe", evt["id"])),
+                                        origin="test", task_id=refused_id))
+    refused["content-type"] = "application/x-python-serialize"
+    redis_client.lpush("webhooks", unknown, json.dumps(refused))
+
+    wait_until(lambda: lines_about(worker, "Received unregistered task of type 'payhooks.renamed_since'"), 30,
+               what="the unknown task reported")
+    wait_until(lambda: lines_about(worker, "Received invalid task message"), 30, what="the refused message reported")
+    reports = lines_about(worker, "Received unregistered task") + lines_about(worker, "Received invalid task message")
+    assert all("<withheld: " in line for line in reports), reports
+    assert any(unknown_id in line for line in reports)  # the headers still say which message it was
     searched_clean()

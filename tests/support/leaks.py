@@ -9,7 +9,8 @@ What is captured, for the whole session:
 * every log record of the test process itself, formatted as production formats
   it (workers/logs.py), by a handler on the root logger at INFO;
 * every envelope the Sentry SDK of any process sends: ``SENTRY_DSN`` points the
-  test process and every process it starts at a local fake (fake_sentry.py).
+  test process and every process it starts at a local fake (fake_sentry.py);
+* what a test hands over itself (``CAPTURE.add_text``), such as a /metrics page.
 
 Each test's teardown searches what was captured since the last search
 (``no_canary_leaks`` in tests/conftest.py); the end of the session searches what
@@ -31,7 +32,7 @@ from workers.logs import ContextFilter, formatter
 
 @dataclass
 class Source:
-    kind: str  # process | command | test process | sentry
+    kind: str  # process | command | test process | sentry | metrics
     label: str
     lines: list[str]  # shared with whoever appends to it; only ever appended to
     checked: int = 0
