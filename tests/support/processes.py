@@ -96,12 +96,16 @@ class Process:
 def keep_output(args, stdout: str | None, stderr: str | None, *, shows_payload: bool = False) -> None:
     """Hand a finished command's output to the canary search.
 
-    ``shows_payload``: the command prints a raw body because an operator asked for
-    it (``dlq show``); that is its answer, not a log line, so only its stderr is searched.
+    ``shows_payload``: the command ends its output with the raw body an operator
+    asked for (``dlq show``: "raw body:" and the body); that part is its answer,
+    not a log line. Everything before it, and stderr, is searched.
     """
     label = f"payhooks {' '.join(args)}"
-    if not shows_payload:
-        CAPTURE.add_text("command", f"{label} (stdout)", stdout)
+    if shows_payload and stdout:
+        head, marker, _ = stdout.partition("\nraw body:\n")
+        assert marker, f"{label} printed no raw body section"
+        stdout = head
+    CAPTURE.add_text("command", f"{label} (stdout)", stdout)
     CAPTURE.add_text("command", f"{label} (stderr)", stderr)
 
 
