@@ -67,6 +67,7 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    sentry_sdk.get_client().close(timeout=2)
     leaks.stop()
 
 
