@@ -52,7 +52,7 @@ class Database:
 
 
 def _primary_message_only(context: ExceptionContext) -> None:
-    """Keep PostgreSQL's primary message in a failed statement's exception; drop DETAIL and the rest.
+    """Keep only PostgreSQL's primary message in a failed statement's exception: no DETAIL.
 
     The DETAIL of a constraint violation quotes the row ("Failing row contains
     (…)", raw body and all) and would follow the exception into every log line,

@@ -51,8 +51,8 @@ class PayhooksTask(Task):
             for index, value in enumerate(args)
         ]
         argsrepr = f"({shown[0]},)" if len(shown) == 1 else f"({', '.join(shown)})"
-        keywords = ", ".join(f"{name!r}: {_shown(name, value, self.public_args)}" for name, value in kwargs.items())
-        return argsrepr, "{" + keywords + "}"
+        keywords = (f"{name!r}: {_shown(name, value, self.public_args)}" for name, value in kwargs.items())
+        return argsrepr, "{" + ", ".join(keywords) + "}"
 
     def retry_later(self, exc: BaseException):
         """Retry a transient failure with capped, jittered backoff."""

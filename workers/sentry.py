@@ -109,7 +109,7 @@ def mask(text: Any) -> Any:
 
 
 def before_send(event: dict, hint: dict) -> dict:
-    """Mask giveaway values in the free-text fields of an event: exception messages, log messages."""
+    """Mask giveaway values in an event's free text: exception and log messages."""
     for error in (event.get("exception") or {}).get("values") or ():
         error["value"] = mask(error.get("value"))
     entry = event.get("logentry")

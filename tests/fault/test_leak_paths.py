@@ -36,7 +36,7 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 @pytest.fixture(autouse=True)
 def leak_paths():
-    """This module drives the paths that write logs and reports: the session must have captured some."""
+    """This module drives the paths that write logs and reports: the session must capture some."""
     leaks.expect_capture()
 
 
@@ -47,7 +47,9 @@ def searched_clean() -> None:
 
 def post(client, evt: dict) -> None:
     body = encode(evt)
-    response = client.post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET))
+    response = client.post(
+        "/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET)
+    )
     assert response.status_code == 200, response.get_json()
 
 
@@ -57,6 +59,7 @@ def lines_about(worker, needle: str) -> list[str]:
 
 def task_id_of(worker, event_id: str) -> str:
     """The Celery task id that handled an event, from the worker's own log lines."""
+
     def found():
         for line in lines_about(worker, event_id):
             if line.startswith("{") and '"task_id"' in line:
@@ -67,7 +70,7 @@ def task_id_of(worker, event_id: str) -> str:
 
 
 def received_args(worker, task_id: str) -> list[str]:
-    """The argument repr of each "Task … received" line of a task: the first delivery, then each retry."""
+    """The argsrepr of each "Task … received" line of a task: the first delivery, then each retry."""
     return [
         json.loads(line)["data"]["args"]
         for line in lines_about(worker, f"[{task_id}] received")
@@ -87,7 +90,9 @@ def exception_types(event: dict) -> list[str]:
 def constraint(database, table: str, name: str, check: str):
     """A CHECK constraint the code does not expect: a stand-in for a bug that makes a task crash."""
     with database.transaction() as session:
-        session.execute(text(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" CHECK ({check}) NOT VALID'))
+        session.execute(
+            text(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" CHECK ({check}) NOT VALID')
+        )
     try:
         yield
     finally:
@@ -104,7 +109,10 @@ def test_retries_in_a_database_outage_print_ids_not_bodies(client, worker, datab
 
         def retried_twice():
             return all(
-                any("transient failure (attempt 2)" in line for line in lines_about(worker, evt["id"]))
+                any(
+                    "transient failure (attempt 2)" in line
+                    for line in lines_about(worker, evt["id"])
+                )
                 for evt in events
             )
 
@@ -114,7 +122,9 @@ def test_retries_in_a_database_outage_print_ids_not_bodies(client, worker, datab
     def applied():
         with database.transaction() as session:
             statuses = session.scalars(
-                select(WebhookEvent.status).where(WebhookEvent.provider_event_id.in_([e["id"] for e in events]))
+                select(WebhookEvent.status).where(
+                    WebhookEvent.provider_event_id.in_([e["id"] for e in events])
+                )
             ).all()
         return sorted(statuses) == [EventStatus.PROCESSED] * 2
 
@@ -132,18 +142,29 @@ def test_retries_in_a_database_outage_print_ids_not_bodies(client, worker, datab
     searched_clean()
 
 
-def test_a_task_that_crashes_reports_the_error_and_not_the_row(client, worker, database, fake_sentry):
+def test_a_task_that_crashes_reports_the_error_and_not_the_row(
+    client, worker, database, fake_sentry
+):
     evt = completed_event(user_id="user_crash_task", credits="5")
     # The event's own inbox row cannot be written: the task fails, then so does its dead letter.
-    with constraint(database, "webhook_events", "leak_test_no_inbox_row", f"provider_event_id <> '{evt['id']}'"):
+    with constraint(
+        database, "webhook_events", "leak_test_no_inbox_row", f"provider_event_id <> '{evt['id']}'"
+    ):
         post(client, evt)
         task_id = task_id_of(worker, evt["id"])
-        wait_until(lambda: lines_about(worker, f"[{task_id}] raised unexpected"), 30, what="the task to fail")
+        wait_until(
+            lambda: lines_about(worker, f"[{task_id}] raised unexpected"),
+            30,
+            what="the task to fail",
+        )
 
         def reported():
             return sentry_events(
                 fake_sentry,
-                lambda e: e.get("tags", {}).get("celery_task_id") == task_id and "IntegrityError" in exception_types(e),
+                lambda e: (
+                    e.get("tags", {}).get("celery_task_id") == task_id
+                    and "IntegrityError" in exception_types(e)
+                ),
             )
 
         # Reported twice: by our log line ("unexpected failure") and by Celery's integration.
@@ -152,7 +173,9 @@ def test_a_task_that_crashes_reports_the_error_and_not_the_row(client, worker, d
     for event in reported():
         error = event["exception"]["values"][-1]
         assert "leak_test_no_inbox_row" in error["value"]  # the report still says what went wrong
-        assert "Failing row" not in error["value"]  # but not PostgreSQL's DETAIL, which quotes the row
+        assert (
+            "Failing row" not in error["value"]
+        )  # but not PostgreSQL's DETAIL, which quotes the row
         assert all("vars" not in frame for frame in error["stacktrace"]["frames"])
         assert event["extra"].get("celery-job", {}).get("args") in (None, "[Filtered]")
         assert event["tags"]["component"] == "worker"
@@ -171,14 +194,23 @@ def test_a_crash_while_applying_is_dead_lettered_and_replayed_without_leaking(
 
         def dead_lettered():
             with database.transaction() as session:
-                return session.scalars(select(DeadLetter).where(DeadLetter.provider_event_id == evt["id"])).one_or_none()
+                return session.scalars(
+                    select(DeadLetter).where(DeadLetter.provider_event_id == evt["id"])
+                ).one_or_none()
 
         letter = wait_until(dead_lettered, 30, what="the crashed event to be dead-lettered")
         assert letter.error_class == ErrorClass.UNEXPECTED
-        assert "leak_test_no_payment" in letter.error_message and "Failing row" not in letter.traceback
+        assert (
+            "leak_test_no_payment" in letter.error_message and "Failing row" not in letter.traceback
+        )
         wait_until(
-            lambda: sentry_events(fake_sentry, lambda e: (e.get("logentry") or {}).get("message") == "unexpected failure"
-                                  and evt["id"] in json.dumps(e)),
+            lambda: sentry_events(
+                fake_sentry,
+                lambda e: (
+                    (e.get("logentry") or {}).get("message") == "unexpected failure"
+                    and evt["id"] in json.dumps(e)
+                ),
+            ),
             30,
             what="the crash to reach Sentry",
         )
@@ -191,23 +223,38 @@ def test_a_crash_while_applying_is_dead_lettered_and_replayed_without_leaking(
     assert str(letter.id) in listing.stdout and "[unexpected]" in listing.stdout
     assert canaries.EMAIL in shown.stdout  # the raw body the operator asked for, kept for replay
     replayed = processes.cli(process_env, "dlq", "replay", str(letter.id))
-    assert f"dead letter {letter.id}: replayed" in replayed.stdout, replayed.stdout + replayed.stderr
+    assert f"dead letter {letter.id}: replayed" in replayed.stdout, (
+        replayed.stdout + replayed.stderr
+    )
     with database.transaction() as session:
-        assert session.scalars(select(CreditLedger.amount).where(CreditLedger.user_id == user)).all() == [9]
+        assert session.scalars(
+            select(CreditLedger.amount).where(CreditLedger.user_id == user)
+        ).all() == [9]
     searched_clean()
 
 
-def test_a_bad_value_is_described_not_echoed_in_dead_letters_logs_and_replays(client, worker, database, process_env):
+def test_a_bad_value_is_described_not_echoed_in_dead_letters_logs_and_replays(
+    client, worker, database, process_env
+):
     evt = completed_event(user_id="user_bad_credits", credits=canaries.EMAIL)
     post(client, evt)
 
     def dead_lettered():
         with database.transaction() as session:
-            return session.scalars(select(DeadLetter).where(DeadLetter.provider_event_id == evt["id"])).one_or_none()
+            return session.scalars(
+                select(DeadLetter).where(DeadLetter.provider_event_id == evt["id"])
+            ).one_or_none()
 
     letter = wait_until(dead_lettered, 30, what="the event to be dead-lettered")
-    assert letter.error_message == f"metadata.credits is not a positive integer: a string of {len(canaries.EMAIL)} characters"
-    wait_until(lambda: lines_about(worker, "metadata.credits is not a positive integer"), 10, what="the failure logged")
+    assert (
+        letter.error_message
+        == f"metadata.credits is not a positive integer: a string of {len(canaries.EMAIL)} characters"
+    )
+    wait_until(
+        lambda: lines_about(worker, "metadata.credits is not a positive integer"),
+        10,
+        what="the failure logged",
+    )
 
     again = client.post(f"/api/dead-letters/{letter.id}/replay", headers=AUTH)
     assert again.status_code == 200 and again.get_json()["outcome"] == "failed_again"
@@ -229,13 +276,21 @@ def test_an_error_in_a_request_reports_no_body_header_or_local(settings, fake_se
 
     evt = completed_event(user_id="user_request_crash")
     body = encode(evt)
-    headers = {**signed_headers(body, PRIMARY_SECRET), **AUTH, "Cookie": f"session={canaries.API_TOKEN}"}
-    response = app.test_client().post(f"/test/crash?email={canaries.EMAIL}", data=body, headers=headers)
+    headers = {
+        **signed_headers(body, PRIMARY_SECRET),
+        **AUTH,
+        "Cookie": f"session={canaries.API_TOKEN}",
+    }
+    response = app.test_client().post(
+        f"/test/crash?email={canaries.EMAIL}", data=body, headers=headers
+    )
     assert response.status_code == 500
     sentry_sdk.flush(timeout=5)
 
     [event] = wait_until(
-        lambda: sentry_events(fake_sentry, lambda e: "could not handle a delivery" in json.dumps(e)),
+        lambda: sentry_events(
+            fake_sentry, lambda e: "could not handle a delivery" in json.dumps(e)
+        ),
         10,
         what="the error to reach Sentry",
     )
@@ -259,17 +314,40 @@ def test_messages_the_worker_cannot_handle_are_reported_without_their_body(worke
     unknown_id, refused_id = str(uuid.uuid4()), str(uuid.uuid4())
     # A task name this worker does not know (one renamed while its messages still wait), and a
     # content type it refuses: Celery would log the first kilobyte of each body.
-    unknown = celery_message("payhooks.renamed_since", args, queue="webhooks", argsrepr=repr(("stripe", evt["id"])),
-                             origin="test", task_id=unknown_id)
-    refused = json.loads(celery_message(PROCESS_EVENT, args, queue="webhooks", argsrepr=repr(("stripe", evt["id"])),
-                                        origin="test", task_id=refused_id))
+    unknown = celery_message(
+        "payhooks.renamed_since",
+        args,
+        queue="webhooks",
+        argsrepr=repr(("stripe", evt["id"])),
+        origin="test",
+        task_id=unknown_id,
+    )
+    refused = json.loads(
+        celery_message(
+            PROCESS_EVENT,
+            args,
+            queue="webhooks",
+            argsrepr=repr(("stripe", evt["id"])),
+            origin="test",
+            task_id=refused_id,
+        )
+    )
     refused["content-type"] = "application/x-python-serialize"
     redis_client.lpush("webhooks", unknown, json.dumps(refused))
 
-    wait_until(lambda: lines_about(worker, "Received unregistered task of type 'payhooks.renamed_since'"), 30,
-               what="the unknown task reported")
-    wait_until(lambda: lines_about(worker, "Received invalid task message"), 30, what="the refused message reported")
-    reports = lines_about(worker, "Received unregistered task") + lines_about(worker, "Received invalid task message")
+    wait_until(
+        lambda: lines_about(worker, "Received unregistered task of type 'payhooks.renamed_since'"),
+        30,
+        what="the unknown task reported",
+    )
+    wait_until(
+        lambda: lines_about(worker, "Received invalid task message"),
+        30,
+        what="the refused message reported",
+    )
+    reports = lines_about(worker, "Received unregistered task") + lines_about(
+        worker, "Received invalid task message"
+    )
     assert all("<withheld: " in line for line in reports), reports
     assert any(unknown_id in line for line in reports)  # the headers still say which message it was
     searched_clean()

@@ -71,8 +71,9 @@ PATTERNS: dict[str, str] = {
     "card last4": rf"last4\W{{1,8}}{CARD_LAST4}\b",
     "customer IP address": rf"\b{re.escape(IP_ADDRESS)}\b",
     # A Stripe object's own marker, which Stripe sends second, right after its id.
-    "raw Stripe object": r"""\\?["']object\\?["']\s*:\s*\\?["'](?:event|checkout\.session|charge|dispute|"""
-    r"""invoice|payment_intent|refund|customer|subscription)\\?["']""",
+    "raw Stripe object": r"""\\?["']object\\?["']\s*:\s*\\?["']"""
+    r"""(?:event|checkout\.session|charge|dispute|invoice|payment_intent|refund|customer|subscription)"""
+    r"""\\?["']""",
 }
 
 
@@ -103,7 +104,11 @@ class Canaries:
         # (a cheap word that must be in the line, pattern, name)
         self._patterns = [
             (hint, re.compile(PATTERNS[name], re.IGNORECASE), name)
-            for name, hint in (("card last4", "last4"), ("customer IP address", IP_ADDRESS), ("raw Stripe object", "object"))
+            for name, hint in (
+                ("card last4", "last4"),
+                ("customer IP address", IP_ADDRESS),
+                ("raw Stripe object", "object"),
+            )
         ]
         self._hex = re.compile(r"[0-9a-f]{64}")
 
@@ -157,7 +162,13 @@ def _set(obj: dict, path: str, value) -> None:
 
 
 def _shipping() -> dict:
-    return {"address": ADDRESS, "name": NAME, "phone": PHONE, "carrier": None, "tracking_number": None}
+    return {
+        "address": ADDRESS,
+        "name": NAME,
+        "phone": PHONE,
+        "carrier": None,
+        "tracking_number": None,
+    }
 
 
 def with_canaries(fixtures: dict[str, dict]) -> dict[str, dict]:
@@ -168,7 +179,11 @@ def with_canaries(fixtures: dict[str, dict]) -> dict[str, dict]:
         "checkout.session": {
             "customer_email": EMAIL,
             "customer_details": {
-                **details, "business_name": None, "individual_name": NAME, "tax_exempt": "none", "tax_ids": [],
+                **details,
+                "business_name": None,
+                "individual_name": NAME,
+                "tax_exempt": "none",
+                "tax_ids": [],
             },
             "collected_information.individual_name": NAME,
             "collected_information.shipping_details": {"address": ADDRESS, "name": NAME},

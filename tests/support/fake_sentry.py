@@ -38,7 +38,7 @@ class Envelope:
 
 
 def parse_envelope(data: bytes) -> tuple[dict, list[tuple[dict, bytes]]]:
-    """The envelope header and its (item header, payload) pairs, as Sentry's protocol lays them out."""
+    """The envelope header and its (item header, payload) pairs, as Sentry's protocol has them."""
     first, _, rest = data.partition(b"\n")
     header = json.loads(first) if first.strip() else {}
     items = []
@@ -112,8 +112,12 @@ class FakeSentry:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="fake-sentry", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="fake-sentry",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

@@ -46,7 +46,8 @@ class Leak:
     excerpt: str
 
     def __str__(self) -> str:
-        return f"{self.source}, line {self.line_number}: {', '.join(self.canaries)}\n    {self.excerpt}"
+        where = f"{self.source}, line {self.line_number}"
+        return f"{where}: {', '.join(self.canaries)}\n    {self.excerpt}"
 
 
 @dataclass
@@ -67,8 +68,10 @@ class Capture:
 
     def add_envelope(self, envelope: Envelope) -> None:
         events = envelope.payloads("event")
-        what = f"event {events[0].get('event_id')}" if events else ", ".join(
-            str(header.get("type")) for header, _ in envelope.items
+        what = (
+            f"event {events[0].get('event_id')}"
+            if events
+            else ", ".join(str(header.get("type")) for header, _ in envelope.items)
         )
         self.add("sentry", f"Sentry envelope ({what})", envelope.text.splitlines())
 
@@ -83,7 +86,14 @@ class Capture:
                 line = source.lines[index]
                 hits = CANARIES.find(line)
                 if hits:
-                    found.append(Leak(source.label, index + 1, tuple(sorted({h[0] for h in hits})), _excerpt(line)))
+                    found.append(
+                        Leak(
+                            source.label,
+                            index + 1,
+                            tuple(sorted({h[0] for h in hits})),
+                            _excerpt(line),
+                        )
+                    )
             source.checked = end
         self.leaks.extend(found)
         return found
@@ -98,7 +108,7 @@ class Capture:
 def _excerpt(line: str, width: int = 240) -> str:
     masked = CANARIES.mask(line.rstrip("\n"))
     start = max(0, masked.find("<canary:") - width // 3)
-    excerpt = masked[start:start + width]
+    excerpt = masked[start : start + width]
     return ("…" if start else "") + excerpt + ("…" if start + width < len(masked) else "")
 
 
@@ -184,4 +194,5 @@ def vacuity_problems() -> list[str]:
 def report(leaks: list[Leak]) -> str:
     shown = "\n".join(f"  {leak}" for leak in leaks[:20])
     more = f"\n  … and {len(leaks) - 20} more" if len(leaks) > 20 else ""
-    return f"personal data or a secret reached a log line or an error report ({len(leaks)} hits):\n{shown}{more}"
+    what = "personal data or a secret reached a log line or an error report"
+    return f"{what} ({len(leaks)} hits):\n{shown}{more}"

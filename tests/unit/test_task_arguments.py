@@ -16,7 +16,9 @@ from tasks import events
 from tasks.base import PayhooksTask
 
 EMAIL = "someone@example.org"
-BODY = '{"id": "evt_1", "object": "event", "data": {"object": {"customer_email": "someone@example.org"}}}'
+BODY = (
+    f'{{"id": "evt_1", "object": "event", "data": {{"object": {{"customer_email": "{EMAIL}"}}}}}}'
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +27,15 @@ def app():
 
 
 def test_declared_ids_are_shown_everything_else_by_its_type(app):
-    @app.task(bind=True, base=PayhooksTask, name="test.refund", public_args=("provider", "refund_id"))
+    @app.task(
+        bind=True, base=PayhooksTask, name="test.refund", public_args=("provider", "refund_id")
+    )
     def refund(self, provider, refund_id, note, amount=None, *, customer=None):
         pass
 
-    argsrepr, kwargsrepr = refund.describe_arguments(("stripe", "re_1", EMAIL), {"amount": 500, "customer": {"email": EMAIL}})
+    argsrepr, kwargsrepr = refund.describe_arguments(
+        ("stripe", "re_1", EMAIL), {"amount": 500, "customer": {"email": EMAIL}}
+    )
 
     assert argsrepr == "('stripe', 're_1', <str>)"
     assert kwargsrepr == "{'amount': <int>, 'customer': <dict>}"
@@ -50,7 +56,10 @@ def test_without_declared_ids_nothing_is_shown(app):
     def unbound(provider, body):
         pass
 
-    assert unbound.describe_arguments(("stripe", BODY, 1.5), {}) == ("(<str>, <str>, <float>)", "{}")
+    assert unbound.describe_arguments(("stripe", BODY, 1.5), {}) == (
+        "(<str>, <str>, <float>)",
+        "{}",
+    )
 
 
 def test_process_event_shows_the_provider_and_never_the_body():
@@ -62,6 +71,6 @@ def test_process_event_shows_the_provider_and_never_the_body():
 
 def test_celery_never_retries_on_its_own_limit():
     # Our limit (RETRY_MAX_ATTEMPTS, then a dead letter) decides; Celery's default of 3
-    # would re-raise the failure and acknowledge the message (tests/fault/test_transient_retries.py).
+    # would re-raise the failure and acknowledge the message (fault/test_transient_retries.py).
     assert PayhooksTask.max_retries is None
     assert events.process_event.max_retries is None
