@@ -102,7 +102,8 @@ class UnitOfWork:
     def _dead_letter_unobserved(
         self, incoming: Incoming, exc: BaseException, error_class: ErrorClass = ErrorClass.UNEXPECTED
     ) -> BatchReport:
-        log.error("dead-lettering %s: %s (%s)", incoming.event.id, error_class, exc.__class__.__name__)
+        # exc_info for error reports: the exception's text holds no parameters or row values (models/db.py).
+        log.error("dead-lettering %s: %s failure", incoming.event.id, error_class, exc_info=exc)
         event = incoming.event
         message = f"{exc.__class__.__name__}: {exc}"
         with self.database.transaction() as session:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -40,11 +40,13 @@ class Database:
             pool_size=pool_size,
             pool_pre_ping=pre_ping,
             echo=echo,
-            # Exception text and logs never carry bound parameters: they hold raw event bodies.
-            hide_parameters=True,
             connect_args={"connect_timeout": 5},
+            # A failed statement's message would otherwise carry its parameters:
+            # raw bodies, for the inbox and dead-letter inserts.
+            hide_parameters=True,
         )
         event.listen(self.engine, "connect", _binary_arrays)
+        event.listen(self.engine, "handle_error", _primary_message_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -59,3 +61,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _primary_message_only(context: ExceptionContext) -> None:
+    """Keep only PostgreSQL's primary message in a failed statement's exception: no DETAIL.
+
+    The DETAIL of a constraint violation quotes the row ("Failing row contains
+    (…)", raw body and all) and would follow the exception into every log line,
+    traceback and error report. The fields stay on ``exc.orig.diag`` for code
+    that needs them; only the text changes.
+    """
+    original = context.original_exception
+    primary = getattr(getattr(original, "diag", None), "message_primary", None)
+    if not primary or str(original) == primary:
+        return
+    original.args = (primary,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None:
+        wrapped.args = (f"({type(original).__module__}.{type(original).__name__}) {primary}",)

@@ -541,19 +541,21 @@ def _currency(value: object) -> str | None:
     return value.lower()
 
 
+def _shape(value: object) -> str:
+    """What a bad value is, never the value: the sender may have put anything there, an e-mail too."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else "a boolean"
+    if isinstance(value, int):
+        digits = len(str(abs(value)))
+        return f"{'a negative' if value < 0 else 'an'} integer of {digits} digit{'s' if digits > 1 else ''}"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return {"dict": "an object", "list": "an array", "float": "a decimal number"}.get(type(value).__name__, "a value")
+
+
 def _object_id(value: object) -> str | None:
     """An id, whether the field holds the id or the expanded object."""
     if isinstance(value, dict):
         value = value.get("id")
     return value if isinstance(value, str) and value else None
 
-
-def _shape(value: object) -> str:
-    """What a bad value looks like, without echoing it: event fields may hold personal data."""
-    if isinstance(value, str):
-        return f"a string of {len(value)} characters"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "a negative integer" if value < 0 else "an integer"
-    return f"a JSON {type(value).__name__.replace('dict', 'object').replace('list', 'array').replace('NoneType', 'null')}"

@@ -55,6 +55,7 @@ def _state_collector(svc) -> metrics.StateCollector:
         depths = {(name,): float(client.llen(name)) for name in (WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)}
         depths[("events",)] = float(queue.depth(client))
         depths[("claimed",)] = float(queue.claimed(client))
+        depths[("parked",)] = float(queue.parked(client))
         return depths
 
     def count(statement):
@@ -66,7 +67,7 @@ def _state_collector(svc) -> metrics.StateCollector:
 
     return metrics.StateCollector(
         {
-            "payhooks_queue_depth": ("Events and messages waiting in each queue (events: provider deliveries; claimed: taken by a consumer, not yet committed)", queue_depth, ["queue"]),
+            "payhooks_queue_depth": ("Events and messages waiting in each queue (events: provider deliveries; claimed: taken by a consumer, not yet committed; parked: could be neither applied nor dead-lettered, see OPERATIONS.md)", queue_depth, ["queue"]),
             "payhooks_dead_letters_open": (
                 "Dead letters waiting for an operator",
                 count(select(func.count()).select_from(DeadLetter).where(DeadLetter.status == DeadLetterStatus.OPEN)),

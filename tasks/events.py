@@ -25,8 +25,15 @@ from workers.queues import PROCESS_EVENT
 log = logging.getLogger("payhooks.tasks")
 
 
-@shared_task(bind=True, base=PayhooksTask, name=PROCESS_EVENT)
-def process_event(self: PayhooksTask, provider: str, body: str, received_at: float | None = None, source: str = "webhook") -> str:
+# Celery shows these in its log lines; the body only as <str> (tasks/base.py).
+@shared_task(bind=True, base=PayhooksTask, name=PROCESS_EVENT, public_args=("provider", "received_at", "source"))
+def process_event(
+    self: PayhooksTask,
+    provider: str,
+    body: str,
+    received_at: float | None = None,
+    source: str = "webhook",
+) -> str:
     try:
         event = registry.get(provider).parse_event(body)
     except (UnknownProviderError, InvalidEventError, UnicodeDecodeError) as exc:
@@ -38,7 +45,9 @@ def process_event(self: PayhooksTask, provider: str, body: str, received_at: flo
     except Exception as exc:
         if not is_transient(exc):
             raise
-        log.warning("transient failure (attempt %d): %s", self.request.retries + 1, exc.__class__.__name__)
-        # The retried message names the event, never its body, in what Celery logs.
-        raise self.retry_later(exc, argsrepr=repr((provider, event.id)), kwargsrepr="{}") from exc
+        log.warning(
+            "transient failure of %s (attempt %d): %s", event.id, self.request.retries + 1, exc.__class__.__name__,
+            extra={"task_id": self.request.id, "event_id": event.id},
+        )
+        raise self.retry_later(exc) from exc
     return result.status

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 import redis
+import sentry_sdk
 from sqlalchemy import text
 
 from models.db import Database
 from models.tables import Base
 from receiver import create_app
-from tests.support import processes, services
+from tests.support import canaries, leaks, processes, services
 from tests.support.fake_stripe import FakeStripe
+from workers.sentry import init_sentry
 from workers.settings import CreditPackage, Settings
 
 STARTER = CreditPackage("starter", "Starter", 100, 999, "usd")
-PRIMARY_SECRET = "whsec_test_primary"
-ROTATED_SECRET = "whsec_test_rotated"
-API_TOKEN = "test-token"
+# Canary secrets: the search for leaks (tests/support/leaks.py) looks for them everywhere.
+PRIMARY_SECRET = canaries.WEBHOOK_SECRET
+ROTATED_SECRET = canaries.ROTATED_WEBHOOK_SECRET
+API_TOKEN = canaries.API_TOKEN
+STRIPE_API_KEY = canaries.STRIPE_API_KEY
 
 # Every table the models define, so a new table is cleaned without anyone remembering to.
 TABLES = tuple(Base.metadata.tables)
@@ -42,6 +47,70 @@ def pytest_report_header(config):
 def pytest_terminal_summary(terminalreporter):
     for line in _USED:
         terminalreporter.write_line(f"services used — {line}")
+    for line in _CANARY_SUMMARY:
+        terminalreporter.write_line(line)
+
+
+# -- the canary search: nothing personal or secret in any log line or error report ----
+
+
+_CANARY_SUMMARY: list[str] = []
+
+
+def pytest_configure(config):
+    """Before anything starts: a fake Sentry every process reports to, and the log capture."""
+    sentry = leaks.start()
+    # In the environment, so every process a test starts reports there too,
+    # whether or not it is given the test settings.
+    os.environ["SENTRY_DSN"] = sentry.dsn
+    init_sentry(Settings(sentry_dsn=sentry.dsn), "tests")
+
+
+def pytest_unconfigure(config):
+    sentry_sdk.get_client().close(timeout=2)
+    leaks.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_canary_leaks():
+    """After each test: search what every process wrote and Sentry received since the last search."""
+    leaks.ensure_handler()
+    yield
+    found = leaks.CAPTURE.scan()
+    if found:
+        pytest.fail(leaks.report(found), pytrace=False)
+
+
+@pytest.fixture
+def fake_sentry():
+    """The local Sentry every process reports to (tests/support/fake_sentry.py)."""
+    return leaks.fake_sentry()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """What came late (processes shutting down, envelopes in flight) is searched too."""
+    if not leaks.CAPTURE.sources:
+        return
+    sentry_sdk.flush(timeout=5)
+    capture = leaks.CAPTURE
+    late = capture.scan()
+    summary = (
+        f"canary search — {capture.count('process')} lines from {capture.sources_of('process')} processes, "
+        f"{capture.count('command')} lines of command output, "
+        f"{capture.count('test process')} log lines of the test process, "
+        f"{capture.count('metrics')} lines of /metrics, "
+        f"{capture.sources_of('sentry')} Sentry envelopes ({len(leaks.fake_sentry().events())} events): "
+        f"{len(capture.leaks)} hits"
+    )
+    _CANARY_SUMMARY.append(summary)
+    problems = []
+    if late:
+        problems.append(leaks.report(late))
+    if leaks.expected_capture():
+        problems.extend(leaks.vacuity_problems())
+    if problems:
+        _CANARY_SUMMARY.extend(problems)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +121,7 @@ def settings_env(test_services) -> dict[str, str]:
         "REDIS_URL": test_services.redis_url,
         "STRIPE_WEBHOOK_SECRET": f"{PRIMARY_SECRET},{ROTATED_SECRET}",
         "API_TOKEN": API_TOKEN,
+        "SENTRY_DSN": leaks.fake_sentry().dsn,
         # Short enough that a worker killed outright has its messages restored
         # within a test; retries stay below it, as in production.
         "BROKER_VISIBILITY_TIMEOUT": "6",
@@ -81,7 +151,7 @@ def redis_client(test_services) -> redis.Redis:
     return redis.Redis.from_url(test_services.redis_url)
 
 
-BROKER_KEYS = ("webhooks", "maintenance", "unacked", "unacked_index", "payhooks:events")
+BROKER_KEYS = ("webhooks", "maintenance", "unacked", "unacked_index", "payhooks:events", "payhooks:events:parked")
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +210,7 @@ def stripe_settings(settings, fake):
     """Settings pointing the Stripe client at the fake, with one credit package."""
     return dataclasses.replace(
         settings,
-        stripe_api_key="sk_test_x",
+        stripe_api_key=STRIPE_API_KEY,
         stripe_api_base=fake.url,
         credit_packages={"starter": STARTER},
         checkout_success_url="https://example.com/ok",

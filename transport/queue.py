@@ -36,6 +36,7 @@ PREFIX = "payhooks"
 EVENTS = f"{PREFIX}:events"  # list: LPUSH by the receiver, taken from the right
 CONSUMERS = f"{PREFIX}:consumers"  # sorted set: consumer id -> last heartbeat (server ms)
 CLAIMS = f"{PREFIX}:claims:"  # + consumer id: list of the items that consumer holds
+PARKED = f"{PREFIX}:events:parked"  # list: items that could be neither applied nor dead-lettered
 
 # Redis server time in ms, for heartbeats every host agrees on.
 _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)"
@@ -185,6 +186,10 @@ class Claims:
         moved, consumers = self._reclaim(keys=[EVENTS, CONSUMERS], args=[int(timeout_seconds * 1000), CLAIMS])
         return int(moved), int(consumers)
 
+    def park(self, item: bytes) -> None:
+        """Keep an item nothing could be done with (not even a dead letter) where an operator finds it."""
+        self.client.lpush(PARKED, item)
+
     def release(self) -> int:
         """Leave: our claims back to the head of the queue, and deregister."""
         return int(self._release(keys=[EVENTS, self.claims, CONSUMERS], args=[self.consumer]))
@@ -192,6 +197,10 @@ class Claims:
 
 def depth(client: redis.Redis) -> int:
     return int(client.llen(EVENTS))
+
+
+def parked(client: redis.Redis) -> int:
+    return int(client.llen(PARKED))
 
 
 def claimed(client: redis.Redis) -> int:

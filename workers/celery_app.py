@@ -83,6 +83,8 @@ def celery_config(settings: Settings) -> dict:
         "timezone": "UTC",
         "enable_utc": True,
         "worker_hijack_root_logger": False,
+        # Celery's, minus the raw body it would log for a message it cannot handle.
+        "worker_consumer": "workers.celery_consumer:Consumer",
         "beat_schedule": beat_schedule(settings),
     }
 

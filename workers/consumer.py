@@ -5,7 +5,9 @@ One loop per consumer, on a thread of its own:
     claim up to BATCH items (waiting for the first, so a lone event never waits
     for company) → decode → apply them through the unit of work → acknowledge
 
-A transient failure keeps the batch claimed and tries it again with capped,
+An event that can be neither applied nor dead-lettered (a database constraint
+refusing even its inbox row) is kept aside in ``payhooks:events:parked`` and
+reported; the consumer goes on with the rest. A transient failure keeps the batch claimed and tries it again with capped,
 jittered backoff. An outage (PostgreSQL away) is retried for as long as it
 lasts — there is no limit to fall out of — and once the database is back the
 batch is applied within one backoff interval. A conflict (a lock not granted,
@@ -37,7 +39,7 @@ from models.enums import ErrorClass
 from providers import registry
 from providers.changes import InvalidEventError
 from providers.registry import UnknownProviderError
-from transport.queue import Claims, Envelope
+from transport.queue import PARKED, Claims, Envelope
 
 log = logging.getLogger("payhooks.consumer")
 
@@ -65,6 +67,7 @@ class Consumer:
         self.reject = reject
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._items: dict[tuple[str, str], bytes] = {}  # the batch in hand, by event, to park one
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -133,6 +136,7 @@ class Consumer:
 
     def _apply_until_done(self, items: list[bytes]) -> bool:
         """Apply a batch, retrying transient failures; False if stopped first."""
+        self._items = {}
         return self._apply(self._decode(items))
 
     def _apply(self, batch: list[Incoming]) -> bool:
@@ -143,7 +147,12 @@ class Consumer:
                 return True
             except Exception as exc:
                 if not is_transient(exc):
-                    raise  # the unit of work dead-letters what it can; anything else is a bug
+                    # The unit of work dead-letters what it can; this is an event it could not
+                    # even dead-letter. Find it, keep it aside, and go on with the rest.
+                    if len(batch) > 1:
+                        return all(self._apply([incoming]) for incoming in batch)
+                    self._park(batch[0], exc)
+                    return True
                 conflicts += is_conflict(exc)
                 if conflicts > self.retry_limit:
                     return self._past_the_limit(batch, exc)
@@ -178,21 +187,46 @@ class Consumer:
                     if not is_transient(retry):
                         raise
 
+    def _park(self, incoming: Incoming, exc: BaseException) -> None:
+        item = self._items[(incoming.event.provider, incoming.event.id)]
+        log.error(
+            "could neither apply nor dead-letter %s; kept in %s for an operator", incoming.event.id, PARKED, exc_info=exc
+        )
+        self._keep(item)
+
+    def _keep(self, item: bytes) -> None:
+        while True:
+            try:
+                self.claims.park(item)
+                return
+            except redis.RedisError as again:
+                log.warning("could not park an item (%s); trying again", again.__class__.__name__)
+                if self.stopping.wait(1.0):
+                    return
+
     def _decode(self, items: list[bytes]) -> list[Incoming]:
         batch = []
         for item in items:
             try:
                 envelope = Envelope.decode(item)
                 event = registry.get(envelope.provider).parse_event(envelope.body)
+                if event.id != envelope.event_id:
+                    raise ValueError("the envelope's event id is not the body's")
             except (ValueError, KeyError, TypeError, InvalidEventError, UnknownProviderError, UnicodeDecodeError) as exc:
                 # The receiver verified and parsed it; only a hand-made or corrupted item lands here.
-                self.reject(item, f"{exc.__class__.__name__}: {exc}")
+                self._reject(item, f"{exc.__class__.__name__}: {exc}")
                 continue
-            if event.id != envelope.event_id:
-                self.reject(item, "the envelope's event id is not the body's")
-                continue
+            self._items[(event.provider, event.id)] = item
             batch.append(Incoming(event, "webhook", envelope.received_at))
         return batch
+
+    def _reject(self, item: bytes, reason: str) -> None:
+        """An unreadable item becomes a dead letter; if even that cannot be written, it is parked."""
+        try:
+            self.reject(item, reason)
+        except Exception as exc:
+            log.error("could not dead-letter an unreadable item (%s); kept in %s", exc.__class__.__name__, PARKED)
+            self._keep(item)
 
     # -- liveness -------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from models.enums import LedgerKind, PaymentStatus
 from models.tables import CreditLedger, Payment, WebhookEvent
 from providers import stripe
 from providers.stripe_api import StripeAPI
+from tests.conftest import STRIPE_API_KEY
 from tests.support.apply import handle
 from tests.support.fake_stripe import FakeStripe
 
@@ -28,7 +29,7 @@ SESSION_PATH = "/v1/checkout/sessions/"
 
 
 def stripe_api(fake: FakeStripe) -> StripeAPI:
-    return StripeAPI("sk_test_x", fake.url, max_network_retries=0)
+    return StripeAPI(STRIPE_API_KEY, fake.url, max_network_retries=0)
 
 
 def ledger(database) -> list[tuple[str, str, int, str]]:

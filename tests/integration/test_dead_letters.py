@@ -28,7 +28,7 @@ from models.tables import CreditAccount, CreditLedger, DeadLetter, WebhookEvent
 from providers import stripe
 from tests.conftest import API_TOKEN, PRIMARY_SECRET
 from tests.support.apply import apply_batch, handle, pay_directly
-from tests.support.processes import BIN, ROOT, wait_until
+from tests.support.processes import BIN, ROOT, keep_output, wait_until
 from tests.support.stripe_events import (
     charge,
     completed_event,
@@ -707,6 +707,7 @@ def payhooks(
     results = []
     for args, proc in started:
         out, err = proc.communicate(timeout=60)
+        keep_output(args, out, err, shows_payload=args[:2] == ("dlq", "show"))
         results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
     return results
 

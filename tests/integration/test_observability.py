@@ -10,7 +10,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PRIMARY_SECRET, ROTATED_SECRET
-from tests.support import processes
+from tests.support import leaks, processes
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode, signed_headers
 from workers.embedded import free_port
@@ -61,6 +61,8 @@ def test_metrics_after_a_burst_cover_every_process(stack):
         return found if value(found, "payhooks_events_total", outcome="processed") >= 6 else None
 
     found = wait_until(scraped, 30, what="the worker's events to show in the receiver's /metrics")
+    # Metric labels are searched for canaries like log lines (tests/support/leaks.py).
+    leaks.CAPTURE.add_text("metrics", "GET /metrics (gunicorn, every process)", requests.get(f"{base}/metrics", timeout=5).text)
     assert value(found, "payhooks_deliveries_total", outcome="accepted") == 6
     assert value(found, "payhooks_deliveries_total", outcome="invalid_signature") == 1
     assert value(found, "payhooks_signature_matches_total", secret="1") == 1  # the rotated secret, seen working

@@ -37,7 +37,7 @@ from models.tables import (
 from providers import stripe
 from providers.stripe_api import ProviderUnavailableError, StripeAPI
 from receiver import create_app
-from tests.conftest import API_TOKEN
+from tests.conftest import API_TOKEN, STRIPE_API_KEY
 from tests.support import processes
 from tests.support.apply import handle
 from tests.support.fake_stripe import FakeStripe
@@ -54,7 +54,7 @@ OVERLAP = timedelta(minutes=10)
 
 
 def stripe_api(fake) -> StripeAPI:
-    return StripeAPI("sk_test_x", fake.url, max_network_retries=0)
+    return StripeAPI(STRIPE_API_KEY, fake.url, max_network_retries=0)
 
 
 @pytest.fixture
@@ -545,13 +545,11 @@ def test_checkout_route_creates_the_session_and_records_it_pending(fake, stripe_
 
 
 def payhooks(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "payhooks"), *args], env=env, cwd=processes.ROOT, capture_output=True, text=True, timeout=60
-    )
+    return processes.cli(env, *args)
 
 
 def test_cli_sweep_and_reconcile(fake, tracker, database, process_env):
-    env = {**process_env, "STRIPE_API_KEY": "sk_test_x", "STRIPE_API_BASE": fake.url}
+    env = {**process_env, "STRIPE_API_KEY": STRIPE_API_KEY, "STRIPE_API_BASE": fake.url}
     unconfigured = {k: v for k, v in env.items() if k != "STRIPE_API_KEY"}
     session_id, payment_id = checkout(tracker, "user_cli")
     paid = fake.pay(session_id)
@@ -606,7 +604,7 @@ def beat_env(process_env, test_services, fake):
     yield {
         **process_env,
         "REDIS_URL": url,
-        "STRIPE_API_KEY": "sk_test_x",
+        "STRIPE_API_KEY": STRIPE_API_KEY,
         "STRIPE_API_BASE": fake.url,
         "SWEEP_INTERVAL_SECONDS": "1",
         "SWEEP_MIN_AGE_SECONDS": "1",

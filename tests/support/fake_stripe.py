@@ -28,8 +28,8 @@ What it serves (v1, form-encoded requests the way the SDK sends them):
   be changed by an update (as on Stripe, it is an unknown parameter there)
 
 Every object starts as a deep copy of Stripe's published fixture of its kind
-(``tests/fixtures/stripe/objects.json``); only the fields a scenario decides are
-changed. Errors use Stripe's envelope ``{"error": {"type", "message", "code",
+(``tests/fixtures/stripe/objects.json``, with canary customer data in:
+tests/support/canaries.py); only the fields a scenario decides are changed. Errors use Stripe's envelope ``{"error": {"type", "message", "code",
 "param", ...}}`` and every response carries a ``Request-Id`` header.
 
 Behaviour copied from Stripe on purpose, because client code must cope with it:
@@ -68,16 +68,16 @@ import time
 import traceback
 from collections import namedtuple
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
 from flask import Flask, Response, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-FIXTURES: dict[str, dict] = json.loads(
-    (Path(__file__).parent.parent / "fixtures/stripe/objects.json").read_text()
-)
+from tests.support.canaries import load_fixtures
+
+# Stripe's example objects with canary customer data (tests/support/canaries.py).
+FIXTURES: dict[str, dict] = load_fixtures()
 
 try:  # the version the installed SDK pins; events carry it as Stripe's do
     from stripe._api_version import _ApiVersion

@@ -1,4 +1,8 @@
-"""Real payhooks processes for tests: a Celery worker and a gunicorn receiver."""
+"""Real payhooks processes for tests: a Celery worker, a gunicorn receiver, ``payhooks`` commands.
+
+Every process started here has its output kept for the canary search
+(tests/support/leaks.py): start processes through ``Process`` or ``cli``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+
+from tests.support.leaks import CAPTURE
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -51,6 +57,7 @@ class Process:
             text=True,
             start_new_session=True,
         )
+        CAPTURE.add("process", f"process {self.name!r} (pid {self.proc.pid}: {' '.join(Path(a).name for a in self.argv[:4])})", self.output)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         return self
@@ -84,6 +91,31 @@ class Process:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def keep_output(args, stdout: str | None, stderr: str | None, *, shows_payload: bool = False) -> None:
+    """Hand a finished command's output to the canary search.
+
+    ``shows_payload``: the command ends its output with the raw body an operator
+    asked for (``dlq show``: "raw body:" and the body); that part is its answer,
+    not a log line. Everything before it, and stderr, is searched.
+    """
+    label = f"payhooks {' '.join(args)}"
+    if shows_payload and stdout:
+        head, marker, _ = stdout.partition("\nraw body:\n")
+        assert marker, f"{label} printed no raw body section"
+        stdout = head
+    CAPTURE.add_text("command", f"{label} (stdout)", stdout)
+    CAPTURE.add_text("command", f"{label} (stderr)", stderr)
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 60, shows_payload: bool = False) -> subprocess.CompletedProcess:
+    """Run a ``payhooks`` command to completion; its output is kept for the canary search."""
+    result = subprocess.run(
+        [str(BIN / "payhooks"), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    keep_output(args, result.stdout, result.stderr, shows_payload=shows_payload)
+    return result
 
 
 def service_env(settings_env: dict[str, str]) -> dict[str, str]:

@@ -21,6 +21,10 @@ changes exist (docs/STRIPE_SHAPES.md has the sources):
 
 Fields both shapes share (checkout sessions, charges' amounts, refunds, disputes,
 early fraud warnings) are built the same way in both.
+
+The shapes carry canary customer data (tests/support/canaries.py), so every
+event the tests send is one whose personal data must not show up in any log
+line or error report.
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ import copy
 import json
 import time
 import uuid
-from pathlib import Path
 
 from providers.stripe import API_VERSION, sign
+from tests.support.canaries import CANARIES, CLIENT_SECRET_SUFFIX, load_fixtures
 
-FIXTURES = json.loads((Path(__file__).parent.parent / "fixtures/stripe/objects.json").read_text())
+FIXTURES = load_fixtures()
 
 LEGACY_API_VERSION = "2024-06-20"
 SHAPES = ("legacy", "basil")
@@ -101,12 +105,9 @@ def encode(evt: dict) -> bytes:
 
 
 def signed_headers(body: bytes, secret: str, timestamp: int | None = None) -> dict[str, str]:
-    return {
-        "Stripe-Signature": sign(
-            body, secret, timestamp if timestamp is not None else int(time.time())
-        ),
-        "Content-Type": "application/json",
-    }
+    signature = sign(body, secret, timestamp if timestamp is not None else int(time.time()))
+    CANARIES.remember_signature(signature)
+    return {"Stripe-Signature": signature, "Content-Type": "application/json"}
 
 
 # -- checkout ---------------------------------------------------------------------
@@ -315,7 +316,7 @@ def payment_intent(
         if amount_received is not None
         else (amount if status == "succeeded" else 0),
         currency=currency,
-        client_secret=f"{pi_id}_secret_test",
+        client_secret=f"{pi_id}{CLIENT_SECRET_SUFFIX}",
         metadata=metadata or {},
         latest_charge=latest_charge,
         next_action=next_action,

@@ -881,3 +881,40 @@ def test_a_subscription_or_setup_checkout_grants_nothing_itself(mode):
     change = translate(parse_event(encode(event("checkout.session.completed", session))))
     assert isinstance(change, Ignored)
     assert "invoice.paid" in change.reason
+
+
+# -- a bad value is described, never echoed ---------------------------------------------
+# These messages go to log lines, dead letters and error reports; the sender may have
+# put anything in the field, a customer's e-mail address included.
+
+LEAKY = "someone.private@example.org"
+
+
+def _period_ending(value) -> dict:
+    subscription = stripe_object("subscription")
+    subscription["items"]["data"][0]["current_period_end"] = value
+    return subscription
+
+
+@pytest.mark.parametrize(
+    ("event_type", "obj", "described"),
+    [
+        ("checkout.session.completed", checkout_session(credits=LEAKY), "metadata.credits is not a positive integer: a string of 27 characters"),
+        ("checkout.session.completed", checkout_session(credits=["x", LEAKY]), "metadata.credits is not a positive integer: an array"),
+        ("checkout.session.completed", checkout_session(credits="4000056655665556"), "between 1 and 1000000000000: an integer of 16 digits"),
+        ("checkout.session.completed", checkout_session(currency=LEAKY), "currency is not a three-letter code: a string of 27 characters"),
+        ("checkout.session.completed", {**checkout_session(), "amount_total": LEAKY}, "amount_total is not a non-negative integer: a string"),
+        ("charge.refunded", stripe_object("charge", payment_intent=PI, amount=100, amount_refunded={"email": LEAKY}), "charge.amount_refunded is not a non-negative integer: an object"),
+        ("customer.subscription.updated", _period_ending(LEAKY), "current_period_end is not a unix time: a string"),
+    ],
+)
+def test_an_invalid_value_is_described_by_its_shape_not_echoed(event_type, obj, described):
+    with pytest.raises(InvalidEventError) as excinfo:
+        translated(event_type, obj)
+    assert described in str(excinfo.value)
+    assert LEAKY not in str(excinfo.value) and "4000056655665556" not in str(excinfo.value)
+
+
+def test_a_bad_created_time_is_described_not_echoed():
+    with pytest.raises(InvalidEventError, match="created is not a unix time: a string of 27 characters"):
+        parse_event(encode({**event("charge.refunded", stripe_object("charge")), "created": LEAKY}))
