@@ -1,7 +1,7 @@
-"""derive_status and takeback_target: pure functions of a payment's facts, on in-memory Payments.
+"""models/settlement.py: a payment's status and credits as pure functions of its facts.
 
-No session and no database: settle() is covered by the integration tests; here
-only the two functions it is built on.
+No session and no database: PaymentRow values in, a Settled value (the row,
+its status change, its ledger postings) out.
 """
 
 from __future__ import annotations
@@ -16,23 +16,30 @@ from hypothesis import strategies as st
 
 from models.enums import DisputeStatus as D
 from models.enums import PaymentStatus as S
-from models.settlement import UNPAID, derive_status, takeback_target
-from models.tables import Payment
+from models.payments import PaymentRow
+from models.settlement import (
+    UNPAID,
+    derive_status,
+    takeback_target,
+)
 
 PAID_AT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 OPEN, WON, LOST = D.OPEN.value, D.WON.value, D.LOST.value
 
 
 def payment(
+    disputes=(),
     *,
     credits: int = 100,
     amount: int | None = 1000,
     refunded: int = 0,
     paid: bool = True,
     unpaid_status: str | None = None,
-) -> Payment:
-    # refunded_cents is set explicitly: its column default of 0 only applies on INSERT.
-    return Payment(
+    **fields,
+) -> PaymentRow:
+    """A payment's facts; ``disputes`` is a list of dispute statuses, one dispute each."""
+    columns = dict(
+        id=1,
         provider="stripe",
         provider_session_id="cs_test_settlement",
         provider_payment_id="pi_settlement",
@@ -43,19 +50,21 @@ def payment(
         refunded_cents=refunded,
         paid_at=PAID_AT if paid else None,
         unpaid_status=unpaid_status,
+        disputes={f"dp_{i}": {"status": status} for i, status in enumerate(disputes)},
     )
+    return PaymentRow(**(columns | fields))
 
 
 # -- derive_status ----------------------------------------------------------------------
 
 
 def test_unpaid_without_unpaid_status_is_pending():
-    assert derive_status(payment(paid=False), []) is S.PENDING
+    assert derive_status(payment(paid=False)) is S.PENDING
 
 
 @pytest.mark.parametrize("status", sorted(UNPAID))
 def test_unpaid_takes_its_unpaid_status(status):
-    result = derive_status(payment(paid=False, unpaid_status=status.value), [])
+    result = derive_status(payment(paid=False, unpaid_status=status.value))
 
     assert result == status
     assert isinstance(result, S)
@@ -63,82 +72,82 @@ def test_unpaid_takes_its_unpaid_status(status):
 
 @pytest.mark.parametrize("disputes", [[OPEN], [LOST], [WON]])
 def test_unpaid_ignores_refunds_and_disputes(disputes):
-    p = payment(paid=False, unpaid_status=S.FAILED.value, refunded=1000)
+    p = payment(disputes, paid=False, unpaid_status=S.FAILED.value, refunded=1000)
 
-    assert derive_status(p, disputes) == S.FAILED
+    assert derive_status(p) == S.FAILED
 
 
 def test_paid_is_completed():
-    assert derive_status(payment(), []) == S.COMPLETED
+    assert derive_status(payment()) == S.COMPLETED
 
 
 def test_paid_wins_over_an_earlier_unpaid_status():
-    assert derive_status(payment(unpaid_status=S.PROCESSING.value), []) == S.COMPLETED
+    assert derive_status(payment(unpaid_status=S.PROCESSING.value)) == S.COMPLETED
 
 
 @pytest.mark.parametrize("refunded", [1, 250, 999])
 def test_partial_refund_is_partially_refunded(refunded):
-    assert derive_status(payment(refunded=refunded), []) == S.PARTIALLY_REFUNDED
+    assert derive_status(payment(refunded=refunded)) == S.PARTIALLY_REFUNDED
 
 
 @pytest.mark.parametrize("refunded", [1000, 1001, 5000])
 def test_refund_of_the_whole_amount_is_refunded(refunded):
-    assert derive_status(payment(refunded=refunded), []) == S.REFUNDED
+    assert derive_status(payment(refunded=refunded)) == S.REFUNDED
 
 
 def test_open_dispute_is_disputed():
-    assert derive_status(payment(), [OPEN]) == S.DISPUTED
+    assert derive_status(payment([OPEN])) == S.DISPUTED
 
 
 def test_open_dispute_beats_a_partial_refund():
-    assert derive_status(payment(refunded=250), [OPEN]) == S.DISPUTED
+    assert derive_status(payment([OPEN], refunded=250)) == S.DISPUTED
 
 
 def test_won_dispute_returns_to_completed():
-    assert derive_status(payment(), [WON]) == S.COMPLETED
+    assert derive_status(payment([WON])) == S.COMPLETED
 
 
 def test_won_dispute_returns_to_partially_refunded():
-    assert derive_status(payment(refunded=250), [WON]) == S.PARTIALLY_REFUNDED
+    assert derive_status(payment([WON], refunded=250)) == S.PARTIALLY_REFUNDED
 
 
 def test_lost_dispute_is_refunded():
-    assert derive_status(payment(), [LOST]) == S.REFUNDED
+    assert derive_status(payment([LOST])) == S.REFUNDED
 
 
 @pytest.mark.parametrize("disputes", [[OPEN, LOST], [LOST, OPEN], [WON, LOST, OPEN]])
 def test_lost_dispute_beats_an_open_one(disputes):
-    assert derive_status(payment(refunded=250), disputes) == S.REFUNDED
+    assert derive_status(payment(disputes, refunded=250)) == S.REFUNDED
 
 
 def test_full_refund_beats_an_open_dispute():
-    assert derive_status(payment(refunded=1000), [OPEN]) == S.REFUNDED
+    assert derive_status(payment([OPEN], refunded=1000)) == S.REFUNDED
 
 
 def test_won_and_open_disputes_are_disputed():
-    assert derive_status(payment(), [WON, OPEN]) == S.DISPUTED
+    assert derive_status(payment([WON, OPEN])) == S.DISPUTED
 
 
 def test_enum_members_work_as_dispute_statuses():
     # settle() reads Dispute.status from the database as plain strings; enum members compare equal.
-    assert derive_status(payment(), [D.LOST]) == S.REFUNDED
-    assert derive_status(payment(), [D.OPEN]) == S.DISPUTED
+    assert derive_status(payment([D.LOST])) == S.REFUNDED
+    assert derive_status(payment([D.OPEN])) == S.DISPUTED
 
 
 def test_free_paid_payment_is_completed():
-    assert derive_status(payment(amount=0), []) == S.COMPLETED
+    assert derive_status(payment(amount=0)) == S.COMPLETED
 
 
 def test_paid_payment_with_unknown_amount_is_completed():
-    assert derive_status(payment(amount=None), []) == S.COMPLETED
+    assert derive_status(payment(amount=None)) == S.COMPLETED
 
 
 @pytest.mark.parametrize("amount", [0, None], ids=["amount-0", "amount-None"])
 def test_status_is_refunded_when_refunds_take_back_every_credit(amount):
     p = payment(amount=amount, refunded=500)
-    assert takeback_target(p, []) == p.credits
+    assert takeback_target(p) == p.credits
 
-    assert derive_status(p, []) == S.REFUNDED
+    assert derive_status(p) == S.REFUNDED
 
 
 # -- takeback_target --------------------------------------------------------------------
@@ -146,16 +155,16 @@ def test_status_is_refunded_when_refunds_take_back_every_credit(amount):
 
 @pytest.mark.parametrize("disputes", [[], [OPEN], [LOST]])
 def test_unpaid_takes_back_nothing(disputes):
-    assert takeback_target(payment(paid=False, refunded=1000), disputes) == 0
+    assert takeback_target(payment(disputes, paid=False, refunded=1000)) == 0
 
 
 def test_paid_without_refund_takes_back_nothing():
-    assert takeback_target(payment(), []) == 0
+    assert takeback_target(payment()) == 0
 
 
 @pytest.mark.parametrize("disputes", [[OPEN], [WON], [OPEN, WON]])
 def test_open_or_won_dispute_takes_back_nothing(disputes):
-    assert takeback_target(payment(), disputes) == 0
+    assert takeback_target(payment(disputes)) == 0
 
 
 @pytest.mark.parametrize(
@@ -171,33 +180,31 @@ def test_open_or_won_dispute_takes_back_nothing(disputes):
     ],
 )
 def test_partial_refund_takes_back_the_floor_of_its_share(credits, amount, refunded, expected):
-    assert (
-        takeback_target(payment(credits=credits, amount=amount, refunded=refunded), []) == expected
-    )
+    assert takeback_target(payment(credits=credits, amount=amount, refunded=refunded)) == expected
 
 
 @pytest.mark.parametrize("refunded", [1000, 1001, 10**6])
 def test_full_refund_takes_back_exactly_the_credits(refunded):
-    assert takeback_target(payment(credits=97, amount=1000, refunded=refunded), []) == 97
+    assert takeback_target(payment(credits=97, amount=1000, refunded=refunded)) == 97
 
 
 @pytest.mark.parametrize("refunded", [0, 250, 1000])
 def test_lost_dispute_takes_back_all_the_credits(refunded):
-    assert takeback_target(payment(credits=97, refunded=refunded), [LOST]) == 97
+    assert takeback_target(payment([LOST], credits=97, refunded=refunded)) == 97
 
 
 def test_open_dispute_does_not_change_the_refund_share():
-    assert takeback_target(payment(refunded=250), [OPEN]) == 25
+    assert takeback_target(payment([OPEN], refunded=250)) == 25
 
 
 @pytest.mark.parametrize("amount", [0, None], ids=["amount-0", "amount-None"])
 def test_refund_with_no_known_amount_takes_back_all_the_credits(amount):
-    assert takeback_target(payment(credits=97, amount=amount, refunded=1), []) == 97
+    assert takeback_target(payment(credits=97, amount=amount, refunded=1)) == 97
 
 
 @pytest.mark.parametrize("amount", [0, None], ids=["amount-0", "amount-None"])
 def test_no_refund_with_no_known_amount_takes_back_nothing(amount):
-    assert takeback_target(payment(credits=97, amount=amount, refunded=0), []) == 0
+    assert takeback_target(payment(credits=97, amount=amount, refunded=0)) == 0
 
 
 # -- properties ---------------------------------------------------------------------------
@@ -221,7 +228,7 @@ def refund_histories(draw):
 def test_a_full_refund_takes_back_exactly_the_credits_however_it_is_split(history):
     credits, amount, cumulative = history
     targets = [0] + [
-        takeback_target(payment(credits=credits, amount=amount, refunded=r), []) for r in cumulative
+        takeback_target(payment(credits=credits, amount=amount, refunded=r)) for r in cumulative
     ]
 
     taken = sum(max(after - before, 0) for before, after in pairwise(targets))
@@ -241,8 +248,8 @@ def test_a_full_refund_takes_back_exactly_the_credits_however_it_is_split(histor
 def test_takeback_target_is_monotone_in_refunded_cents(credits, amount, refunds, disputes):
     low, high = sorted(refunds)
 
-    before = takeback_target(payment(credits=credits, amount=amount, refunded=low), disputes)
-    after = takeback_target(payment(credits=credits, amount=amount, refunded=high), disputes)
+    before = takeback_target(payment(disputes, credits=credits, amount=amount, refunded=low))
+    after = takeback_target(payment(disputes, credits=credits, amount=amount, refunded=high))
 
     assert before <= after
 
@@ -259,7 +266,7 @@ def test_takeback_target_stays_between_zero_and_the_credits(
     credits, amount, refunded, paid, disputes
 ):
     target = takeback_target(
-        payment(credits=credits, amount=amount, refunded=refunded, paid=paid), disputes
+        payment(disputes, credits=credits, amount=amount, refunded=refunded, paid=paid)
     )
 
     assert 0 <= target <= credits
@@ -272,7 +279,7 @@ def test_partial_refund_target_is_the_floor_of_the_exact_share(credits, amount, 
         st.integers(min_value=0, max_value=amount - 1) if amount > 1 else st.just(0)
     )
 
-    target = takeback_target(payment(credits=credits, amount=amount, refunded=refunded), [])
+    target = takeback_target(payment(credits=credits, amount=amount, refunded=refunded))
 
     share = Fraction(credits * refunded, amount)
     assert target <= share < target + 1
