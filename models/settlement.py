@@ -170,11 +170,20 @@ def settle(row: PaymentRow, cause: str, *, fraud_policy: FraudPolicy = FraudPoli
     def post(kind: LedgerKind, amount: int) -> None:
         postings.append(Posting(row.user_id, amount, kind, ledger_key(row, kind, cause), cause, row.id))
 
+    granted_now = 0
     if row.credits_granted == 0 and row.credits > 0:
         post(LedgerKind.GRANT, row.credits)
         row = replace(row, credits_granted=row.credits)
+        granted_now = row.credits
     owed = takeback_target(row)
-    freeze = freeze_target(row, fraud_policy, balance) if owed < row.credits_granted else 0
+    freeze = 0
+    if owed < row.credits_granted:
+        # Measured after this settle's grant and takeback: a freeze holds neither credits taken
+        # back nor credits the user no longer has (else settling again would move them again).
+        unspent = None
+        if balance is not None:
+            unspent = balance + granted_now - (owed - row.credits_taken_back)
+        freeze = freeze_target(replace(row, credits_taken_back=owed), fraud_policy, unspent)
     # Frozen credits are released before any are taken back, so a clawback takes them from the balance.
     if freeze < row.credits_frozen:
         post(LedgerKind.UNFREEZE, row.credits_frozen - freeze)
