@@ -236,7 +236,7 @@ def refund_changed(event: ProviderEvent) -> Change:
     """refund.created/updated/failed and charge.refund.updated: one refund's status."""
     refund = event.data["object"]
     status = refund.get("status")
-    if status not in REFUND_STATUSES:
+    if not isinstance(status, str) or status not in REFUND_STATUSES:  # a list or object is unhashable
         raise InvalidEventError("refund.status is not a known refund status")
     amount = _amount(refund.get("amount"), "refund.amount")
     if amount is None:

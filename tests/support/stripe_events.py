@@ -281,3 +281,82 @@ def invoice(
     if payment_intent is not None:
         changes["payment_intent"] = payment_intent
     return stripe_object("invoice", **changes)
+
+
+def refund(
+    payment_intent: str | None,
+    amount: int,
+    status: str = "succeeded",
+    *,
+    refund_id: str | None = None,
+    charge_id: str | None = None,
+    currency: str = "usd",
+) -> dict:
+    """One refund of a payment intent's charge; ``status`` as Stripe names it (pending, failed, …)."""
+    changes = {
+        "id": refund_id or f"re_{_suffix()}",
+        "payment_intent": payment_intent,
+        "charge": charge_id or f"ch_{_suffix()}",
+        "amount": amount,
+        "status": status,
+        "currency": currency,
+    }
+    if status == "failed":
+        changes["failure_reason"] = "lost_or_stolen_card"  # present on a failed refund only
+    return stripe_object("refund", **changes)
+
+
+# objects.json has no example of these two; they follow the example objects of
+# Stripe's API reference (radar/early_fraud_warnings, invoice_payments), field for field.
+
+
+def early_fraud_warning(
+    payment_intent: str | None,
+    *,
+    warning_id: str | None = None,
+    actionable: bool = True,
+    fraud_type: str = "made_with_stolen_card",
+    charge_id: str | None = None,
+) -> dict:
+    """A Radar early fraud warning on a payment intent's charge."""
+    return {
+        "id": warning_id or f"issfr_{_suffix()}",
+        "object": "radar.early_fraud_warning",
+        "actionable": actionable,
+        "charge": charge_id or f"ch_{_suffix()}",
+        "created": int(time.time()),
+        "fraud_type": fraud_type,
+        "livemode": False,
+        "payment_intent": payment_intent,
+    }
+
+
+def invoice_payment(
+    invoice_id: str | None,
+    payment_intent: str | None,
+    *,
+    payment_type: str = "payment_intent",
+    amount_paid: int = 2000,
+    currency: str = "usd",
+) -> dict:
+    """What paid an invoice (current API versions); ``payment.type`` names the field to read."""
+    now = int(time.time())
+    payment: dict = {"type": payment_type}
+    if payment_type == "payment_intent":
+        payment["payment_intent"] = payment_intent
+    elif payment_type == "charge":
+        payment["charge"] = f"ch_{_suffix()}"
+    return {
+        "id": f"inpay_{_suffix()}",
+        "object": "invoice_payment",
+        "amount_paid": amount_paid,
+        "amount_requested": amount_paid,
+        "created": now,
+        "currency": currency,
+        "invoice": invoice_id,
+        "is_default": True,
+        "livemode": False,
+        "payment": payment,
+        "status": "paid",
+        "status_transitions": {"canceled_at": None, "paid_at": now},
+    }
