@@ -425,6 +425,24 @@ def test_a_session_recorded_beforehand_needs_no_lookup():
     assert postings(world) == [(LedgerKind.GRANT, 40, "stripe:payment:1:grant")]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnknownPaymentError,
+    reason="a PaymentIntent without metadata that succeeds before its session's or invoice's event "
+    "is dead-lettered, though the event that names the payment follows",
+)
+def test_an_intent_without_metadata_paid_before_its_session_is_not_a_dead_letter():
+    # Payment Links and subscription invoices: the PaymentIntent carries no user_id or credits;
+    # checkout.session.completed (line items) or invoice.paid + invoice_payment.paid will.
+    world = Store().world()
+    change = PaymentSucceeded(
+        PaymentRef(payment_id="pi_x"), Purchase(amount_cents=1000, currency="usd", line_items=())
+    )
+
+    with pytest.raises((NotReadyError, NothingToRecordError)):
+        apply(world, change)
+
+
 # -- unpaid news of a payment nobody recorded ---------------------------------------------
 
 
