@@ -114,10 +114,16 @@ class World:
         for row_id, row in step.payments.items():
             old = self.payments.get(row_id)
             if old is not None:
-                if old.provider_session_id and old.provider_session_id != row.provider_session_id:
-                    self.by_session.pop((old.provider, old.provider_session_id), None)
-                if old.provider_payment_id and old.provider_payment_id != row.provider_payment_id:
-                    self.by_payment.pop((old.provider, old.provider_payment_id), None)
+                # Forget an id this row gave up, unless another row of the step took it over first
+                # (a merge puts the survivor, with the retired row's ids, before or after it).
+                gone_session = (old.provider, old.provider_session_id)
+                if old.provider_session_id != row.provider_session_id:
+                    if self.by_session.get(gone_session) == row_id:
+                        del self.by_session[gone_session]
+                gone_payment = (old.provider, old.provider_payment_id)
+                if old.provider_payment_id != row.provider_payment_id:
+                    if self.by_payment.get(gone_payment) == row_id:
+                        del self.by_payment[gone_payment]
             self._index(row)
             self.dirty_payments.add(row_id)
         for key, sub in step.subscriptions.items():

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from models.enums import PaymentStatus as S
 
+UNPAID = frozenset({S.PROCESSING, S.FAILED, S.EXPIRED, S.CANCELLED})
+
 TRANSITIONS: dict[S, frozenset[S]] = {
-    S.PENDING: frozenset({S.PROCESSING, S.COMPLETED, S.FAILED, S.EXPIRED, S.CANCELLED}),
-    S.PROCESSING: frozenset({S.COMPLETED, S.FAILED, S.EXPIRED, S.CANCELLED}),
-    # A failed attempt is not the end of a checkout: the customer may try again.
-    S.FAILED: frozenset({S.PROCESSING, S.COMPLETED, S.EXPIRED, S.CANCELLED}),
-    # Paid after all (the provider's word beats our sweep's): money taken is credited.
-    S.EXPIRED: frozenset({S.COMPLETED}),
-    S.CANCELLED: frozenset({S.COMPLETED}),
+    S.PENDING: UNPAID | {S.COMPLETED},
+    # Before payment the newest news wins (models/settlement.py orders it by the
+    # provider's time, then by status rank): any unpaid status may follow another,
+    # or which one a payment ends in would depend on arrival order. A failed
+    # attempt is not the end of a checkout; an expired or cancelled one may still
+    # be paid after all (the provider's word beats our sweep's): money taken is credited.
+    S.PROCESSING: (UNPAID - {S.PROCESSING}) | {S.COMPLETED},
+    S.FAILED: (UNPAID - {S.FAILED}) | {S.COMPLETED},
+    S.EXPIRED: (UNPAID - {S.EXPIRED}) | {S.COMPLETED},
+    S.CANCELLED: (UNPAID - {S.CANCELLED}) | {S.COMPLETED},
     S.COMPLETED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED}),
     # A refund that fails gives its amount back: the payment returns to what it was.
     S.PARTIALLY_REFUNDED: frozenset({S.COMPLETED, S.REFUNDED, S.DISPUTED}),

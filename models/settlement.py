@@ -41,13 +41,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from models import keys
+from models import keys, lifecycle
 from models.enums import DisputeStatus, FraudPolicy, LedgerKind, RefundStatus
 from models.enums import PaymentStatus as S
 from models.lifecycle import TransitionError, can_advance
 from models.payments import PaymentRow
 
-UNPAID = frozenset({S.PROCESSING, S.FAILED, S.EXPIRED, S.CANCELLED})
+UNPAID = lifecycle.UNPAID
 # Ties between unpaid statuses in the same second end the same in any arrival
 # order: the higher rank wins, and then the larger event id.
 UNPAID_RANK = {S.PROCESSING: 0, S.FAILED: 1, S.CANCELLED: 2, S.EXPIRED: 3}

@@ -143,11 +143,11 @@ def _created(value: object) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidEventError(f"created is not a unix time (got {_shape(value)})")
+        raise InvalidEventError(f"created is not a unix time: {_shape(value)}")
     try:
         return datetime.fromtimestamp(value, UTC)
     except (OverflowError, ValueError, OSError):
-        raise InvalidEventError("created is not a unix time (out of range)") from None
+        raise InvalidEventError(f"created is not a unix time: {_shape(value)} out of range") from None
 
 
 # -- handlers: event -> change ------------------------------------------------
@@ -238,7 +238,7 @@ def refund_changed(event: ProviderEvent) -> Change:
     """refund.created/updated/failed and charge.refund.updated: one refund's status."""
     refund = event.data["object"]
     status = refund.get("status")
-    if status not in REFUND_STATUSES:
+    if not isinstance(status, str) or status not in REFUND_STATUSES:  # a list or object is unhashable
         raise InvalidEventError("refund.status is not a known refund status")
     amount = _amount(refund.get("amount"), "refund.amount")
     if amount is None:
@@ -508,7 +508,7 @@ def _time(value: object, name: str) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidEventError(f"{name} is not a unix time (got {_shape(value)})")
+        raise InvalidEventError(f"{name} is not a unix time: {_shape(value)}")
     return _created(value)
 
 
@@ -518,10 +518,10 @@ def _credits(value: object) -> int | None:
     # Stripe metadata values are strings; accept a JSON integer too.
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(text, str) or not _DIGITS.fullmatch(text.strip()):
-        raise InvalidEventError(f"metadata.credits is not a positive integer (got {_shape(value)})")
+        raise InvalidEventError(f"metadata.credits is not a positive integer: {_shape(value)}")
     credits = int(text)
     if not 0 < credits <= MAX_CREDITS:
-        raise InvalidEventError(f"metadata.credits must be between 1 and {MAX_CREDITS}")
+        raise InvalidEventError(f"metadata.credits must be between 1 and {MAX_CREDITS}: {_shape(credits)}")
     return credits
 
 
@@ -529,7 +529,7 @@ def _amount(value: object, name: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidEventError(f"{name} is not a non-negative integer (got {_shape(value)})")
+        raise InvalidEventError(f"{name} is not a non-negative integer: {_shape(value)}")
     return value
 
 
@@ -537,7 +537,7 @@ def _currency(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]{3}", value):
-        raise InvalidEventError(f"currency is not a three-letter code (got {_shape(value)})")
+        raise InvalidEventError(f"currency is not a three-letter code: {_shape(value)}")
     return value.lower()
 
 

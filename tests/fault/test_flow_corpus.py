@@ -13,6 +13,7 @@ receiver, Redis and Celery workers.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 
 import pytest
@@ -217,3 +218,23 @@ def test_flow_corpus_end_to_end(process_env, test_services, settings, database, 
             worker.stop()
     for flow in flows:
         check(database, flow)
+
+
+TIES = [(name, shape) for name, shape in CASES if any(len(p.statuses) > 1 for p in build(name, shape).payments)]
+
+
+@pytest.mark.parametrize(("name", "shape"), TIES)
+def test_a_tie_ends_the_same_in_every_order(database, stripe_fake, name, shape):
+    """Where the corpus allows either status (news in the same second), every order must pick the same one."""
+    ends = set()
+    for order in itertools.permutations(range(len(build(name, shape).events))):
+        flow = build(name, shape)
+        deliver(database, stripe_fake, flow, [flow.events[i] for i in order])
+        check(database, flow)
+        with database.transaction() as session:
+            outcome = flow.payments[0]
+            keys = [outcome.key, *outcome.also_known_as]
+            ends.add(session.scalar(
+                select(Payment.status).where(or_(Payment.provider_session_id.in_(keys), Payment.provider_payment_id.in_(keys)))
+            ))
+    assert len(ends) == 1, f"{name} ({shape}) ends as {ends} depending on the order"

@@ -200,7 +200,7 @@ def test_permanent_failure_over_http_is_dead_lettered_once(client, worker, datab
     )
     assert letter.status == DeadLetterStatus.OPEN
     assert letter.error_class == ErrorClass.PERMANENT
-    assert letter.error_message == "metadata.credits is not a positive integer (got a string of 3 characters)"
+    assert letter.error_message == "metadata.credits is not a positive integer: a string of 3 characters"
     assert letter.payload == body.decode()
     assert letter.attempts == 1
     assert letter.traceback is None
@@ -744,7 +744,7 @@ def test_dlq_command_line(process_env, database, tmp_path):
     assert [item["id"] for item in data["dead_letters"]] == [owed.id]
 
     assert shown.returncode == 0, shown.stderr
-    assert "metadata.credits is not a positive integer (got a string of 3 characters)" in shown.stdout
+    assert "metadata.credits is not a positive integer: a string of 3 characters" in shown.stdout
     assert json.loads(shown.stdout.split("raw body:\n", 1)[1]) == bad_evt
 
     assert dry.returncode == 0, dry.stderr

@@ -1060,7 +1060,7 @@ def test_invalid_metadata_fails_with_the_reason(stripe, user):
     row = stripe.deliver_one(bad)
 
     assert row.status == FAILED
-    assert row.last_error == "metadata.credits is not a positive integer (got a string of 3 characters)"
+    assert row.last_error == "metadata.credits is not a positive integer: a string of 3 characters"
     assert stripe.count(Payment) == 0
     assert stripe.credits(user)["balance"] == 0
     stripe.assert_balances_match_ledger()

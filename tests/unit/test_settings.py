@@ -6,6 +6,8 @@ import dataclasses
 
 import pytest
 
+from models.enums import ClawbackPolicy, FraudPolicy, ZeroAmountInvoices
+from models.rules import Plan, Rules
 from workers import settings as settings_module
 from workers.settings import MIB, Settings, SettingsError, redact_url
 
@@ -32,6 +34,14 @@ def test_empty_environment_gives_documented_defaults():
     assert s.retry_max_attempts == 10
     assert s.retry_backoff_base_seconds == 2.0
     assert s.retry_backoff_max_seconds == 300.0
+    assert s.event_batch_size == 100
+    assert s.consumer_heartbeat_seconds == 2.0
+    assert s.consumer_dead_after_seconds == 10.0
+    assert s.consumer_retry_max_seconds == 5.0
+    assert s.zero_amount_invoices is ZeroAmountInvoices.SKIP
+    assert s.fraud_policy is FraudPolicy.OFF
+    assert s.credit_catalog == {}
+    assert s.subscription_plans == {}
     assert s == Settings()
 
 
@@ -112,8 +122,7 @@ INT_VARS = [
     ("RECONCILE_INTERVAL_SECONDS", "reconcile_interval_seconds", "300", 300),
     ("RECONCILE_OVERLAP_SECONDS", "reconcile_overlap_seconds", "900", 900),
     ("RECONCILE_INITIAL_LOOKBACK_SECONDS", "reconcile_initial_lookback_seconds", "86400", 86400),
-    ("JOURNAL_GRACE_SECONDS", "journal_grace_seconds", "120", 120),
-    ("JOURNAL_REAP_INTERVAL_SECONDS", "journal_reap_interval_seconds", "30", 30),
+    ("EVENT_BATCH_SIZE", "event_batch_size", "250", 250),
     ("RETENTION_PAYLOAD_DAYS", "retention_payload_days", "14", 14),
     ("RETENTION_INBOX_DAYS", "retention_inbox_days", "60", 60),
     ("RETENTION_INTERVAL_SECONDS", "retention_interval_seconds", "600", 600),
@@ -123,6 +132,10 @@ FLOAT_VARS = [
     ("RETRY_BACKOFF_BASE_SECONDS", "retry_backoff_base_seconds", "0.5", 0.5),
     ("RETRY_BACKOFF_MAX_SECONDS", "retry_backoff_max_seconds", "120.5", 120.5),
     ("SWEEP_CALLS_PER_SECOND", "sweep_calls_per_second", "2.5", 2.5),
+    # within the default dead-after (10 s): at most half of it
+    ("CONSUMER_HEARTBEAT_SECONDS", "consumer_heartbeat_seconds", "1.5", 1.5),
+    ("CONSUMER_DEAD_AFTER_SECONDS", "consumer_dead_after_seconds", "12.5", 12.5),
+    ("CONSUMER_RETRY_MAX_SECONDS", "consumer_retry_max_seconds", "2.5", 2.5),
 ]
 NUMERIC_VARS = INT_VARS + FLOAT_VARS
 
@@ -181,6 +194,10 @@ def test_invalid_numeric_variable_names_the_variable(var, raw):
         ("PUBLISH_TIMEOUT_SECONDS", "inf"),
         ("RETRY_BACKOFF_BASE_SECONDS", "inf"),
         ("RETRY_BACKOFF_MAX_SECONDS", "inf"),
+        # An infinite heartbeat would never beat; nan would slip past the dead-after guard.
+        ("CONSUMER_HEARTBEAT_SECONDS", "nan"),
+        ("CONSUMER_DEAD_AFTER_SECONDS", "inf"),
+        ("CONSUMER_RETRY_MAX_SECONDS", "inf"),
     ],
 )
 def test_non_finite_float_is_rejected(var, raw):
@@ -212,7 +229,13 @@ def test_config_file_supplies_non_secret_settings(tmp_path):
         "retry_max_attempts: 4\n"
         "retry_backoff_base_seconds: 1.5\n"
         "retry_backoff_max_seconds: 60\n"
-        "stripe_api_base: http://localhost:12111\n",
+        "stripe_api_base: http://localhost:12111\n"
+        "event_batch_size: 50\n"
+        "consumer_heartbeat_seconds: 0.5\n"
+        "consumer_dead_after_seconds: 4\n"
+        "consumer_retry_max_seconds: 1.5\n"
+        "zero_amount_invoices: grant\n"
+        "fraud_policy: freeze\n",
     )
 
     s = Settings.from_env(env)
@@ -228,6 +251,12 @@ def test_config_file_supplies_non_secret_settings(tmp_path):
     assert s.retry_backoff_base_seconds == 1.5
     assert s.retry_backoff_max_seconds == 60.0
     assert s.stripe_api_base == "http://localhost:12111"
+    assert s.event_batch_size == 50
+    assert s.consumer_heartbeat_seconds == 0.5
+    assert s.consumer_dead_after_seconds == 4.0
+    assert s.consumer_retry_max_seconds == 1.5
+    assert s.zero_amount_invoices is ZeroAmountInvoices.GRANT
+    assert s.fraud_policy is FraudPolicy.FREEZE
 
 
 def test_config_file_values_are_parsed_like_environment_values(tmp_path):
@@ -364,6 +393,148 @@ def test_config_file_non_integer_for_integer_setting_is_rejected(tmp_path, text)
         Settings.from_env(_config(tmp_path, text))
 
 
+# -- business rules: zero-amount invoices, fraud policy, catalog, plans ---------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("skip", ZeroAmountInvoices.SKIP),
+        ("grant", ZeroAmountInvoices.GRANT),
+        (" GRANT ", ZeroAmountInvoices.GRANT),
+    ],
+)
+def test_zero_amount_invoices_is_parsed(raw, expected):
+    assert Settings.from_env({"ZERO_AMOUNT_INVOICES": raw}).zero_amount_invoices is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("off", FraudPolicy.OFF), ("freeze", FraudPolicy.FREEZE), ("Freeze", FraudPolicy.FREEZE)],
+)
+def test_fraud_policy_is_parsed(raw, expected):
+    assert Settings.from_env({"FRAUD_POLICY": raw}).fraud_policy is expected
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("ZERO_AMOUNT_INVOICES", "always"),
+        ("ZERO_AMOUNT_INVOICES", "true"),
+        ("FRAUD_POLICY", "block"),
+        ("FRAUD_POLICY", "1"),
+    ],
+)
+def test_unknown_choice_names_the_variable_and_the_choices(var, raw):
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env({var: raw})
+
+    message = str(excinfo.value)
+    assert var in message
+    assert "must be one of" in message
+
+
+def test_credit_catalog_maps_prices_to_credits_per_unit(tmp_path):
+    env = _config(tmp_path, "credit_catalog:\n  price_small: 100\n  price_large: '1000'\n")
+
+    assert Settings.from_env(env).credit_catalog == {"price_small": 100, "price_large": 1000}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "credit_catalog: [price_small]\n",
+        "credit_catalog: 100\n",
+        "credit_catalog:\n  price_small: 0\n",
+        "credit_catalog:\n  price_small: -5\n",
+        "credit_catalog:\n  price_small: 1.5\n",
+        "credit_catalog:\n  price_small: lots\n",
+        "credit_catalog:\n  price_small:\n",
+    ],
+    ids=["list", "number", "zero", "negative", "fraction", "word", "empty"],
+)
+def test_bad_credit_catalog_is_a_settings_error(tmp_path, text):
+    with pytest.raises(SettingsError, match="credit_catalog"):
+        Settings.from_env(_config(tmp_path, text))
+
+
+def test_subscription_plans_take_credits_or_a_mapping(tmp_path):
+    env = _config(
+        tmp_path,
+        "subscription_plans:\n"
+        "  price_monthly: 500\n"
+        "  price_trial:\n"
+        "    credits: 50\n"
+        "    zero_amount_invoices: grant\n"
+        "  price_yearly:\n"
+        "    credits: 6000\n"
+        "  price_metered:\n"  # credits from the subscription's metadata; only its $0 rule here
+        "    zero_amount_invoices: grant\n",
+    )
+
+    plans = Settings.from_env(env).subscription_plans
+
+    assert plans == {
+        "price_monthly": Plan(500),
+        "price_trial": Plan(50, ZeroAmountInvoices.GRANT),
+        "price_yearly": Plan(6000, None),  # no rule of its own: the global one applies
+        "price_metered": Plan(None, ZeroAmountInvoices.GRANT),
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "subscription_plans: [price_monthly]\n",
+        "subscription_plans:\n  price_monthly: 0\n",
+        "subscription_plans:\n  price_monthly: true\n",
+        "subscription_plans:\n  price_monthly:\n    credits: 5\n    extra: 1\n",
+        "subscription_plans:\n  price_monthly:\n    credits: 5\n    zero_amount_invoices: often\n",
+        "subscription_plans:\n  price_monthly:\n    credits: 2.5\n",
+    ],
+    ids=["list", "zero", "bool", "unknown-key", "unknown-rule", "fraction"],
+)
+def test_bad_subscription_plans_are_a_settings_error(tmp_path, text):
+    with pytest.raises(SettingsError, match="subscription_plans"):
+        Settings.from_env(_config(tmp_path, text))
+
+
+def test_rules_carry_the_business_settings(tmp_path):
+    env = _config(
+        tmp_path,
+        "credit_catalog:\n  price_small: 100\n"
+        "subscription_plans:\n  price_monthly:\n    credits: 500\n    zero_amount_invoices: skip\n",
+    )
+    env |= {
+        "ZERO_AMOUNT_INVOICES": "grant",
+        "FRAUD_POLICY": "freeze",
+        "CLAWBACK_POLICY": "floor_at_zero",
+    }
+
+    rules = Settings.from_env(env).rules()
+
+    assert rules == Rules(
+        clawback_policy=ClawbackPolicy.FLOOR_AT_ZERO,
+        subscription_plans={"price_monthly": Plan(500, ZeroAmountInvoices.SKIP)},
+        credit_catalog={"price_small": 100},
+        zero_amount_invoices=ZeroAmountInvoices.GRANT,
+        fraud_policy=FraudPolicy.FREEZE,
+    )
+    # the plan's own rule wins over the global one; a price without a plan follows the global one
+    assert rules.zero_amount_rule("price_monthly") is ZeroAmountInvoices.SKIP
+    assert rules.zero_amount_rule("price_other") is ZeroAmountInvoices.GRANT
+    assert rules.zero_amount_rule(None) is ZeroAmountInvoices.GRANT
+
+
+def test_rules_do_not_share_the_settings_dicts(tmp_path):
+    settings = Settings.from_env(_config(tmp_path, "credit_catalog:\n  price_small: 100\n"))
+
+    rules = settings.rules()
+    rules.credit_catalog["price_small"] = 1
+
+    assert settings.credit_catalog == {"price_small": 100}
+
+
 # -- retry countdown vs broker visibility timeout ------------------------------------
 
 
@@ -405,6 +576,42 @@ def test_backoff_guard_applies_to_config_file(tmp_path):
 def test_backoff_guard_applies_to_direct_construction():
     with pytest.raises(SettingsError):
         Settings(broker_visibility_timeout=10, retry_backoff_max_seconds=10.0)
+
+
+# -- a consumer is dead only after two missed heartbeats -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("heartbeat", "dead_after"), [("2", "3.99"), ("5", "9"), ("0.5", "0.5"), ("6", "10")]
+)
+def test_dead_after_below_twice_the_heartbeat_is_rejected(heartbeat, dead_after):
+    env = {"CONSUMER_HEARTBEAT_SECONDS": heartbeat, "CONSUMER_DEAD_AFTER_SECONDS": dead_after}
+
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(env)
+
+    message = str(excinfo.value)
+    assert "CONSUMER_DEAD_AFTER_SECONDS" in message
+    assert "CONSUMER_HEARTBEAT_SECONDS" in message
+
+
+@pytest.mark.parametrize(("heartbeat", "dead_after"), [("2", "4"), ("0.5", "3"), ("5", "10")])
+def test_dead_after_of_at_least_twice_the_heartbeat_is_accepted(heartbeat, dead_after):
+    s = Settings.from_env(
+        {"CONSUMER_HEARTBEAT_SECONDS": heartbeat, "CONSUMER_DEAD_AFTER_SECONDS": dead_after}
+    )
+
+    assert s.consumer_dead_after_seconds == float(dead_after)
+    assert s.consumer_heartbeat_seconds == float(heartbeat)
+
+
+def test_dead_after_guard_applies_to_config_file_and_direct_construction(tmp_path):
+    with pytest.raises(SettingsError, match="CONSUMER_DEAD_AFTER_SECONDS"):
+        Settings.from_env(
+            _config(tmp_path, "consumer_heartbeat_seconds: 3\nconsumer_dead_after_seconds: 5\n")
+        )
+    with pytest.raises(SettingsError, match="CONSUMER_DEAD_AFTER_SECONDS"):
+        Settings(consumer_heartbeat_seconds=1.0, consumer_dead_after_seconds=1.5)
 
 
 # -- secrecy ----------------------------------------------------------------------

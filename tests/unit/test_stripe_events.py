@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from providers.changes import (
-    Checkout,
     Ignored,
     InvalidEventError,
     PaymentProcessing,
+    PaymentRef,
     PaymentSucceeded,
     ProviderEvent,
+    Purchase,
 )
 from providers.stripe import MAX_CREDITS, parse_event, translate
 from tests.support.stripe_events import (
@@ -136,7 +137,6 @@ def test_created_of_a_built_event_round_trips():
 
     parsed = parse_event(encode(evt))
 
-
     assert parsed.created.timestamp() == 1_700_000_000
     assert parsed.created.utcoffset() == timedelta(0)
 
@@ -152,6 +152,14 @@ def test_non_integer_created_is_an_invalid_event(created):
     # Stripe's created is always an integer: anything else is a malformed event
     with pytest.raises(InvalidEventError, match="created"):
         parse_event(encode(FIXTURES["event"] | {"created": created}))
+
+
+def test_a_bad_created_is_described_not_echoed():
+    # event fields may hold personal data: errors say what a value looks like, not what it is
+    with pytest.raises(InvalidEventError) as excinfo:
+        parse_event(encode(FIXTURES["event"] | {"created": "jane.doe@example.com"}))
+
+    assert str(excinfo.value) == "created is not a unix time: a string of 20 characters"
 
 
 def test_missing_created_becomes_none():
@@ -207,16 +215,14 @@ def test_paid_session_is_payment_succeeded_with_checkout_fields():
     change = completed(session)
 
     assert change == PaymentSucceeded(
-        Checkout(
-            session_id="cs_test_paid",
-            user_id="user_42",
-            credits=250,
-            payment_id="pi_paid",
-            amount_cents=4999,
-            currency="usd",
-        )
+        PaymentRef(session_id="cs_test_paid", payment_id="pi_paid"),
+        Purchase(user_id="user_42", credits=250, amount_cents=4999, currency="usd"),
+        paid_amount_cents=4999,
+        paid_currency="usd",
     )
-    assert type(change.checkout.credits) is int
+    assert type(change.purchase.credits) is int
+    # webhooks never carry line items: None says the API may have to list them
+    assert change.purchase.line_items is None
 
 
 def test_unpaid_session_is_payment_processing():
@@ -225,8 +231,9 @@ def test_unpaid_session_is_payment_processing():
 
     change = completed(session)
 
-    assert isinstance(change, PaymentProcessing)
-    assert change.checkout == Checkout("cs_test_unpaid", "user_1", 100, "pi_unpaid", 1999, "usd")
+    assert change == PaymentProcessing(
+        PaymentRef("cs_test_unpaid", "pi_unpaid"), Purchase("user_1", 100, 1999, "usd")
+    )
 
 
 def test_no_payment_required_is_payment_succeeded():
@@ -237,8 +244,9 @@ def test_no_payment_required_is_payment_succeeded():
     change = completed(session)
 
     assert isinstance(change, PaymentSucceeded)
-    assert change.checkout.amount_cents == 0
-    assert change.checkout.payment_id is None
+    assert change.purchase.amount_cents == 0
+    assert change.paid_amount_cents == 0
+    assert change.ref == PaymentRef(session_id="cs_test_free", payment_id=None)
 
 
 @pytest.mark.parametrize("status", [None, "", "PAID", "something_new"])
@@ -252,13 +260,13 @@ def test_other_payment_status_is_processing_not_success(status):
 def test_client_reference_id_is_used_when_metadata_has_no_user():
     session = checkout_session(user_id=None, client_reference_id="user_from_ref")
 
-    assert completed(session).checkout.user_id == "user_from_ref"
+    assert completed(session).purchase.user_id == "user_from_ref"
 
 
 def test_metadata_user_id_wins_over_client_reference_id():
     session = checkout_session(user_id="user_meta", client_reference_id="user_ref")
 
-    assert completed(session).checkout.user_id == "user_meta"
+    assert completed(session).purchase.user_id == "user_meta"
 
 
 def test_metadata_without_user_or_credits_gives_none_fields():
@@ -269,9 +277,9 @@ def test_metadata_without_user_or_credits_gives_none_fields():
     change = completed(session)
 
     assert isinstance(change, PaymentSucceeded)
-    assert change.checkout.user_id is None
-    assert change.checkout.credits is None
-    assert change.checkout.session_id == "cs_test_bare"
+    assert change.purchase.user_id is None
+    assert change.purchase.credits is None
+    assert change.ref.session_id == "cs_test_bare"
 
 
 def test_fixture_session_as_published_translates():
@@ -281,14 +289,11 @@ def test_fixture_session_as_published_translates():
     change = completed(session)
 
     assert change == PaymentProcessing(
-        Checkout(
+        PaymentRef(
             session_id=FIXTURES["checkout.session"]["id"],
-            user_id=None,
-            credits=None,
             payment_id=FIXTURES["checkout.session"]["payment_intent"],
-            amount_cents=None,
-            currency=None,
-        )
+        ),
+        Purchase(),
     )
 
 
@@ -297,13 +302,32 @@ def test_expanded_payment_intent_object_gives_its_id():
     session["payment_intent"] = stripe_object("payment_intent", id="pi_expanded_1")
     assert isinstance(session["payment_intent"], dict)
 
-    assert completed(session).checkout.payment_id == "pi_expanded_1"
+    assert completed(session).ref.payment_id == "pi_expanded_1"
 
 
 @pytest.mark.parametrize(
     "credits",
-    ["ten", "-5", "0", "00", "1.5", "", "   ", "1e3", "0x10", "+5", True, False, 0, -5, 10**13,
-     str(MAX_CREDITS + 1), 1.5, [10], {"n": 10}],
+    [
+        "ten",
+        "-5",
+        "0",
+        "00",
+        "1.5",
+        "",
+        "   ",
+        "1e3",
+        "0x10",
+        "+5",
+        True,
+        False,
+        0,
+        -5,
+        10**13,
+        str(MAX_CREDITS + 1),
+        1.5,
+        [10],
+        {"n": 10},
+    ],
     ids=repr,
 )
 def test_invalid_credits_is_an_invalid_event(credits):
@@ -326,7 +350,7 @@ def test_invalid_credits_is_an_invalid_event(credits):
     ids=repr,
 )
 def test_valid_credits(credits, expected):
-    assert completed(checkout_session(credits=credits)).checkout.credits == expected
+    assert completed(checkout_session(credits=credits)).purchase.credits == expected
 
 
 @pytest.mark.parametrize("currency", ["us", "usdd", "", "u$d", "12a", 5, ["usd"]], ids=repr)
@@ -337,7 +361,9 @@ def test_bad_currency_is_an_invalid_event(currency):
 
 @pytest.mark.parametrize("currency", ["usd", "EUR", "Gbp"])
 def test_currency_is_lowercased(currency):
-    assert completed(checkout_session(currency=currency)).checkout.currency == currency.lower()
+    change = completed(checkout_session(currency=currency))
+
+    assert change.purchase.currency == change.paid_currency == currency.lower()
 
 
 @pytest.mark.parametrize("amount", [-1, -1999, 19.99, "1999", True], ids=repr)
@@ -378,8 +404,9 @@ def test_non_object_metadata_is_an_invalid_event(metadata):
     [
         "plan.created",
         "customer.created",
-        "payment_intent.succeeded",
+        "payment_intent.created",
         "charge.succeeded",
+        "invoice.payment_failed",
         "x",
     ],
 )
