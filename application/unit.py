@@ -103,7 +103,7 @@ class UnitOfWork:
         self, incoming: Incoming, exc: BaseException, error_class: ErrorClass = ErrorClass.UNEXPECTED
     ) -> BatchReport:
         # exc_info for error reports: the exception's text holds no parameters or row values (models/db.py).
-        log.error("dead-lettering %s: %s failure", incoming.event.id, error_class, exc_info=exc)
+        log.error("dead-lettering %s as %s", incoming.event.id, error_class, exc_info=exc)
         event = incoming.event
         message = f"{exc.__class__.__name__}: {exc}"
         with self.database.transaction() as session:

@@ -258,7 +258,7 @@ def test_a_bad_value_is_described_not_echoed_in_dead_letters_logs_and_replays(
     letter = wait_until(dead_lettered, 30, what="the event to be dead-lettered")
     assert (
         letter.error_message
-        == f"metadata.credits is not a positive integer: a string of {len(canaries.EMAIL} characters)"
+        == f"metadata.credits is not a positive integer: a string of {len(canaries.EMAIL)} characters"
     )
     wait_until(
         lambda: lines_about(worker, "metadata.credits is not a positive integer"),
