@@ -140,29 +140,28 @@ def apply_change(step: Step, event: ProviderEvent, change: Change, rules: Rules)
             _payment(step, provider, ref, Purchase(), cause, rules, create=NEVER)
         case Refunded(ref=ref, refunded_cents=refunded, captured_cents=captured):
             row = _paid_payment(step, provider, ref)
-            row = replace(
-                row,
+            row = row.changed(
                 refunded_cents=max(row.refunded_cents, refunded),
                 paid_amount_cents=row.paid_amount_cents or captured,
             )
             step.settle(row, cause, rules)
         case RefundChanged(ref=ref, refund_id=refund_id, amount_cents=amount, status=status):
             row = _paid_payment(step, provider, ref)
-            step.settle(replace(row, refunds=_refund(row.refunds, refund_id, amount, RefundStatus(status))), cause, rules)
+            step.settle(row.changed(refunds=_refund(row.refunds, refund_id, amount, RefundStatus(status))), cause, rules)
         case DisputeOpened(ref=ref) | DisputeClosed(ref=ref):
             row = _paid_payment(step, provider, ref)
             outcome = DisputeStatus.OPEN if isinstance(change, DisputeOpened) else (
                 DisputeStatus.WON if change.won else DisputeStatus.LOST
             )
             disputes = _dispute(row.disputes, change.dispute_id, outcome, change.amount_cents, change.reason, at)
-            step.settle(replace(row, disputes=disputes), cause, rules)
+            step.settle(row.changed(disputes=disputes), cause, rules)
         case FraudWarning(ref=ref, warning_id=warning_id, actionable=actionable, fraud_type=fraud_type):
             row = _paid_payment(step, provider, ref)
             warnings = dict(row.fraud_warnings)
             before = warnings.get(warning_id, {"actionable": True})
             # once resolved (refunded, disputed) a warning stays resolved
             warnings[warning_id] = {"actionable": bool(before["actionable"] and actionable), "fraud_type": fraud_type}
-            step.settle(replace(row, fraud_warnings=warnings), cause, rules)
+            step.settle(row.changed(fraud_warnings=warnings), cause, rules)
         case SubscriptionChanged():
             _subscription(step, provider, change, event)
         case InvoicePaid():
@@ -242,7 +241,7 @@ def _remember(row: PaymentRow, ref: PaymentRef, purchase: Purchase) -> PaymentRo
         changes["amount_cents"] = purchase.amount_cents
     if row.currency is None and purchase.currency:
         changes["currency"] = purchase.currency
-    return replace(row, **changes) if changes else row
+    return row.changed(**changes) if changes else row
 
 
 def _merge(step: Step, by_session: PaymentRow, by_payment: PaymentRow, cause: str) -> PaymentRow:
@@ -253,8 +252,7 @@ def _merge(step: Step, by_session: PaymentRow, by_payment: PaymentRow, cause: st
         )
     survivor, retired = (by_payment, by_session) if by_payment.paid_at is not None else (by_session, by_payment)
     step.effects.status_changes.append(StatusChange(retired.id, retired.status, S.CANCELLED, f"{cause} (merged into payment {survivor.id})"))
-    step.put(replace(
-        retired,
+    step.put(retired.changed(
         status=S.CANCELLED,
         provider_session_id=None,
         provider_payment_id=None,
@@ -266,7 +264,7 @@ def _merge(step: Step, by_session: PaymentRow, by_payment: PaymentRow, cause: st
     }
     if survivor is by_payment and retired.credits != survivor.credits:
         changes["details"] = {**survivor.details, "recorded_credits": retired.credits}
-    return step.put(replace(survivor, **changes))
+    return step.put(survivor.changed(**changes))
 
 
 def _paid(step: Step, row: PaymentRow, paid_amount: int | None, paid_currency: str | None, at: datetime | None) -> PaymentRow:
@@ -279,8 +277,7 @@ def _paid(step: Step, row: PaymentRow, paid_amount: int | None, paid_currency: s
     )
     if mismatch:
         step.effects.mismatches.append((row.provider, row.id))
-    return step.put(replace(
-        row,
+    return step.put(row.changed(
         paid_at=at or datetime.now(UTC),
         paid_amount_cents=paid_amount,
         paid_currency=paid_currency,
@@ -306,7 +303,7 @@ def _unpaid(step: Step, row: PaymentRow, status: S, event: ProviderEvent, rules:
         raise TransitionError(S(row.status), status)
     if _older(row, event.created, status, event.id):
         raise StaleEventError(f"older than the news that made the payment {row.unpaid_status}; state not moved")
-    row = replace(row, unpaid_status=status, unpaid_status_at=event.created, unpaid_status_event=event.id)
+    row = row.changed(unpaid_status=status, unpaid_status_at=event.created, unpaid_status_event=event.id)
     step.settle(row, event.id, rules)
 
 
@@ -406,7 +403,7 @@ def _invoice_paid(step: Step, event: ProviderEvent, change: InvoicePaid, rules: 
     purchase = Purchase(user_id=user_id, credits=credits, amount_cents=change.paid_amount_cents, currency=change.paid_currency, line_items=())
     row = _payment(step, provider, change.ref, purchase, cause, rules, create=RECORD)
     if not row.details:
-        row = step.put(replace(row, details={"subscription_id": change.subscription_id, "price_id": change.price_id}))
+        row = step.put(row.changed(details={"subscription_id": change.subscription_id, "price_id": change.price_id}))
     row = _paid(step, row, change.paid_amount_cents, change.paid_currency, event.created)
     step.settle(row, cause, rules)
     return Applied(True)

@@ -52,8 +52,22 @@ class PaymentRow:
     credits_frozen: int = 0
     last_event_created_at: datetime | None = None
 
+    def changed(self, **fields) -> PaymentRow:
+        """A copy with these fields changed: ``dataclasses.replace`` without re-running ``__init__``.
+
+        Rows are copied several times per event on the hot path, where replace()
+        cost six times as much. Field names are checked all the same.
+        """
+        unknown = fields.keys() - _FIELDS
+        if unknown:
+            raise TypeError(f"PaymentRow has no field {sorted(unknown)[0]!r}")
+        copy = object.__new__(PaymentRow)
+        copy.__dict__.update(self.__dict__, **fields)
+        return copy
+
 
 COLUMNS = tuple(f.name for f in fields(PaymentRow))
+_FIELDS = frozenset(COLUMNS)
 _JSON = frozenset({"details", "refunds", "disputes", "fraud_warnings"})
 _SQL_TYPES = {
     "id": "bigint", "credits": "bigint", "amount_cents": "bigint", "paid_amount_cents": "bigint",

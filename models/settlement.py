@@ -39,7 +39,7 @@ dispute is open) > partially_refunded > completed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from models import keys, lifecycle
 from models.enums import DisputeStatus, FraudPolicy, LedgerKind, RefundStatus
@@ -166,7 +166,7 @@ def settle(row: PaymentRow, cause: str, *, fraud_policy: FraudPolicy = FraudPoli
         if not can_advance(row.status, target):
             raise TransitionError(S(row.status), target)
         change = StatusChange(row.id, row.status, target, cause)
-        row = replace(row, status=target)
+        row = row.changed(status=target)
     if row.paid_at is None:
         return Settled(row, change, ())
 
@@ -177,18 +177,18 @@ def settle(row: PaymentRow, cause: str, *, fraud_policy: FraudPolicy = FraudPoli
 
     if row.credits_granted == 0 and row.credits > 0:
         post(LedgerKind.GRANT, row.credits)
-        row = replace(row, credits_granted=row.credits)
+        row = row.changed(credits_granted=row.credits)
     owed = takeback_target(row)
     if owed > row.credits_taken_back:
         post(LedgerKind.CLAWBACK, -(owed - row.credits_taken_back))
-        row = replace(row, credits_taken_back=owed)
+        row = row.changed(credits_taken_back=owed)
     elif owed < row.credits_taken_back:
         post(LedgerKind.REVERSAL, row.credits_taken_back - owed)
-        row = replace(row, credits_taken_back=owed)
+        row = row.changed(credits_taken_back=owed)
     if unheld is not None:
         unheld += sum(p.amount for p in postings)  # what this settling moved counts too
     hold = freeze_target(row, fraud_policy, unheld)
     held = hold - row.credits_frozen
     if held:
-        row = replace(row, credits_frozen=hold)
+        row = row.changed(credits_frozen=hold)
     return Settled(row, change, tuple(postings), held)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pythonjsonlogger.json import JsonFormatter
+import orjson
 
 _CONTEXT: contextvars.ContextVar[dict] = contextvars.ContextVar("payhooks_log_context", default={})
 
@@ -42,14 +43,37 @@ class ContextFilter(logging.Filter):
         return True
 
 
+# What every LogRecord has; anything else on a record is a field someone added (extra=, the context).
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, then every added field.
+
+    Written with orjson: the workers log a line per event, and a general-purpose
+    JSON formatter cost them about as much as applying the event.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD:
+                line.setdefault(key, value)
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack_info"] = self.formatStack(record.stack_info)
+        return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def formatter(fmt: str = "json") -> logging.Formatter:
     """The formatter every process writes its log lines with."""
-    if fmt == "json":
-        return JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-        )
-    return logging.Formatter(TEXT_FORMAT)
+    return JsonLines() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
