@@ -23,13 +23,13 @@ from sqlalchemy import func, literal_column, select
 from application.batch import lock_keys
 from application.recovery import Recovery
 from application.unit import UnitOfWork
+from infra.settings import Settings
 from models import keys, ledger, payments
 from models.enums import LedgerKind, PaymentStatus
 from models.payments import PaymentRow, row_of
 from models.settlement import refunded_amount
 from models.tables import CreditLedger, Payment, PaymentAttempt, PaymentStatusHistory
 from providers.stripe_api import StripeAPI
-from workers.settings import Settings
 
 MAX_PAGE_SIZE = 100
 

@@ -26,12 +26,15 @@ from sqlalchemy.orm import Session
 from application import batch
 from application.batch import BatchReport, EventResult, Incoming
 from application.errors import is_transient
+from infra import metrics
+from infra.settings import Settings
 from models import dead_letters, inbox
 from models.db import Database
 from models.enums import ErrorClass, EventStatus
 from models.rules import Rules
 
 log = logging.getLogger("payhooks.unit")
+events_log = logging.getLogger("payhooks.events")
 
 Observer = Callable[[BatchReport], None]
 Also = Callable[[Session, BatchReport], None]
@@ -135,3 +138,25 @@ class UnitOfWork:
                 observer(report)
             except Exception:  # what is committed stays committed; an observer's bug must not undo it
                 log.exception("an after-commit observer failed")
+
+
+def log_outcomes(report: BatchReport) -> None:
+    """One line per event, by id, so an event can be followed through the logs; never a payload."""
+    for result in report.results:
+        if result.duplicate:
+            events_log.debug("%s %s: duplicate (%s)", result.provider, result.event_id, result.status)
+            continue
+        events_log.log(
+            logging.WARNING if result.status == "failed" else logging.INFO,
+            "%s %s %s: %s%s",
+            result.provider, result.event_type, result.event_id, result.status,
+            f" ({result.error})" if result.error else "",
+            extra={"provider": result.provider, "event_type": result.event_type, "event_id": result.event_id,
+                   "outcome": result.status, "source": result.source, "batch": report.batch_id,
+                   "payment_ids": list(result.payment_ids) or None, "credits": [list(c) for c in result.credits] or None},
+        )
+
+
+def unit_of_work(database: Database, settings: Settings, *extra_observers: Observer) -> UnitOfWork:
+    """The unit of work a process uses: its rules, and after every commit metrics, logs and any extras."""
+    return UnitOfWork(database, settings.rules(), [metrics.observe, log_outcomes, *extra_observers])

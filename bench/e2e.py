@@ -19,9 +19,9 @@ from sqlalchemy.engine import make_url
 
 from bench import load
 from bench.procs import API_TOKEN, BIN, SECRET, cpu_seconds, group, service_env
+from infra.embedded import free_port
 from providers.stripe import sign
 from tests.support import services, stripe_events
-from workers.embedded import free_port
 
 CREDITS = 100
 MAX_WAIT = 900  # seconds after the last POST, however steady the progress

@@ -23,9 +23,9 @@ import redis
 
 from bench import load
 from bench.procs import BIN, SECRET, cpu_seconds, group, service_env
+from infra.embedded import EmbeddedRedis, free_port
 from providers.stripe import sign
 from tests.support import stripe_events
-from workers.embedded import EmbeddedRedis, free_port
 from workers.queues import WEBHOOKS_QUEUE
 
 FLOOR_QUEUE = "floor"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from flask import Flask
 
+from infra.settings import Settings
 from receiver.errors import register_error_handlers
 from receiver.services import Services
-from workers.settings import Settings
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Flask:

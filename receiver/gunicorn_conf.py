@@ -5,8 +5,8 @@ LPUSH), and on these machines sync workers gave steady throughput where gthread
 gave bimodal results. Scale with WEB_CONCURRENCY (processes per machine).
 """
 
-from workers import metrics
-from workers.settings import Settings
+from infra import metrics
+from infra.settings import Settings
 
 _settings = Settings.from_env()
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from sqlalchemy import func, select
 
+from infra import metrics
 from models.enums import DeadLetterStatus, EventStatus, PaymentStatus
 from models.tables import DeadLetter, Payment, WebhookEvent
 from receiver.services import services
 from transport import queue
-from workers import metrics
 from workers.queues import MAINTENANCE_QUEUE, WEBHOOKS_QUEUE
 
 blueprint = Blueprint("health", __name__)

@@ -6,11 +6,10 @@ from flask import current_app
 
 from application.dlq import DeadLetters
 from application.tracker import PaymentTracker
-from application.unit import UnitOfWork
+from application.unit import UnitOfWork, unit_of_work
+from infra.settings import Settings
 from models.db import Database
 from transport import queue
-from workers.runtime import unit_of_work
-from workers.settings import Settings
 
 
 class Services:

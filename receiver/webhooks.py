@@ -14,13 +14,13 @@ import time
 from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from infra import metrics
+from infra.logs import log_context
 from providers import stripe
 from providers.changes import InvalidEventError, SignatureError
 from receiver.errors import error
 from receiver.services import services
 from transport.queue import PublishError
-from workers import metrics
-from workers.logs import log_context
 
 log = logging.getLogger("payhooks.receiver")
 blueprint = Blueprint("webhooks", __name__)

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import TYPE_CHECKING
 
 from celery import Task
 
-from workers.retry import backoff_seconds
-from workers.runtime import Runtime
+from infra.backoff import backoff_seconds
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 
 class PayhooksTask(Task):
@@ -36,7 +39,7 @@ class PayhooksTask(Task):
     public_args: tuple[str, ...] = ()
 
     @property
-    def runtime(self) -> Runtime:
+    def runtime(self) -> "Runtime":
         return self.app.payhooks
 
     def apply_async(self, args=None, kwargs=None, **options):

@@ -10,10 +10,10 @@ from celery import shared_task
 from application import lookups
 from application.errors import is_transient
 from application.held import retry_held
+from infra import metrics
 from models import retention
 from providers.stripe_api import ProviderUnavailableError, StripeAPI, StripeNotConfiguredError
 from tasks.base import PayhooksTask
-from workers import metrics
 from workers.queues import (
     LOOK_UP_SESSION,
     PRUNE_INBOX,
@@ -128,9 +128,3 @@ def look_up_session(self: PayhooksTask, provider: str, session_id: str) -> dict:
     except ProviderUnavailableError as exc:
         raise self.retry_later(exc) from exc
     return {"applied": sum(r.status == "processed" for r in report.results)}
-
-
-def schedule_lookups(report) -> None:
-    """After commit: look up the sessions a batch found without credits (a Payment Link's, say)."""
-    for provider, session_id in sorted(report.lookups):
-        look_up_session.apply_async((provider, session_id))

@@ -10,13 +10,13 @@ import redis
 import sentry_sdk
 from sqlalchemy import text
 
+from infra.sentry import init_sentry
+from infra.settings import CreditPackage, Settings
 from models.db import Database
 from models.tables import Base
 from receiver import create_app
 from tests.support import canaries, leaks, processes, services
 from tests.support.fake_stripe import FakeStripe
-from workers.sentry import init_sentry
-from workers.settings import CreditPackage, Settings
 
 STARTER = CreditPackage("starter", "Starter", 100, 999, "usd")
 # Canary secrets: the search for leaks (tests/support/leaks.py) looks for them everywhere.

@@ -15,9 +15,9 @@ def __getattr__(name: str) -> Any:
     global _app
     if name == "app":
         if _app is None:
+            from infra.sentry import init_sentry
+            from infra.settings import Settings
             from workers.celery_app import make_celery
-            from workers.sentry import init_sentry
-            from workers.settings import Settings
 
             settings = Settings.from_env()
             init_sentry(settings, "worker")

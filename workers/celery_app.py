@@ -34,11 +34,13 @@ from celery import Celery, bootsteps
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 from kombu import Queue
 
+from infra import metrics
+from infra.logs import configure_logging
+from infra.settings import Settings
 from transport.queue import Claims
-from workers import metrics
 from workers.consumer import Consumer, rejected_item
-from workers.logs import configure_logging
 from workers.queues import (
+    LOOK_UP_SESSION,
     MAINTENANCE_QUEUE,
     PRUNE_INBOX,
     RECONCILE_EVENTS,
@@ -48,7 +50,6 @@ from workers.queues import (
     WEBHOOKS_QUEUE,
 )
 from workers.runtime import Runtime
-from workers.settings import Settings
 
 
 def celery_config(settings: Settings) -> dict:
@@ -161,9 +162,9 @@ def make_celery(settings: Settings) -> Celery:
     consumers: list[Consumer] = []
 
     def schedule_lookups(report) -> None:
-        from tasks.maintenance import schedule_lookups
-
-        schedule_lookups(report)
+        """After commit: look up the sessions a batch found without credits (a Payment Link's, say)."""
+        for provider, session_id in sorted(report.lookups):
+            app.send_task(LOOK_UP_SESSION, (provider, session_id), argsrepr=repr((provider, session_id)))
 
     runtime.follow_ups.append(schedule_lookups)
 

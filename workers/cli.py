@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from workers.settings import Settings, SettingsError, redact_url
+from infra.settings import Settings, SettingsError, redact_url
 
 DEV_WEBHOOK_SECRET = "whsec_payhooks_dev"
 DEV_API_TOKEN = "dev-token"
@@ -33,7 +33,7 @@ def main() -> None:
 @main.command()
 def migrate() -> None:
     """Apply database migrations (the Procfile's release step)."""
-    from workers.migrate import upgrade
+    from models.migrate import upgrade
 
     settings = _settings()
     url = settings.require("database_url", "migrations need PostgreSQL")
@@ -73,14 +73,14 @@ def run(procfile: str, var_dir: str) -> None:
     embedded = []
     try:
         if not env.get("DATABASE_URL"):
-            from workers.embedded import EmbeddedPostgres
+            from infra.embedded import EmbeddedPostgres
 
             click.echo(f"DATABASE_URL not set: starting PostgreSQL under {var / 'pg'}")
             postgres = EmbeddedPostgres(var / "pg").start()
             embedded.append(postgres)
             env["DATABASE_URL"] = postgres.url
         if not env.get("REDIS_URL"):
-            from workers.embedded import EmbeddedRedis
+            from infra.embedded import EmbeddedRedis
 
             redis_server = EmbeddedRedis(var / "redis").start()
             embedded.append(redis_server)

@@ -24,7 +24,6 @@ prefork child, or one in the main process under the threads or solo pool.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import redis
 from application.batch import Incoming
 from application.errors import is_conflict, is_transient
 from application.unit import UnitOfWork
+from infra.backoff import backoff_seconds
 from models.enums import ErrorClass
 from providers import registry
 from providers.changes import InvalidEventError
@@ -156,7 +156,7 @@ class Consumer:
                 conflicts += is_conflict(exc)
                 if conflicts > self.retry_limit:
                     return self._past_the_limit(batch, exc)
-                delay = random.uniform(0, min(self.backoff_max_seconds, 0.1 * 2 ** min(attempt, 16)))
+                delay = backoff_seconds(attempt, base=0.1, cap=self.backoff_max_seconds)
                 log.warning(
                     "transient failure applying %s (%s, attempt %d); retrying in %.1f s",
                     _named(batch), exc.__class__.__name__, attempt + 1, delay,

@@ -6,44 +6,15 @@ Built lazily, once per process (after a prefork child is forked, never before:
 
 from __future__ import annotations
 
-import logging
-
 import redis
 
-from application.batch import BatchReport
 from application.dlq import DeadLetters
 from application.recovery import Recovery
-from application.unit import UnitOfWork
+from application.unit import UnitOfWork, unit_of_work
+from infra.settings import Settings
 from models.db import Database
 from providers.stripe_api import StripeAPI
 from transport import queue
-from workers import metrics
-from workers.settings import Settings
-
-log = logging.getLogger("payhooks.events")
-
-
-def log_outcomes(report: BatchReport) -> None:
-    """One line per event, by id, so an event can be followed through the logs; never a payload."""
-    for result in report.results:
-        if result.duplicate:
-            log.debug("%s %s: duplicate (%s)", result.provider, result.event_id, result.status)
-            continue
-        level = logging.WARNING if result.status == "failed" else logging.INFO
-        log.log(
-            level,
-            "%s %s %s: %s%s",
-            result.provider, result.event_type, result.event_id, result.status,
-            f" ({result.error})" if result.error else "",
-            extra={"provider": result.provider, "event_type": result.event_type, "event_id": result.event_id,
-                   "outcome": result.status, "source": result.source, "batch": report.batch_id,
-                   "payment_ids": list(result.payment_ids) or None, "credits": [list(c) for c in result.credits] or None},
-        )
-
-
-def unit_of_work(database: Database, settings: Settings, *extra_observers) -> UnitOfWork:
-    """The unit of work every path of this process uses, with its after-commit observers."""
-    return UnitOfWork(database, settings.rules(), [metrics.observe, log_outcomes, *extra_observers])
 
 
 class Runtime:

@@ -8,6 +8,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from infra.embedded import free_port
 from models.enums import EventStatus
 from models.rules import Rules
 from models.tables import CreditAccount, CreditLedger, Payment, WebhookEvent
@@ -17,7 +18,6 @@ from tests.support import processes
 from tests.support.apply import handle
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode, event, signed_headers
-from workers.embedded import free_port
 
 CONCURRENCY = 50
 

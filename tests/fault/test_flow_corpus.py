@@ -26,6 +26,7 @@ from sqlalchemy import func, or_, select
 from application.lookups import look_up_session
 from application.tracker import PaymentTracker
 from application.unit import UnitOfWork
+from infra.settings import Settings
 from models.enums import EventStatus, FraudPolicy, LedgerKind, ZeroAmountInvoices
 from models.rules import Plan, Rules
 from models.tables import CreditAccount, CreditLedger, Payment, Subscription, WebhookEvent
@@ -38,7 +39,6 @@ from tests.support.fake_stripe import FakeStripe
 from tests.support.processes import wait_until
 from tests.support.stripe_events import SHAPES, encode, signed_headers
 from tests.support.stripe_flows import FLOWS, Flow, build, serve
-from workers.settings import Settings
 
 CASES = [(name, shape) for name in sorted(FLOWS) for shape in SHAPES]
 

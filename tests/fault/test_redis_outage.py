@@ -11,13 +11,13 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from infra.embedded import free_port
 from models.enums import EventStatus
 from models.tables import CreditAccount, CreditLedger, WebhookEvent
 from tests.conftest import PRIMARY_SECRET
 from tests.support import processes
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode, signed_headers
-from workers.embedded import free_port
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from application.tracker import PaymentTracker
 from application.unit import UnitOfWork
+from infra.settings import Settings
 from models.enums import EventStatus, PaymentStatus
 from models.rules import Rules
 from models.tables import (
@@ -47,7 +48,6 @@ from tests.support.stripe_events import (
     signed_headers,
     subscription,
 )
-from workers.settings import Settings
 
 PROCESSED, IGNORED, HELD, FAILED = (
     EventStatus.PROCESSED,

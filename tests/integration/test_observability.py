@@ -9,11 +9,11 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from infra.embedded import free_port
 from tests.conftest import PRIMARY_SECRET, ROTATED_SECRET
 from tests.support import leaks, processes
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode, signed_headers
-from workers.embedded import free_port
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

@@ -8,11 +8,11 @@ import time
 import pytest
 import redis
 
+from infra.embedded import free_port
 from receiver import create_app
 from tests.conftest import API_TOKEN, PRIMARY_SECRET, ROTATED_SECRET
 from tests.support.stripe_events import completed_event, encode, signed_headers
 from transport.queue import EVENTS, Envelope
-from workers.embedded import free_port
 
 
 @pytest.fixture

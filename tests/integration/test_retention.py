@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, text
 
+from infra.settings import Settings, SettingsError
 from models.enums import EventStatus
 from models.rules import Rules
 from models.tables import CreditLedger, WebhookEvent
@@ -12,7 +13,6 @@ from providers import stripe
 from tasks.maintenance import prune
 from tests.support.apply import handle
 from tests.support.stripe_events import completed_event, encode
-from workers.settings import Settings, SettingsError
 
 
 def deliver(database, evt):

@@ -9,10 +9,10 @@ import psutil
 import pytest
 import requests
 
+from infra.embedded import free_port
 from tests.support.processes import BIN, ROOT, Process, service_env, wait_until
 from tests.support.stripe_events import completed_event, encode, signed_headers
 from workers.cli import DEV_API_TOKEN, DEV_WEBHOOK_SECRET
-from workers.embedded import free_port
 
 
 @pytest.fixture

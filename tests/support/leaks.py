@@ -7,7 +7,7 @@ What is captured, for the whole session:
   line (``Process`` registers itself);
 * every ``payhooks`` command run through ``processes.cli``: stdout and stderr;
 * every log record of the test process itself, formatted as production formats
-  it (workers/logs.py), by a handler on the root logger at INFO;
+  it (infra/logs.py), by a handler on the root logger at INFO;
 * every envelope the Sentry SDK of any process sends: ``SENTRY_DSN`` points the
   test process and every process it starts at a local fake (fake_sentry.py);
 * what a test hands over itself (``CAPTURE.add_text``), such as a /metrics page.
@@ -25,9 +25,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from infra.logs import ContextFilter, formatter
 from tests.support.canaries import CANARIES
 from tests.support.fake_sentry import Envelope, FakeSentry
-from workers.logs import ContextFilter, formatter
 
 
 @dataclass

@@ -22,8 +22,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from workers.embedded import EmbeddedPostgres, EmbeddedRedis
-from workers.migrate import upgrade
+from infra.embedded import EmbeddedPostgres, EmbeddedRedis
+from models.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

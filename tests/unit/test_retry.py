@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from workers.retry import backoff_seconds
+from infra.backoff import backoff_seconds
 
 BASE = 2.0
 CAP = 300.0

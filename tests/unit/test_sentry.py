@@ -17,8 +17,8 @@ import sentry_sdk
 from flask import Flask, request
 from sentry_sdk.transport import Transport
 
-from workers.sentry import FILTERED, before_send, init_sentry, mask
-from workers.settings import Settings
+from infra.sentry import FILTERED, before_send, init_sentry, mask
+from infra.settings import Settings
 
 EMAIL = "jane.roe@example.org"
 WEBHOOK_SECRET = "whsec_UnitT3stS3cr3tV4lue"

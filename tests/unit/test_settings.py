@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
+from infra import settings as settings_module
+from infra.settings import MIB, Settings, SettingsError, redact_url
 from models.enums import ClawbackPolicy, FraudPolicy, ZeroAmountInvoices
 from models.rules import Plan, Rules
-from workers import settings as settings_module
-from workers.settings import MIB, Settings, SettingsError, redact_url
 
 # -- defaults -----------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from sentry_sdk.integrations.argv import ArgvIntegration
 from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.flask import FlaskIntegration
 
-from workers.settings import Settings
+from infra.settings import Settings
 
 FILTERED = "[Filtered]"
 
