@@ -30,6 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from application import announcements
 from application.apply import (
     CREATES_PAYMENTS,
     NothingToRecordError,
@@ -39,7 +40,7 @@ from application.apply import (
     subscription_refs,
 )
 from application.world import World
-from models import dead_letters, history, inbox, keys, ledger, payments, subscriptions
+from models import dead_letters, history, inbox, keys, ledger, outbox, payments, subscriptions
 from models.enums import ErrorClass, EventStatus
 from models.errors import LookupNeededError, NotReadyError, StaleEventError, UnknownPaymentError
 from models.lifecycle import TransitionError
@@ -179,16 +180,24 @@ def run(session: Session, batch: list[Incoming], rules: Rules) -> BatchReport:
     payments.save(session, (world.payments[i] for i in world.dirty_payments))
     history.record_status_changes(session, world.effects.status_changes)
     history.record_attempts(session, world.effects.attempts)
-    report.posted = ledger.post(session, world.effects.postings, rules.clawback_policy)
+    entries = ledger.post(session, world.effects.postings, rules.clawback_policy)
+    report.posted = [(entry.kind, entry.amount) for entry in entries]
     ledger.hold(session, world.effects.holds)
-    subscriptions.save(session, (world.subscriptions[k] for k in world.dirty_subscriptions))
+    changed_subscriptions = [world.subscriptions[k] for k in world.dirty_subscriptions]
+    subscriptions.save(session, changed_subscriptions)
     report.mismatches = list(world.effects.mismatches)
+    outbox.add(
+        session,
+        announcements.of_entries(entries, world.payments)
+        + announcements.of_status_changes(world.effects.status_changes, world.payments)
+        + announcements.of_subscriptions(changed_subscriptions),
+    )
 
     outcomes = []
     for item in work:
         dead_letter_id = None
         if item.status == EventStatus.FAILED:
-            dead_letter_id = dead_letters.record(
+            dead_letter_id = announcements.dead_letter(
                 session,
                 dead_letters.Failure(
                     item.event.provider, item.event.id, item.event.type, item.payload,

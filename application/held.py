@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from application import announcements
 from application.batch import Incoming
 from application.unit import UnitOfWork
 from models import dead_letters, inbox
@@ -52,7 +53,7 @@ def _expire(unit: UnitOfWork, row_id: int, why: str) -> int:
         if row is None or row.status != EventStatus.HELD:
             return 0
         message = f"{why} waiting for {row.hold_key}"
-        letter = dead_letters.record(
+        letter = announcements.dead_letter(
             session,
             dead_letters.Failure(row.provider, row.provider_event_id, row.event_type, row.payload or "",
                                  ErrorClass.NOT_READY, message),

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session
 
-from application import batch
+from application import announcements, batch
 from application.batch import BatchReport, EventResult, Incoming
 from application.errors import is_transient
 from infra import metrics
@@ -113,7 +113,7 @@ class UnitOfWork:
             claim = inbox.claim(session, [inbox.Arrival(event.provider, event.id, event.type, event.raw, event.created, incoming.source)])[0]
             if claim.settled:  # another delivery applied it meanwhile
                 return BatchReport([batch._result(incoming, claim.status, duplicate=True)])
-            letter = dead_letters.record(
+            letter = announcements.dead_letter(
                 session,
                 dead_letters.Failure(event.provider, event.id, event.type, event.raw, error_class, message,
                                      "".join(traceback.format_exception(exc))),
@@ -125,7 +125,7 @@ class UnitOfWork:
         """Keep something that is not an event we can read (a hand-made or corrupted queue item) as a dead letter."""
         event_id = event_id or "unreadable:" + hashlib.sha256(body).hexdigest()[:32]
         with self.database.transaction() as session:
-            dead_letters.record(
+            announcements.dead_letter(
                 session,
                 dead_letters.Failure(provider, event_id, "unreadable", body.decode("utf-8", "replace"), ErrorClass.PERMANENT,
                                      f"not an event payhooks can read: {reason}"),

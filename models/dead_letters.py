@@ -31,8 +31,8 @@ class Failure:
     traceback: str | None = None
 
 
-def record(session: Session, failure: Failure) -> int:
-    """Dead-letter an event (or count another failure of it); the dead letter's id."""
+def record(session: Session, failure: Failure) -> tuple[int, int]:
+    """Dead-letter an event (or count another failure of it); the dead letter's id and its attempts."""
     now = datetime.now(UTC)
     statement = insert(DeadLetter).values(
         provider=failure.provider,
@@ -48,7 +48,7 @@ def record(session: Session, failure: Failure) -> int:
         status=DeadLetterStatus.OPEN,
     )
     discarded = DeadLetter.status == DeadLetterStatus.DISCARDED
-    return session.scalar(
+    return session.execute(
         statement.on_conflict_do_update(
             constraint="uq_dead_letters_provider_provider_event_id",
             set_={
@@ -64,8 +64,8 @@ def record(session: Session, failure: Failure) -> int:
                 "resolved_at": case((discarded, DeadLetter.resolved_at), else_=None),
                 "resolution_note": case((discarded, DeadLetter.resolution_note), else_=None),
             },
-        ).returning(DeadLetter.id)
-    )
+        ).returning(DeadLetter.id, DeadLetter.attempts)
+    ).one()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ entry's ``shortfall``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -47,7 +47,7 @@ _POST = text(
         INSERT INTO credit_ledger (user_id, payment_id, kind, amount, shortfall, idempotency_key, cause)
         SELECT user_id, payment_id, kind, amount, shortfall, key, cause FROM input ORDER BY n
         ON CONFLICT ON CONSTRAINT uq_credit_ledger_idempotency_key DO NOTHING
-        RETURNING user_id, kind, amount, idempotency_key
+        RETURNING user_id, payment_id, kind, amount, shortfall, idempotency_key, cause
     ), account AS (
         INSERT INTO credit_accounts AS a (user_id, balance, total_purchased, total_refunded)
         SELECT user_id,
@@ -63,13 +63,26 @@ _POST = text(
         RETURNING user_id
     )
     -- a data-modifying WITH runs to completion whether or not this reads it
-    SELECT entry.kind, entry.amount, entry.idempotency_key FROM entry
+    SELECT user_id, payment_id, kind, amount, shortfall, idempotency_key, cause FROM entry
     """
 )
 
 
-def post(session: Session, postings: Sequence[Posting], policy: ClawbackPolicy = ClawbackPolicy.ALLOW_NEGATIVE) -> list[tuple[str, int]]:
-    """Write entries and move balances; return (kind, amount) of those really inserted.
+@dataclass(frozen=True)
+class Entry:
+    """A ledger entry really written (not one whose key was already used)."""
+
+    user_id: str
+    payment_id: int | None
+    kind: str
+    amount: int
+    shortfall: int
+    key: str
+    cause: str
+
+
+def post(session: Session, postings: Sequence[Posting], policy: ClawbackPolicy = ClawbackPolicy.ALLOW_NEGATIVE) -> list[Entry]:
+    """Write entries and move balances; return those really inserted.
 
     Under ``floor_at_zero`` a clawback takes no more than the balance (the user's
     account is locked and read first) and records the rest as its shortfall.
@@ -92,7 +105,7 @@ def post(session: Session, postings: Sequence[Posting], policy: ClawbackPolicy =
             "causes": [p.cause for p in postings],
         },
     ).all()
-    return [(kind, amount) for kind, amount, _ in rows]
+    return [Entry(*row) for row in rows]
 
 
 _HOLD = text(

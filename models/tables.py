@@ -264,3 +264,23 @@ class DeadLetter(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(255))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolution_note: Mapped[str | None] = mapped_column(Text)
+
+
+class OutboxMessage(Base):
+    """A change the host application must hear of, written with the change (models/outbox.py)."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (
+        UniqueConstraint("message_id"),
+        Index("ix_outbox_messages_undispatched", "id", postgresql_where=text("dispatched_at IS NULL")),
+        Index(None, "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    data: Mapped[dict] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+    # When its deliveries (webhooks, e-mail, hooks) were created from it.
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
