@@ -105,15 +105,18 @@ def row_of(payment: Payment) -> PaymentRow:
     return PaymentRow(**{c: getattr(payment, c) for c in COLUMNS})
 
 
-# Two index lookups, not one scan: an OR of the two columns would be planned as a
-# scan of every payment of the provider, which grows with the table.
+# A join against the ids, which the planner answers with index lookups once the
+# table is large (a scan while it is small): an OR of the two columns, or
+# `= ANY(array)`, was planned as a scan checking every row against the whole array.
 _LOCK = text(
     f"""
     SELECT {", ".join(COLUMNS)} FROM payments
     WHERE id IN (
-        SELECT id FROM payments WHERE provider = :provider AND provider_session_id = ANY(CAST(:session_ids AS text[]))
+        SELECT p.id FROM unnest(CAST(:session_ids AS text[])) AS k(v)
+        JOIN payments p ON p.provider = :provider AND p.provider_session_id = k.v
         UNION
-        SELECT id FROM payments WHERE provider = :provider AND provider_payment_id = ANY(CAST(:payment_ids AS text[]))
+        SELECT p.id FROM unnest(CAST(:payment_ids AS text[])) AS k(v)
+        JOIN payments p ON p.provider = :provider AND p.provider_payment_id = k.v
     )
     ORDER BY id
     FOR UPDATE
