@@ -18,7 +18,7 @@ from workers.settings import CreditPackage, Settings
 STARTER = CreditPackage("starter", "Starter", 100, 999, "usd")
 PRIMARY_SECRET = "whsec_test_primary"
 ROTATED_SECRET = "whsec_test_rotated"
-API_TOKEN = "test-token"
+API_TOKEN = "test-token-0123456789abcdef0123456789"
 
 # Every table the models define, so a new table is cleaned without anyone remembering to.
 TABLES = tuple(Base.metadata.tables)

@@ -14,7 +14,7 @@ import click
 from workers.settings import Settings, SettingsError, redact_url
 
 DEV_WEBHOOK_SECRET = "whsec_payhooks_dev"
-DEV_API_TOKEN = "dev-token"
+DEV_API_TOKEN = "payhooks-dev-token-not-for-production"
 LONG_RUNNING = ("web", "worker", "beat")
 
 
@@ -121,11 +121,20 @@ def run(procfile: str, var_dir: str) -> None:
 
 
 def _fill_dev_secrets(env: dict[str, str]) -> None:
-    """Development defaults so the README's curl example works out of the box."""
+    """Development defaults so the README's curl example works out of the box.
+
+    The values are published in the README, so a stack using any of them listens on
+    127.0.0.1 only: anyone on the network could otherwise sign events or read the API.
+    """
+    filled = False
     for name, value in (("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET), ("API_TOKEN", DEV_API_TOKEN)):
         if not env.get(name):
             env[name] = value
+            filled = True
             click.echo(f"{name} not set: using the development value {value!r}")
+    if filled:
+        env["WEB_HOST"] = "127.0.0.1"
+        click.echo("development secrets in use: the receiver listens on 127.0.0.1 only")
 
 
 def _recovery():
