@@ -6,8 +6,6 @@ answers; the rules live below them.
 
 from __future__ import annotations
 
-import hmac
-
 from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
 
@@ -20,6 +18,7 @@ from providers.stripe_api import (
     StripeNotConfiguredError,
 )
 from receiver import schemas
+from receiver.auth import bearer_matches, unauthorized
 from receiver.errors import error
 from receiver.openapi import openapi_document
 from receiver.services import services
@@ -40,11 +39,8 @@ def require_token():
     token = services().settings.api_token
     if not token:
         return error(503, "api_disabled", "API_TOKEN is not set, so the API is closed")
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
-        response = error(401, "unauthorized", "send Authorization: Bearer <API_TOKEN>")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="payhooks"'
-        return response
+    if not bearer_matches(token):
+        return unauthorized("API_TOKEN", "payhooks")
     return None
 
 

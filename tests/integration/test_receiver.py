@@ -249,3 +249,16 @@ def test_the_procfile_api_process_serves_only_the_api(process_env):
         server.stop()
     assert hook.status_code == 404
     assert api.status_code == 200
+
+
+def test_metrics_want_the_metrics_token_when_one_is_set(quiet):
+    token = "m" * 40
+    client = create_app(dataclasses.replace(quiet, metrics_token=token)).test_client()
+
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer " + "n" * 40}).status_code == 401
+    assert client.get("/metrics", headers=AUTH).status_code == 401  # the API token is not the metrics token
+    answer = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200
+    assert b"payhooks_queue_depth" in answer.data
+    assert client.get("/healthz").status_code == 200  # health checks stay open for load balancers
