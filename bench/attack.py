@@ -34,7 +34,6 @@ from pathlib import Path
 from bench.procs import BIN, SECRET, group, service_env
 from providers.stripe import sign
 from tests.support import slow_clients, stripe_events
-from tests.support.processes import wait_until
 from workers.embedded import EmbeddedRedis, free_port
 
 MODELS = ("sync", "gthread", "gevent", "nginx")
