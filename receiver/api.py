@@ -26,6 +26,8 @@ from receiver.errors import error
 from receiver.openapi import openapi_document
 from receiver.services import services
 from workers.dlq import DeadLetterNotFoundError
+from workers.jobs import JobNotFoundError
+from workers.publish import PublishError
 from workers.tracker import ConflictError, InvalidRequestError, NotFoundError
 
 blueprint = Blueprint("api", __name__)
@@ -97,6 +99,7 @@ def invalid_for_tracker(exc: InvalidRequestError):
 
 @blueprint.errorhandler(NotFoundError)
 @blueprint.errorhandler(DeadLetterNotFoundError)
+@blueprint.errorhandler(JobNotFoundError)
 @blueprint.errorhandler(ProviderNotFoundError)
 def not_found(exc: Exception):
     return error(404, "not_found", str(exc))
@@ -121,6 +124,13 @@ def stripe_not_configured(exc: StripeNotConfiguredError):
 @blueprint.errorhandler(ProviderUnavailableError)
 def provider_unavailable(exc: ProviderUnavailableError):
     response = error(503, "provider_unavailable", str(exc))
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+@blueprint.errorhandler(PublishError)
+def broker_unavailable(exc: PublishError):
+    response = error(503, "broker_unavailable", "the queue is unreachable; retry later")
     response.headers["Retry-After"] = "5"
     return response
 
@@ -256,12 +266,20 @@ def replay_dead_letter(dead_letter_id: int):
 
 @blueprint.post("/dead-letters/replay")
 def replay_dead_letters():
+    """Dry run: count them now. Otherwise a job a worker runs: 202 with the job to poll."""
     body = _body(schemas.ReplayDeadLetters)
-    service = services().dead_letters
-    ids = service.matching(_dead_letter_filters(body))
+    filters = _dead_letter_filters(body)
     if body.dry_run:
+        ids = services().dead_letters.matching(filters)
         return {"dry_run": True, "matched": len(ids), "ids": ids}
-    return {"dry_run": False, "matched": len(ids), "outcomes": service.replay_many(ids, _actor())}
+    params = body.model_dump(mode="json", exclude={"dry_run"}, exclude_none=True)
+    job = services().jobs.replay_dead_letters(filters, params, _actor())
+    return job, 202, {"Location": f"{request.script_root}/api/jobs/{job['id']}"}
+
+
+@blueprint.get("/jobs/<id:job_id>")
+def show_job(job_id: int):
+    return services().jobs.get(job_id)
 
 
 @blueprint.post("/dead-letters/<id:dead_letter_id>/discard")

@@ -67,10 +67,12 @@ RESPONSES = {
          "page": INT, "page_size": INT}
     ),
     "ReplayResult": _obj({"id": INT, "outcome": STR, "event_status": NSTR, "error": NSTR}),
-    "BulkReplay": _obj(
-        {"dry_run": BOOL, "matched": INT, "ids": {"type": "array", "items": INT},
-         "outcomes": {"type": "object", "additionalProperties": INT}},
-        ["dry_run", "matched"],
+    "DryRun": _obj({"dry_run": BOOL, "matched": INT, "ids": {"type": "array", "items": INT}}),
+    "Job": _obj(
+        {"id": INT, "kind": STR, "status": {"type": "string", "enum": ["queued", "running", "finished", "failed"]},
+         "total": INT, "done": INT, "outcomes": {"type": "object", "additionalProperties": INT},
+         "params": {"type": "object"}, "error": NSTR, "requested_by": STR, "created_at": TIME,
+         "updated_at": TIME, "started_at": TIME, "finished_at": TIME},
     ),
     "Verification": _obj(
         {"session_id": STR, "payment_verified": BOOL, "status": NSTR, "provider_status": NSTR,
@@ -210,8 +212,17 @@ def openapi_document(packages: tuple[str, ...] = ()) -> dict:
                                    path=[("dead_letter_id", ROW_ID)], extra={"404": "no such dead letter"})
             },
             "/api/dead-letters/replay": {
-                "post": _operation("Replay every dead letter matching the filters (or only count them with dry_run)",
-                                   {"200": _response("BulkReplay", "what happened")}, body=schemas.ReplayDeadLetters)
+                "post": _operation("Replay every dead letter matching the filters as a background job "
+                                   "(or only count them with dry_run)",
+                                   {"202": _response("Job", "the job, queued for a worker (Location: its URL)")
+                                    | {"headers": {"Location": {"schema": STR, "description": "/api/jobs/{id}"}}},
+                                    "200": _response("DryRun", "dry run: what would be replayed")},
+                                   body=schemas.ReplayDeadLetters)
+            },
+            "/api/jobs/{job_id}": {
+                "get": _operation("A background job's progress: done of total, outcomes so far",
+                                  {"200": _response("Job", "the job")},
+                                  path=[("job_id", ROW_ID)], extra={"404": "no such job"})
             },
             "/api/dead-letters/{dead_letter_id}/discard": {
                 "post": _operation("Close a dead letter without replaying it", {"200": _response("DeadLetter", "closed")},

@@ -6,6 +6,7 @@ from flask import current_app
 
 from models.db import Database
 from workers.dlq import DeadLetters
+from workers.jobs import Jobs
 from workers.publish import EventPublisher
 from workers.settings import Settings
 from workers.tracker import PaymentTracker
@@ -44,6 +45,10 @@ class Services:
     @property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.database, self.settings.rules())
+
+    @property
+    def jobs(self) -> Jobs:
+        return Jobs(self.database, self.settings.rules(), self.publisher.client)
 
     @property
     def tracker(self) -> PaymentTracker:

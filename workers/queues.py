@@ -13,6 +13,7 @@ SWEEP_PENDING = "payhooks.sweep_pending"
 RECONCILE_EVENTS = "payhooks.reconcile_events"
 PRUNE_INBOX = "payhooks.prune_inbox"
 REAP_JOURNAL = "payhooks.reap_journal"
+REPLAY_DEAD_LETTERS = "payhooks.replay_dead_letters"  # a bulk replay job (workers/jobs.py)
 
 ROUTES = {
     PROCESS_EVENT: {"queue": WEBHOOKS_QUEUE, "routing_key": WEBHOOKS_QUEUE},
