@@ -41,10 +41,12 @@ def broker_url(test_services):
 
 
 @pytest.fixture
-def web(process_env, broker_url):
+def web(process_env, broker_url, fake):
     port = free_port()
     env = {
         **process_env,
+        "STRIPE_API_KEY": "sk_test_x",
+        "STRIPE_API_BASE": fake.url,
         "REDIS_URL": broker_url,
         "REQUEST_BODY_TIMEOUT_SECONDS": str(BODY_DEADLINE),
         "REQUEST_HEADER_TIMEOUT_SECONDS": str(HEADER_DEADLINE),
@@ -98,23 +100,30 @@ def test_a_body_complete_within_the_deadline_is_accepted_however_slowly_it_came(
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
 
 
-def test_deliveries_do_not_wait_behind_slow_api_requests(web, database):
-    """/api requests blocked in PostgreSQL (a table lock) leave deliveries unaffected."""
-    auth = {"Authorization": f"Bearer {API_TOKEN}"}
-    base = f"http://127.0.0.1:{web}"
-    api_answers: list[int] = []
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
-    def slow_api_call() -> None:
+
+def _slow_api_calls(call, count: int = 16) -> tuple[list[threading.Thread], list]:
+    answers: list = []
+
+    def one() -> None:
         try:
-            api_answers.append(requests.get(f"{base}/api/payments", headers=auth, timeout=30).status_code)
+            answers.append(call().status_code)
         except requests.RequestException as exc:
-            api_answers.append(exc.__class__.__name__)
+            answers.append(exc.__class__.__name__)
 
+    callers = [threading.Thread(target=one) for _ in range(count)]
+    for caller in callers:
+        caller.start()
+    return callers, answers
+
+
+def test_deliveries_do_not_wait_behind_api_requests_stuck_in_postgresql(web, database):
+    """/api requests blocked in PostgreSQL (a table lock) leave deliveries unaffected."""
+    base = f"http://127.0.0.1:{web}"
     with database.engine.connect() as locker:
         locker.execute(text("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE"))
-        callers = [threading.Thread(target=slow_api_call) for _ in range(16)]
-        for caller in callers:
-            caller.start()
+        callers, answers = _slow_api_calls(lambda: requests.get(f"{base}/api/payments", headers=AUTH, timeout=30))
         processes.wait_until(lambda: _waiting_on_lock(database) >= 2, 10, what="API requests blocked on the lock")
         result = slow_clients.probe(f"{base}/webhooks/stripe", _delivery, count=60, concurrency=4,
                                     timeout=5, budget=12)
@@ -126,7 +135,25 @@ def test_deliveries_do_not_wait_behind_slow_api_requests(web, database):
     assert result.statuses == {200: 60} and not result.failures, result.summary()
     assert result.p99 < 1.0, result.summary()
     assert blocked >= 2  # the API requests were still stuck while deliveries were timed
-    assert api_answers == [200] * 16
+    assert answers == [200] * 16
+
+
+def test_deliveries_do_not_wait_behind_verify_calls_to_a_slow_stripe(web, fake):
+    """/api/payments/verify waiting on Stripe (4 s an answer) leaves deliveries unaffected."""
+    base = f"http://127.0.0.1:{web}"
+    fake.slow(4)
+    callers, answers = _slow_api_calls(lambda: requests.post(
+        f"{base}/api/payments/verify", json={"session_id": "cs_test_slow"}, headers=AUTH, timeout=30))
+    processes.wait_until(lambda: fake.waiting >= 2, 10, what="verify calls waiting on Stripe")
+    result = slow_clients.probe(f"{base}/webhooks/stripe", _delivery, count=60, concurrency=4, timeout=5, budget=12)
+    waiting = fake.waiting
+    for caller in callers:
+        caller.join(30)
+
+    assert result.statuses == {200: 60} and not result.failures, result.summary()
+    assert result.p99 < 1.0, result.summary()
+    assert waiting >= 2  # verify calls were still waiting on Stripe while deliveries were timed
+    assert answers == [404] * 16  # Stripe, when it answered, knew no such session
 
 
 def _waiting_on_lock(database) -> int:
