@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from models.enums import JobKind, JobStatus
@@ -19,7 +20,6 @@ ERROR_LIMIT = 1000
 
 def create(session: Session, kind: JobKind, items: list[int], *, params: dict, requested_by: str) -> Job:
     """A new job; one with nothing to do is finished at once."""
-    now = datetime.now(UTC)
     job = Job(
         kind=kind,
         status=JobStatus.QUEUED if items else JobStatus.FINISHED,
@@ -29,7 +29,7 @@ def create(session: Session, kind: JobKind, items: list[int], *, params: dict, r
         done=0,
         outcomes={},
         requested_by=requested_by,
-        finished_at=None if items else now,
+        finished_at=None if items else func.now(),  # the transaction's time, as created_at
     )
     session.add(job)
     session.flush()
