@@ -33,6 +33,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-class", choices=("sync", "gevent", "gthread"), default=None,
                         help="receiver: gunicorn worker class for receiver and floor alike "
                              "(default: receiver/gunicorn_conf.py's)")
+    parser.add_argument("--front", choices=("nginx",), default=None,
+                        help="receiver: an nginx buffering requests in front of each, receiver and floor alike")
     recv = parser.add_argument_group("receiver")
     recv.add_argument("--seconds", type=float, default=8.0, help="length of each run (default 8)")
     recv.add_argument("--warmup", type=float, default=2.0, help="warm-up per server (default 2)")

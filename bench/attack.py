@@ -53,7 +53,8 @@ def _delivery() -> tuple[bytes, dict[str, str]]:
     return body, {"Content-Type": "application/json", "Stripe-Signature": sign(body, SECRET, int(time.time()))}
 
 
-def _nginx_conf(directory: Path, listen: int, upstream: int, body_timeout: int) -> Path:
+def nginx_conf(directory: Path, listen: int, upstream: int, timeout: int) -> Path:
+    """nginx buffering whole requests (client_header/body_timeout `timeout`) in front of one upstream."""
     conf = directory / "nginx.conf"
     conf.write_text(textwrap.dedent(f"""\
         worker_processes 1;
@@ -64,8 +65,8 @@ def _nginx_conf(directory: Path, listen: int, upstream: int, body_timeout: int) 
             access_log off;
             client_body_temp_path {directory}/body;
             proxy_temp_path {directory}/proxy;
-            client_header_timeout {body_timeout}s;
-            client_body_timeout {body_timeout}s;
+            client_header_timeout {timeout}s;
+            client_body_timeout {timeout}s;
             client_max_body_size 1m;
             upstream receiver {{ server 127.0.0.1:{upstream}; }}
             server {{
@@ -102,7 +103,7 @@ def run_model(args, model: str, broker_url: str, tmp: Path) -> AttackReport:
                 raise SystemExit("model nginx: nginx is not on the PATH (apt-get install -y nginx-light)")
             directory = tmp / "nginx"
             directory.mkdir(exist_ok=True)
-            conf = _nginx_conf(directory, port, upstream, args.deadline)
+            conf = nginx_conf(directory, port, upstream, args.deadline)
             processes.http_server("nginx", ["nginx", "-p", str(directory), "-c", str(conf), "-g", "daemon off;"],
                                   env, port)
         url = f"http://127.0.0.1:{port}/webhooks/stripe"
