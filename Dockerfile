@@ -9,5 +9,7 @@ COPY tasks tasks
 RUN pip install --no-cache-dir .
 RUN useradd --create-home payhooks
 USER payhooks
-EXPOSE 8000
+# web on $PORT (8000); the optional api process (WEB_ROUTES=api) on its own PORT, 8001 in compose
+EXPOSE 8000 8001
+# The Procfile's web: gunicorn with gevent workers and request deadlines (receiver/gunicorn_conf.py)
 CMD ["gunicorn", "--config", "python:receiver.gunicorn_conf", "receiver.wsgi:app"]

@@ -151,7 +151,7 @@ class Recovery:
             report.checked += 1
             try:
                 event = session_event("sweep", checkout, now)
-                if event is None and expires_at is not None and now > expires_at + expiry_grace:
+                if event is None and expires_at is not None and now - expiry_grace > expires_at:  # no overflow near year 9999
                     event = expired_event("sweep", checkout, now)
                 outcome = "still open" if event is None else ("completed" if event.type.endswith("completed") else "expired")
                 if event is not None and not dry_run:

@@ -1,8 +1,9 @@
-"""python -m bench [receiver|e2e|all] [options]   (make bench BENCH_ARGS="...")
+"""python -m bench [receiver|e2e|attack|all] [options]   (make bench BENCH_ARGS="...")
 
 receiver: payhooks' receiver vs its floor (bare Flask: verify + LPUSH), alternated.
 e2e:      N signed events through receiver, Redis and a Celery worker into PostgreSQL.
-all:      both (the default).
+attack:   valid deliveries beside slow and idle clients, per gunicorn worker model.
+all:      receiver and e2e (the default).
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a wh
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "all"), default="all")
+    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "all"), default="all")
     parser.add_argument("--web-concurrency", type=int, default=2, metavar="N",
-                        help="gunicorn sync workers, receiver and floor alike (default 2)")
+                        help="gunicorn worker processes, receiver and floor alike (default 2)")
+    parser.add_argument("--worker-class", choices=("sync", "gevent", "gthread"), default=None,
+                        help="receiver: gunicorn worker class for receiver and floor alike "
+                             "(default: receiver/gunicorn_conf.py's)")
+    parser.add_argument("--front", choices=("nginx",), default=None,
+                        help="receiver: an nginx buffering requests in front of each, receiver and floor alike")
     recv = parser.add_argument_group("receiver")
     recv.add_argument("--seconds", type=float, default=8.0, help="length of each run (default 8)")
     recv.add_argument("--warmup", type=float, default=2.0, help="warm-up per server (default 2)")
@@ -36,6 +42,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     recv.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     recv.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                       help="load generator: wrk if on the PATH (auto), or the Python client")
+    attack = parser.add_argument_group("attack")
+    attack.add_argument("--models", default="sync,gthread,gevent,nginx",
+                        help="worker models to attack, comma-separated (default: all four)")
+    attack.add_argument("--attackers", type=int, default=64, help="hostile connections (default 64)")
+    attack.add_argument("--probes", type=int, default=200, help="valid deliveries per phase (default 200)")
+    attack.add_argument("--threads", type=int, default=32, help="gthread threads per worker (default 32)")
+    attack.add_argument("--deadline", type=int, default=10,
+                        help="nginx client_header/body_timeout in seconds (default 10)")
+    attack.add_argument("--settle", type=float, default=3.0,
+                        help="seconds between opening the hostile connections and probing (default 3)")
     e2e = parser.add_argument_group("e2e")
     e2e.add_argument("--events", type=int, default=2000, help="events to post (default 2000)")
     e2e.add_argument("--post-connections", type=int, default=16, help="posting connections (default 16)")
@@ -79,7 +95,7 @@ def revision() -> str:
 
 
 def print_receiver(report) -> None:
-    print(f"\nreceiver — {report.generator}, {report.connections} connections, "
+    print(f"\nreceiver — {report.worker_class} workers, {report.generator}, {report.connections} connections, "
           f"{report.rounds} rounds × {report.seconds:g} s, medians; body {report.body_bytes:,} B")
     print(f"  {'':<34}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}")
     for label, target in (("floor (Flask: verify + LPUSH)", report.floor),
@@ -120,13 +136,16 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from bench import e2e, receiver
+    from bench import attack, e2e, receiver
 
     started = datetime.datetime.now(datetime.UTC)
     print(f"payhooks bench {args.command} — {started:%Y-%m-%d %H:%M} UTC — {revision()} — {machine()}",
           flush=True)
     receiver_report = e2e_report = None
+    attack_reports = []
     try:
+        if args.command == "attack":
+            attack_reports = attack.run(args)
         if args.command in ("receiver", "all"):
             receiver_report = receiver.run(args)
         if args.command in ("e2e", "all"):
@@ -139,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print_receiver(receiver_report)
     if e2e_report:
         print_e2e(e2e_report)
+    if attack_reports:
+        attack.print_reports(attack_reports)
     failed = (receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
     return 1 if failed else 0
 

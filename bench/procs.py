@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from tests.support.processes import BIN, Process, service_env, wait_until
 
 SECRET = "whsec_payhooks_bench"
-API_TOKEN = "bench-token"
+API_TOKEN = "bench-token-0123456789abcdef01234567"
 
 __all__ = ["BIN", "SECRET", "API_TOKEN", "Group", "cpu_seconds", "group", "service_env"]
 

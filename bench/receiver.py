@@ -3,7 +3,11 @@
 A: the receiver exactly as the Procfile runs it
    (gunicorn --config python:receiver.gunicorn_conf receiver.wsgi:app, WEB_CONCURRENCY=2).
 B: the floor, bench/floor_app.py: verify the signature, LPUSH the raw body, answer 200 JSON;
-   gunicorn with the same worker count and class.
+   gunicorn with the same config file, so the same worker count, class and keep-alive.
+
+--worker-class overrides the class for both (sync, to compare with the old Procfile);
+--front nginx puts an nginx of its own in front of each (the buffering-proxy
+alternative to a non-blocking worker class; CPU per request then counts gunicorn only).
 
 Both push into one private redis-server that nothing consumes; the lists are
 emptied before every run. After a warm-up of each, A and B alternate (A B, B A,
@@ -22,6 +26,7 @@ from pathlib import Path
 import redis
 
 from bench import load
+from bench.attack import nginx_conf
 from bench.procs import BIN, SECRET, cpu_seconds, group, service_env
 from infra.embedded import EmbeddedRedis, free_port
 from providers.stripe import sign
@@ -52,6 +57,7 @@ class Target:
 
 @dataclass
 class ReceiverReport:
+    worker_class: str
     generator: str
     body_bytes: int
     connections: int
@@ -75,8 +81,10 @@ class ReceiverReport:
 
 def run(args) -> ReceiverReport:
     generator = load.choose(args.generator)
+    worker_class = args.worker_class or "the config's"
+    front = f", behind {args.front}" if args.front else ""
     print(f"receiver: load generator {load.describe(generator)}, {args.connections} connections, "
-          f"WEB_CONCURRENCY={args.web_concurrency} sync workers", flush=True)
+          f"WEB_CONCURRENCY={args.web_concurrency}, {worker_class} worker class{front}", flush=True)
     body = stripe_events.encode(stripe_events.completed_event(user_id="bench_user", credits="100"))
     floor = Target("floor", FLOOR_QUEUE, free_port())
     receiver = Target("receiver", WEBHOOKS_QUEUE, free_port())
@@ -91,19 +99,25 @@ def run(args) -> ReceiverReport:
                     "WEB_CONCURRENCY": str(args.web_concurrency),
                     "FLOOR_QUEUE": FLOOR_QUEUE,
                 })
-                floor.pgid = processes.http_server("floor", [
-                    str(BIN / "gunicorn"), "--workers", str(args.web_concurrency),
-                    "--worker-class", "sync", "--bind", f"127.0.0.1:{floor.port}",
-                    "bench.floor_app:app",
-                ], env, floor.port).proc.pid
-                receiver.pgid = processes.http_server("receiver", [
-                    str(BIN / "gunicorn"), "--config", "python:receiver.gunicorn_conf",
-                    "receiver.wsgi:app",
-                ], {**env, "PORT": str(receiver.port)}, receiver.port).proc.pid
+                gunicorn = [str(BIN / "gunicorn"), "--config", "python:receiver.gunicorn_conf"]
+                if args.worker_class:
+                    gunicorn += ["--worker-class", args.worker_class]
+                for target, app in ((floor, "bench.floor_app:app"), (receiver, "receiver.wsgi:app")):
+                    port = free_port() if args.front else target.port
+                    target.pgid = processes.http_server(
+                        target.name, [*gunicorn, app], {**env, "PORT": str(port)}, port
+                    ).proc.pid
+                    if args.front == "nginx":
+                        directory = Path(tmp) / f"nginx-{target.name}"
+                        directory.mkdir()
+                        conf = nginx_conf(directory, target.port, port, timeout=10)
+                        processes.http_server(f"nginx-{target.name}", ["nginx", "-p", str(directory), "-c", str(conf),
+                                                                       "-g", "daemon off;"], env, target.port)
                 _alternate(args, generator, body, redis.Redis.from_url(broker.url), floor, receiver)
         finally:
             broker.stop()
-    return ReceiverReport(generator=load.describe(generator), body_bytes=len(body),
+    label = (args.worker_class or "config (gevent)") + (f" behind {args.front}" if args.front else "")
+    return ReceiverReport(worker_class=label, generator=load.describe(generator), body_bytes=len(body),
                           connections=args.connections, rounds=args.rounds, seconds=args.seconds,
                           floor=floor, receiver=receiver)
 

@@ -25,6 +25,11 @@ from models.enums import ClawbackPolicy, FraudPolicy, ZeroAmountInvoices
 from models.rules import Plan, Rules
 
 MIB = 1024 * 1024
+KIB = 1024
+
+# Bearer tokens guard /api and /metrics: 32 characters is 128 bits as hex (`openssl rand -hex 16`).
+MIN_TOKEN_LENGTH = 32
+WEB_ROUTES = ("all", "webhooks", "api")
 
 
 class SettingsError(ValueError):
@@ -70,6 +75,13 @@ def _log_format(raw: Any) -> str:
     if fmt not in ("json", "text"):
         raise ValueError("must be json or text")
     return fmt
+
+
+def _web_routes(raw: Any) -> str:
+    routes = str(raw).strip().lower()
+    if routes not in WEB_ROUTES:
+        raise ValueError(f"must be one of {', '.join(WEB_ROUTES)}")
+    return routes
 
 
 def _clawback_policy(raw: Any) -> ClawbackPolicy:
@@ -162,7 +174,21 @@ class Settings:
     api_token: str | None = None
     sentry_dsn: str | None = None
     port: int = 8000
+    # The address web and api listen on; `payhooks run` sets 127.0.0.1 when it fills in
+    # its development secrets, so a laptop never serves the well-known dev token to its network.
+    web_host: str = "0.0.0.0"
     web_concurrency: int = 2
+    # Which routes this web process serves: "all" (the Procfile's web: platforms that
+    # route only to web need both), or "webhooks" / "api" when a platform can route
+    # /api to a process of its own, so deliveries never share a process with API work.
+    web_routes: str = "all"
+    # Open connections one web process holds at most (gevent: one greenlet each).
+    web_worker_connections: int = 1000
+    # Deadlines a client must meet, so a slow or silent one cannot hold the receiver:
+    # the request line and headers (and an idle kept-alive connection), then the body.
+    request_header_timeout_seconds: int = 5
+    request_body_timeout_seconds: float = 10.0
+    metrics_token: str | None = None
 
     # prometheus-client's multiprocess directory, shared by the processes of one machine
     metrics_dir: str | None = None
@@ -172,6 +198,7 @@ class Settings:
     # Receiver
     webhook_tolerance_seconds: int = 300
     webhook_max_bytes: int = MIB
+    api_max_bytes: int = 64 * KIB
     publish_timeout_seconds: float = 0.5
     publish_attempts: int = 3
 
@@ -223,12 +250,19 @@ class Settings:
     reconcile_initial_lookback_seconds: int = 3 * 24 * 3600
 
     secret_fields: tuple[str, ...] = field(
-        default=("stripe_webhook_secrets", "stripe_api_key", "api_token", "sentry_dsn"),
+        default=("stripe_webhook_secrets", "stripe_api_key", "api_token", "sentry_dsn", "metrics_token"),
         repr=False,
         compare=False,
     )
 
     def __post_init__(self) -> None:
+        for name, var in (("api_token", "API_TOKEN"), ("metrics_token", "METRICS_TOKEN")):
+            token = getattr(self, name)
+            if token is not None and len(token) < MIN_TOKEN_LENGTH:
+                raise SettingsError(
+                    f"{var} must be at least {MIN_TOKEN_LENGTH} characters (it is {len(token)}): "
+                    "a short bearer token can be guessed; generate one with `openssl rand -hex 32`"
+                )
         if self.retention_inbox_days < 35:
             raise SettingsError(
                 "RETENTION_INBOX_DAYS must be at least 35: providers redeliver for days and list events "
@@ -269,8 +303,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in self.secret_fields and value:
                 value = "<set>"
-            elif f.name in ("database_url", "redis_url") and value:
-                value = redact_url(value)
+            elif isinstance(value, str) and "://" in value:
+                value = redact_url(value)  # every URL-valued setting: passwords and secret query values
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
@@ -305,9 +339,16 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", _optional_str),
     "LOG_LEVEL": ("log_level", _log_level),
     "LOG_FORMAT": ("log_format", _log_format),
+    "WEB_HOST": ("web_host", _optional_str),
     "WEB_CONCURRENCY": ("web_concurrency", _positive_int),
+    "WEB_ROUTES": ("web_routes", _web_routes),
+    "WEB_WORKER_CONNECTIONS": ("web_worker_connections", _positive_int),
+    "REQUEST_HEADER_TIMEOUT_SECONDS": ("request_header_timeout_seconds", _positive_int),
+    "REQUEST_BODY_TIMEOUT_SECONDS": ("request_body_timeout_seconds", _positive_float),
+    "METRICS_TOKEN": ("metrics_token", _optional_str),
     "STRIPE_WEBHOOK_TOLERANCE": ("webhook_tolerance_seconds", _positive_int),
     "WEBHOOK_MAX_BYTES": ("webhook_max_bytes", _positive_int),
+    "API_MAX_BYTES": ("api_max_bytes", _positive_int),
     "PUBLISH_TIMEOUT_SECONDS": ("publish_timeout_seconds", _positive_float),
     "PUBLISH_ATTEMPTS": ("publish_attempts", _positive_int),
     "BROKER_VISIBILITY_TIMEOUT": ("broker_visibility_timeout", _positive_int),
@@ -342,6 +383,12 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
 FILE_SETTINGS = {
     "webhook_tolerance_seconds": _positive_int,
     "webhook_max_bytes": _positive_int,
+    "api_max_bytes": _positive_int,
+    "web_routes": _web_routes,
+    "web_host": _optional_str,
+    "web_worker_connections": _positive_int,
+    "request_header_timeout_seconds": _positive_int,
+    "request_body_timeout_seconds": _positive_float,
     "publish_timeout_seconds": _positive_float,
     "publish_attempts": _positive_int,
     "broker_visibility_timeout": _positive_int,
@@ -408,11 +455,26 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return {key: _parse(f"{path}:{key}", FILE_SETTINGS[key], value) for key, value in data.items()}
 
 
+# Query parameters that carry secrets in connection URLs (libpq's password=, sslpassword=,
+# tokens and keys of HTTP APIs); matched as substrings of the lower-cased name.
+_SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token", "key", "sig", "auth", "credential")
+
+
 def redact_url(url: str) -> str:
-    """Hide the password in a connection URL."""
+    """Hide the password, and the values of secret-looking query parameters, in a URL."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    before_query, qmark, query = rest.partition("?")
+    if "@" in before_query:
+        credentials, _, host = before_query.rpartition("@")
+        if ":" in credentials:
+            before_query = f"{credentials.split(':', 1)[0]}:***@{host}"
+    if qmark:
+        parts = []
+        for item in query.split("&"):
+            name, eq, value = item.partition("=")
+            secret = eq and value and any(key in name.lower() for key in _SECRET_QUERY_KEYS)
+            parts.append(f"{name}=***" if secret else item)
+        query = "&".join(parts)
+    return f"{scheme}://{before_query}{qmark}{query}"

@@ -95,3 +95,14 @@ class DeadLetterStatus(StrEnum):
     OPEN = "open"
     REPLAYED = "replayed"
     DISCARDED = "discarded"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  # recorded, its task published, no worker has taken it yet
+    RUNNING = "running"  # a worker is working through its items; done says how far
+    FINISHED = "finished"  # every item was tried; outcomes say how each went
+    FAILED = "failed"  # stopped early: error says why (items after done were not tried)
+
+
+class JobKind(StrEnum):
+    DEAD_LETTER_REPLAY = "dead_letter_replay"

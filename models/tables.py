@@ -19,13 +19,15 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.enums import (
     DeadLetterStatus,
     ErrorClass,
     EventStatus,
+    JobKind,
+    JobStatus,
     LedgerKind,
     PaymentStatus,
     sql_in,
@@ -284,3 +286,37 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = _now()
     # When its deliveries (webhooks, e-mail, hooks) were created from it.
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Job(Base):
+    """Long operator work done by a worker (a bulk replay), with its progress kept here.
+
+    The items are fixed when the job is created, so ``done`` out of ``total`` is
+    a true measure, and a worker that picks the job up again after a crash
+    resumes at item ``done``.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index(None, "created_at"),
+        CheckConstraint(f"status IN ({sql_in(JobStatus)})", name="status"),
+        CheckConstraint(f"kind IN ({sql_in(JobKind)})", name="kind"),
+        CheckConstraint("done >= 0 AND done <= total", name="progress"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    params: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    items: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    outcomes: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    error: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -8,7 +8,9 @@ result leaves this module as a plain, JSON-ready dict via ``to_dict(for_json=Tru
 
 Errors say what kind they are: ``ProviderUnavailableError`` (network trouble,
 5xx, rate limiting: try again later) or ``ProviderRequestError`` (Stripe
-refused the request: trying again will not help).
+refused the request: trying again will not help), of which
+``ProviderNotFoundError`` is the 404 (no such session) and
+``ProviderConflictError`` an idempotency key reused with other parameters.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ class ProviderUnavailableError(RuntimeError):
 
 class ProviderRequestError(ValueError):
     """The provider refused the request (4xx other than rate limiting)."""
+
+
+class ProviderNotFoundError(ProviderRequestError):
+    """The provider has no such object (404): usually an id the caller made up or mistyped."""
+
+
+class ProviderConflictError(ProviderRequestError):
+    """The idempotency key was used before with other parameters."""
 
 
 class StripeAPI:
@@ -162,10 +172,14 @@ class StripeAPI:
             result = request()
         except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
             raise ProviderUnavailableError(f"Stripe unavailable: {exc.user_message or exc}") from exc
+        except stripe.IdempotencyError as exc:
+            raise ProviderConflictError(f"Stripe refused a reused idempotency key: {exc.user_message or exc}") from exc
         except stripe.StripeError as exc:
             status = exc.http_status or 0
             if status >= 500 or status == 0:
                 raise ProviderUnavailableError(f"Stripe answered {status or 'nothing'}: {exc.user_message or exc}") from exc
+            if status == 404:
+                raise ProviderNotFoundError(f"Stripe has no such object: {exc.user_message or exc}") from exc
             raise ProviderRequestError(f"Stripe refused the request ({status}): {exc.user_message or exc}") from exc
         # for_json: decimal-string fields (fx_rate, unit_amount_decimal) come back as
         # strings, as Stripe sent them, not Decimals that json.dumps cannot encode.

@@ -6,27 +6,41 @@ answers; the rules live below them.
 
 from __future__ import annotations
 
-import hmac
-
 from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.routing import IntegerConverter
 
 from application.dlq import DeadLetterNotFoundError
+from application.jobs import JobNotFoundError, JobNotQueuedError
 from application.tracker import ConflictError, InvalidRequestError, NotFoundError
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus
 from models.ledger import InsufficientCreditsError
 from providers.stripe_api import (
+    ProviderConflictError,
+    ProviderNotFoundError,
     ProviderRequestError,
     ProviderUnavailableError,
     StripeNotConfiguredError,
 )
 from receiver import schemas
+from receiver.auth import bearer_matches, unauthorized
 from receiver.errors import error
 from receiver.openapi import openapi_document
 from receiver.services import services
 
 blueprint = Blueprint("api", __name__)
+
+
+class RowIdConverter(IntegerConverter):
+    """``<id:name>``: a row id, 1 to BIGINT's maximum. Anything else matches no route: 404."""
+
+    def __init__(self, map, *args, **kwargs) -> None:
+        super().__init__(map, min=1, max=schemas.BIGINT_MAX)
+
+
+# Registered with the app before the blueprint's rules are bound to it.
+blueprint.record_once(lambda state: state.app.url_map.converters.setdefault("id", RowIdConverter))
 
 
 class RequestValidationError(ValueError):
@@ -40,28 +54,32 @@ def require_token():
     token = services().settings.api_token
     if not token:
         return error(503, "api_disabled", "API_TOKEN is not set, so the API is closed")
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
-        response = error(401, "unauthorized", "send Authorization: Bearer <API_TOKEN>")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="payhooks"'
-        return response
+    if not bearer_matches(token):
+        return unauthorized("API_TOKEN", "payhooks")
     return None
 
 
 def _body(model: type[BaseModel]):
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
+    """The body, parsed and validated in one step by pydantic's JSON parser (see schemas)."""
+    if not request.is_json:
         raise RequestValidationError({"body": "must be a JSON object"})
-    return _validate(model, data)
+    return _validate(model, request.get_data(), json=True)
 
 
 def _query(model: type[BaseModel]):
     return _validate(model, request.args.to_dict())
 
 
-def _validate(model: type[BaseModel], data: dict):
+def _user(user_id: str) -> str:
+    return _validate(schemas.UserPath, {"user_id": user_id}).user_id
+
+
+def _validate(model: type[BaseModel], data, *, json: bool = False):
+    """Strict: a JSON body's types are what the document says; strings are parsed as strings."""
     try:
-        return model.model_validate(data)
+        if json:
+            return model.model_validate_json(data, strict=True)
+        return model.model_validate_strings(data, strict=True)
     except ValidationError as exc:
         raise RequestValidationError(
             {".".join(str(part) for part in e["loc"]) or "body": e["msg"] for e in exc.errors()}
@@ -80,12 +98,15 @@ def invalid_for_tracker(exc: InvalidRequestError):
 
 @blueprint.errorhandler(NotFoundError)
 @blueprint.errorhandler(DeadLetterNotFoundError)
-def not_found(exc: LookupError):
+@blueprint.errorhandler(JobNotFoundError)
+@blueprint.errorhandler(ProviderNotFoundError)
+def not_found(exc: Exception):
     return error(404, "not_found", str(exc))
 
 
 @blueprint.errorhandler(ConflictError)
-def conflict(exc: ConflictError):
+@blueprint.errorhandler(ProviderConflictError)
+def conflict(exc: Exception):
     return error(409, "conflict", str(exc))
 
 
@@ -106,6 +127,13 @@ def provider_unavailable(exc: ProviderUnavailableError):
     return response
 
 
+@blueprint.errorhandler(JobNotQueuedError)
+def broker_unavailable(exc: JobNotQueuedError):
+    response = error(503, "broker_unavailable", "the queue is unreachable; retry later")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 @blueprint.errorhandler(ProviderRequestError)
 def provider_refused(exc: ProviderRequestError):
     return error(502, "provider_error", str(exc))
@@ -116,22 +144,24 @@ def provider_refused(exc: ProviderRequestError):
 
 @blueprint.get("/openapi.json")
 def openapi():
-    return openapi_document()
+    return openapi_document(tuple(sorted(services().settings.credit_packages)))
 
 
 @blueprint.get("/users/<user_id>/credits")
 def user_credits(user_id: str):
-    return services().tracker.balance(user_id)
+    return services().tracker.balance(_user(user_id))
 
 
 @blueprint.get("/users/<user_id>/ledger")
 def user_ledger(user_id: str):
+    user_id = _user(user_id)
     page = _query(schemas.Page)
     return services().tracker.ledger(user_id, page=page.page, page_size=page.page_size)
 
 
 @blueprint.post("/users/<user_id>/spend")
 def user_spend(user_id: str):
+    user_id = _user(user_id)
     spend = _body(schemas.Spend)
     return services().tracker.spend(user_id, spend.credits, idempotency_key=spend.idempotency_key, reason=spend.reason)
 
@@ -158,12 +188,14 @@ def create_payment():
 @blueprint.post("/checkout")
 def create_checkout():
     body = _body(schemas.CreateCheckout)
+    key = request.headers.get("Idempotency-Key")
+    headers = _validate(schemas.CheckoutHeaders, {} if key is None else {"Idempotency-Key": key})
     result = services().tracker.create_checkout(
         user_id=body.user_id,
         package_id=body.package_id,
         success_url=body.success_url,
         cancel_url=body.cancel_url,
-        idempotency_key=request.headers.get("Idempotency-Key"),
+        idempotency_key=headers.idempotency_key,
     )
     return result, 201
 
@@ -174,7 +206,7 @@ def verify_payment():
     return services().tracker.verify(body.session_id)
 
 
-@blueprint.get("/payments/<int:payment_id>")
+@blueprint.get("/payments/<id:payment_id>")
 def get_payment(payment_id: int):
     return services().tracker.get(payment_id)
 
@@ -192,8 +224,7 @@ def list_payments():
 
 @blueprint.get("/stats")
 def stats():
-    user_id = request.args.get("user_id") or None
-    return services().tracker.stats(user_id)
+    return services().tracker.stats(_query(schemas.StatsQuery).user_id)
 
 
 # -- dead letters -------------------------------------------------------------------
@@ -222,12 +253,12 @@ def list_dead_letters():
     return {"dead_letters": letters, "total_count": total, "page": query.page, "page_size": query.page_size}
 
 
-@blueprint.get("/dead-letters/<int:dead_letter_id>")
+@blueprint.get("/dead-letters/<id:dead_letter_id>")
 def show_dead_letter(dead_letter_id: int):
     return services().dead_letters.show(dead_letter_id)
 
 
-@blueprint.post("/dead-letters/<int:dead_letter_id>/replay")
+@blueprint.post("/dead-letters/<id:dead_letter_id>/replay")
 def replay_dead_letter(dead_letter_id: int):
     result = services().dead_letters.replay(dead_letter_id, _actor())
     return {"id": result.dead_letter_id, "outcome": result.outcome, "event_status": result.event_status, "error": result.error}
@@ -235,15 +266,23 @@ def replay_dead_letter(dead_letter_id: int):
 
 @blueprint.post("/dead-letters/replay")
 def replay_dead_letters():
+    """Dry run: count them now. Otherwise a job a worker runs: 202 with the job to poll."""
     body = _body(schemas.ReplayDeadLetters)
-    service = services().dead_letters
-    ids = service.matching(_dead_letter_filters(body))
+    filters = _dead_letter_filters(body)
     if body.dry_run:
+        ids = services().dead_letters.matching(filters)
         return {"dry_run": True, "matched": len(ids), "ids": ids}
-    return {"dry_run": False, "matched": len(ids), "outcomes": service.replay_many(ids, _actor())}
+    params = body.model_dump(mode="json", exclude={"dry_run"}, exclude_none=True)
+    job = services().jobs.replay_dead_letters(filters, params, _actor())
+    return job, 202, {"Location": f"{request.script_root}/api/jobs/{job['id']}"}
 
 
-@blueprint.post("/dead-letters/<int:dead_letter_id>/discard")
+@blueprint.get("/jobs/<id:job_id>")
+def show_job(job_id: int):
+    return services().jobs.get(job_id)
+
+
+@blueprint.post("/dead-letters/<id:dead_letter_id>/discard")
 def discard_dead_letter(dead_letter_id: int):
     body = _body(schemas.DiscardDeadLetter)
     return services().dead_letters.discard(dead_letter_id, _actor(), body.reason)

@@ -1,4 +1,10 @@
-"""Liveness, readiness and metrics."""
+"""Liveness, readiness and metrics.
+
+``/metrics`` is open unless METRICS_TOKEN is set; then it wants
+``Authorization: Bearer $METRICS_TOKEN`` (Prometheus: ``authorization:
+{credentials_file: …}`` in the scrape config), because queue depths and
+counts by event type say more about a business than a health check should.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from sqlalchemy import func, select
 from infra import metrics
 from models.enums import DeadLetterStatus, EventStatus, PaymentStatus
 from models.tables import DeadLetter, Payment, WebhookEvent
+from receiver.auth import bearer_matches, unauthorized
 from receiver.services import services
 from transport import queue
 from workers.queues import MAINTENANCE_QUEUE, WEBHOOKS_QUEUE
@@ -45,6 +52,9 @@ def _check(probe) -> str:
 @blueprint.get("/metrics")
 def prometheus_metrics():
     svc = services()
+    token = svc.settings.metrics_token
+    if token and not bearer_matches(token):
+        return unauthorized("METRICS_TOKEN", "payhooks metrics")
     body, content_type = metrics.render(_state_collector(svc), svc.settings.metrics_dir)
     return Response(body, content_type=content_type)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from functools import cache
 
+from pydantic import TypeAdapter
+
 from receiver import schemas
 
 REF = "#/components/schemas/{model}"
@@ -68,10 +70,12 @@ RESPONSES = {
          "page": INT, "page_size": INT}
     ),
     "ReplayResult": _obj({"id": INT, "outcome": STR, "event_status": NSTR, "error": NSTR}),
-    "BulkReplay": _obj(
-        {"dry_run": BOOL, "matched": INT, "ids": {"type": "array", "items": INT},
-         "outcomes": {"type": "object", "additionalProperties": INT}},
-        ["dry_run", "matched"],
+    "DryRun": _obj({"dry_run": BOOL, "matched": INT, "ids": {"type": "array", "items": INT}}),
+    "Job": _obj(
+        {"id": INT, "kind": STR, "status": {"type": "string", "enum": ["queued", "running", "finished", "failed"]},
+         "total": INT, "done": INT, "outcomes": {"type": "object", "additionalProperties": INT},
+         "params": {"type": "object"}, "error": NSTR, "requested_by": STR, "created_at": TIME,
+         "updated_at": TIME, "started_at": TIME, "finished_at": TIME},
     ),
     "Verification": _obj(
         {"session_id": STR, "payment_verified": BOOL, "status": NSTR, "provider_status": NSTR,
@@ -96,16 +100,28 @@ def _response(model: str, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": REF.format(model=model)}}}}
 
 
+def _not_null(schema: dict) -> dict:
+    """A query parameter is absent or a string: drop the null branch pydantic gives optional fields."""
+    branches = [branch for branch in schema.get("anyOf", []) if branch != {"type": "null"}]
+    if len(branches) == 1:
+        rest = {key: value for key, value in schema.items() if key not in ("anyOf", "default")}
+        return {**rest, **branches[0]}
+    return {key: value for key, value in schema.items() if not (key == "default" and value is None)}
+
+
 def _operation(summary: str, ok: dict, *, body: type | None = None, query: type | None = None,
-               path: list[tuple[str, dict]] = (), extra: dict | None = None) -> dict:
+               path: list[tuple[str, dict]] = (), headers: type | None = None, extra: dict | None = None) -> dict:
     responses = {code: _response("Error", text) for code, text in ERRORS.items()}
+    if body is not None:
+        responses["413"] = _response("Error", "body over API_MAX_BYTES")
     responses.update(ok)
     responses.update({code: _response("Error", text) for code, text in (extra or {}).items()})
     op = {"summary": summary, "security": [{"bearer": []}], "responses": responses}
     params = [{"name": name, "in": "path", "required": True, "schema": schema} for name, schema in path]
-    if query is not None:
-        for name, field in query.model_json_schema()["properties"].items():
-            params.append({"name": name, "in": "query", "required": False, "schema": field})
+    for where, model in (("query", query), ("header", headers)):
+        if model is not None:
+            for name, field in model.model_json_schema(by_alias=True)["properties"].items():
+                params.append({"name": name, "in": where, "required": False, "schema": _not_null(field)})
     if params:
         op["parameters"] = params
     if body is not None:
@@ -113,17 +129,38 @@ def _operation(summary: str, ok: dict, *, body: type | None = None, query: type 
     return op
 
 
-USER = [("user_id", STR)]
+USER = [("user_id", TypeAdapter(schemas.Id).json_schema())]
+ROW_ID = TypeAdapter(schemas.RowId).json_schema()
+
+
+def _keys_as_property_names(schema):
+    """pydantic writes a dict's key pattern as patternProperties, which leaves keys that do not
+    match it unconstrained; what it means is: every key matches, every value is this."""
+    if isinstance(schema, list):
+        return [_keys_as_property_names(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: _keys_as_property_names(value) for key, value in schema.items()}
+    patterns = schema.get("patternProperties")
+    if isinstance(patterns, dict) and len(patterns) == 1 and "properties" not in schema:
+        (pattern, values), = patterns.items()
+        del schema["patternProperties"]
+        schema["additionalProperties"] = values
+        schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+    return schema
 
 
 @cache
-def openapi_document() -> dict:
+def openapi_document(packages: tuple[str, ...] = ()) -> dict:
+    """The document; `packages` are the configured credit package ids, the only ones checkout takes."""
     bodies = {}
     for model in (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend, schemas.VerifyPayment,
                   schemas.ReplayDeadLetters, schemas.DiscardDeadLetter):
         schema = model.model_json_schema(ref_template=REF)
         bodies.update(schema.pop("$defs", {}))
-        bodies[model.__name__] = schema
+        bodies[model.__name__] = _keys_as_property_names(schema)
+    if packages:
+        bodies["CreateCheckout"]["properties"]["package_id"] = {"type": "string", "enum": list(packages)}
     return {
         "openapi": "3.1.0",
         "info": {"title": "payhooks API", "version": "1", "description": "Payments, credits and stats for the application that sells credits."},
@@ -150,16 +187,19 @@ def openapi_document() -> dict:
             "/api/payments/verify": {
                 "post": _operation("Ask the provider about a checkout session now and apply its answer",
                                    {"200": _response("Verification", "what the provider says, applied")},
-                                   body=schemas.VerifyPayment, extra={"502": "the provider refused the request"})
+                                   body=schemas.VerifyPayment,
+                                   extra={"404": "the provider has no such session", "502": "the provider refused the request"})
             },
             "/api/payments/{payment_id}": {
                 "get": _operation("A payment with its history", {"200": _response("Payment", "the payment")},
-                                  path=[("payment_id", INT)], extra={"404": "no such payment"})
+                                  path=[("payment_id", ROW_ID)], extra={"404": "no such payment"})
             },
             "/api/checkout": {
                 "post": _operation("Create a provider checkout for a configured package and record it pending",
                                    {"201": _response("Checkout", "created")}, body=schemas.CreateCheckout,
-                                   extra={"502": "the provider refused the request"})
+                                   headers=schemas.CheckoutHeaders,
+                                   extra={"409": "the Idempotency-Key was used for another checkout",
+                                          "502": "the provider refused the request"})
             },
             "/api/dead-letters": {
                 "get": _operation("Dead letters, newest failure first (open ones unless status says otherwise)",
@@ -167,27 +207,34 @@ def openapi_document() -> dict:
             },
             "/api/dead-letters/{dead_letter_id}": {
                 "get": _operation("One dead letter with its traceback and raw body", {"200": _response("DeadLetter", "it")},
-                                  path=[("dead_letter_id", INT)], extra={"404": "no such dead letter"})
+                                  path=[("dead_letter_id", ROW_ID)], extra={"404": "no such dead letter"})
             },
             "/api/dead-letters/{dead_letter_id}/replay": {
                 "post": _operation("Replay one dead letter through the normal processing path",
                                    {"200": _response("ReplayResult", "what happened")},
-                                   path=[("dead_letter_id", INT)], extra={"404": "no such dead letter"})
+                                   path=[("dead_letter_id", ROW_ID)], extra={"404": "no such dead letter"})
             },
             "/api/dead-letters/replay": {
-                "post": _operation("Replay every dead letter matching the filters (or only count them with dry_run)",
-                                   {"200": _response("BulkReplay", "what happened")}, body=schemas.ReplayDeadLetters)
+                "post": _operation("Replay every dead letter matching the filters as a background job "
+                                   "(or only count them with dry_run)",
+                                   {"202": _response("Job", "the job, queued for a worker (Location: its URL)")
+                                    | {"headers": {"Location": {"schema": STR, "description": "/api/jobs/{id}"}}},
+                                    "200": _response("DryRun", "dry run: what would be replayed")},
+                                   body=schemas.ReplayDeadLetters)
+            },
+            "/api/jobs/{job_id}": {
+                "get": _operation("A background job's progress: done of total, outcomes so far",
+                                  {"200": _response("Job", "the job")},
+                                  path=[("job_id", ROW_ID)], extra={"404": "no such job"})
             },
             "/api/dead-letters/{dead_letter_id}/discard": {
                 "post": _operation("Close a dead letter without replaying it", {"200": _response("DeadLetter", "closed")},
-                                   path=[("dead_letter_id", INT)], body=schemas.DiscardDeadLetter,
+                                   path=[("dead_letter_id", ROW_ID)], body=schemas.DiscardDeadLetter,
                                    extra={"404": "no such dead letter"})
             },
             "/api/stats": {
                 "get": _operation("Totals: money spent and refunded, credits purchased, taken back and spent, payments by status",
-                                  {"200": _response("Stats", "totals")},
-                                  extra={})
-                | {"parameters": [{"name": "user_id", "in": "query", "required": False, "schema": STR}]}
+                                  {"200": _response("Stats", "totals")}, query=schemas.StatsQuery)
             },
         },
     }

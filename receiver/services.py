@@ -5,11 +5,13 @@ from __future__ import annotations
 from flask import current_app
 
 from application.dlq import DeadLetters
+from application.jobs import Jobs
 from application.tracker import PaymentTracker
 from application.unit import UnitOfWork, unit_of_work
 from infra.settings import Settings
 from models.db import Database
 from transport import queue
+from workers.queues import REPLAY_DEAD_LETTERS
 
 
 class Services:
@@ -24,6 +26,7 @@ class Services:
         self._publisher = publisher
         self._database = database
         self._unit: UnitOfWork | None = None
+        self._celery = None
         self._tracker: PaymentTracker | None = None
 
     @property
@@ -53,6 +56,18 @@ class Services:
     @property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.unit)
+
+    @property
+    def jobs(self) -> Jobs:
+        return Jobs(self.unit, self._enqueue_job)
+
+    def _enqueue_job(self, job_id: int) -> None:
+        """Hand a job to a worker through the broker, as any Celery client does."""
+        if self._celery is None:
+            from workers.celery_app import make_celery
+
+            self._celery = make_celery(self.settings)
+        self._celery.send_task(REPLAY_DEAD_LETTERS, (job_id,), argsrepr=repr((job_id,)))
 
     @property
     def tracker(self) -> PaymentTracker:

@@ -12,7 +12,7 @@ import logging
 import time
 
 from flask import Blueprint, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
 from infra import metrics
 from infra.logs import log_context
@@ -51,16 +51,26 @@ def _answer(status: int, code: str, message: str, *, event_type: str = "unknown"
     return response
 
 
+# The body is read before the view runs (receiver/bodies.py); these come from there.
+@blueprint.errorhandler(RequestEntityTooLarge)
+def too_large(exc: RequestEntityTooLarge):
+    limit = services().settings.webhook_max_bytes
+    return _answer(413, "request_entity_too_large", f"bodies are limited to {limit} bytes")
+
+
+@blueprint.errorhandler(RequestTimeout)
+def too_slow(exc: RequestTimeout):
+    log.warning("stripe delivery cut off: %s", exc.description)
+    return _answer(408, "request_timeout", exc.description)
+
+
 @blueprint.post("/webhooks/stripe")
 def stripe_webhook():
     svc = services()
     settings = svc.settings
     if not settings.stripe_webhook_secrets:
         return _answer(503, "not_configured", "STRIPE_WEBHOOK_SECRET is not set", retry=True)
-    try:
-        body = request.get_data(cache=False)  # refused past MAX_CONTENT_LENGTH, before reading it all
-    except RequestEntityTooLarge:
-        return _answer(413, "request_entity_too_large", f"bodies are limited to {settings.webhook_max_bytes} bytes")
+    body = request.get_data()
     try:
         secret = stripe.verify_signature(
             body,

@@ -14,7 +14,7 @@ import click
 from infra.settings import Settings, SettingsError, redact_url
 
 DEV_WEBHOOK_SECRET = "whsec_payhooks_dev"
-DEV_API_TOKEN = "dev-token"
+DEV_API_TOKEN = "payhooks-dev-token-not-for-production"
 LONG_RUNNING = ("web", "worker", "beat")
 
 
@@ -121,11 +121,20 @@ def run(procfile: str, var_dir: str) -> None:
 
 
 def _fill_dev_secrets(env: dict[str, str]) -> None:
-    """Development defaults so the README's curl example works out of the box."""
+    """Development defaults so the README's curl example works out of the box.
+
+    The values are published in the README, so a stack using any of them listens on
+    127.0.0.1 only: anyone on the network could otherwise sign events or read the API.
+    """
+    filled = False
     for name, value in (("STRIPE_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET), ("API_TOKEN", DEV_API_TOKEN)):
         if not env.get(name):
             env[name] = value
+            filled = True
             click.echo(f"{name} not set: using the development value {value!r}")
+    if filled:
+        env["WEB_HOST"] = "127.0.0.1"
+        click.echo("development secrets in use: the receiver listens on 127.0.0.1 only")
 
 
 def _recovery():
@@ -431,14 +440,21 @@ def dlq_show(dead_letter_id: int) -> None:
 
 @dlq.command("replay")
 @click.argument("dead_letter_id", type=int, required=False)
-@click.option("--all", "replay_all", is_flag=True, help="Every dead letter matching the filters.")
+@click.option("--all", "replay_all", is_flag=True, help="Every dead letter matching the filters, as a job a worker runs.")
 @_filter_options
 @click.option("--dry-run", is_flag=True, help="Say what would be replayed, replay nothing.")
-def dlq_replay(dead_letter_id, replay_all, provider, event_type, since, error, status, dry_run) -> None:
-    """Replay one dead letter (ID) or many (--all with filters) through the normal processing path."""
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="With --all: follow the job's progress until it ends, or only queue it.")
+def dlq_replay(dead_letter_id, replay_all, provider, event_type, since, error, status, dry_run, wait) -> None:
+    """Replay one dead letter (ID) now, or many (--all with filters) as a background job.
+
+    One letter is replayed here and now. --all records a job with the matching
+    letters and queues it for a worker (the maintenance queue); this command then
+    shows its progress until it ends (Ctrl-C stops watching, not the job), or with
+    --no-wait prints its id: follow it later with `payhooks dlq job ID`.
+    """
     from application.dlq import DeadLetterNotFoundError
 
-    service = _dead_letters()
     if (dead_letter_id is None) == (not replay_all):
         raise click.UsageError("give a dead letter ID or --all (with filters), not both")
     if dead_letter_id is not None:
@@ -446,21 +462,96 @@ def dlq_replay(dead_letter_id, replay_all, provider, event_type, since, error, s
             click.echo(f"dry run: would replay dead letter {dead_letter_id}")
             return
         try:
-            result = service.replay(dead_letter_id, _actor())
+            result = _dead_letters().replay(dead_letter_id, _actor())
         except DeadLetterNotFoundError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"dead letter {dead_letter_id}: {result.outcome}" + (f" ({result.error})" if result.error else ""))
         if result.outcome == "failed_again":
             sys.exit(1)
         return
-    ids = service.matching(_filters(provider, event_type, since, error, status))
+    filters = _filters(provider, event_type, since, error, status)
     if dry_run:
+        ids = _dead_letters().matching(filters)
         click.echo(f"dry run: {len(ids)} dead letters would be replayed: {' '.join(map(str, ids))}")
         return
-    with click.progressbar(length=len(ids), label="replaying", file=sys.stderr) as bar:
-        counts = service.replay_many(ids, _actor(), progress=lambda _: bar.update(1))
-    click.echo(f"{len(ids)} matched: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
-    if counts.get("failed_again"):
+    from application.jobs import JobNotQueuedError
+
+    jobs = _jobs()
+    params = {key: value for key, value in (("provider", provider), ("type", event_type), ("since", since),
+                                            ("error", error), ("status", status)) if value is not None}
+    try:
+        job = jobs.replay_dead_letters(filters, params, _actor())
+    except JobNotQueuedError as exc:
+        raise click.ClickException(f"could not queue the replay: {exc}") from None
+    click.echo(f"job {job['id']}: replaying {job['total']} dead letters")
+    if not wait and job["status"] == "queued":
+        click.echo(f"queued; follow it with: payhooks dlq job {job['id']} --wait")
+        return
+    _follow(jobs, job)
+
+
+@dlq.command("job")
+@click.argument("job_id", type=int)
+@click.option("--wait", is_flag=True, help="Follow its progress until it ends.")
+def dlq_job(job_id: int, wait: bool) -> None:
+    """Show a bulk replay job: status, progress and outcomes."""
+    from application.jobs import JobNotFoundError
+
+    jobs = _jobs()
+    try:
+        job = jobs.get(job_id)
+    except JobNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    if wait:
+        _follow(jobs, job)
+        return
+    for key in ("id", "status", "total", "done", "outcomes", "requested_by", "created_at", "started_at",
+                "finished_at", "error"):
+        click.echo(f"{key:>13}: {job[key]}")
+
+
+def _jobs():
+    from application.jobs import Jobs
+    from workers.celery_app import make_celery
+    from workers.queues import REPLAY_DEAD_LETTERS
+    from workers.runtime import Runtime
+
+    settings = _settings()
+    settings.require("database_url", "jobs live in PostgreSQL")
+    celery = make_celery(settings)
+    return Jobs(Runtime(settings).unit, lambda job_id: celery.send_task(REPLAY_DEAD_LETTERS, (job_id,), argsrepr=repr((job_id,))))
+
+
+POLL_SECONDS = 0.5
+NO_WORKER_HINT_SECONDS = 30
+
+
+def _follow(jobs, job: dict) -> None:
+    """A progress bar until the job ends; exit 1 if it failed or a letter failed again."""
+    job_id, started = job["id"], time.monotonic()
+    hinted = False
+    try:
+        with click.progressbar(length=job["total"], label=f"job {job_id}", file=sys.stderr) as bar:
+            shown = 0
+            while True:
+                bar.update(job["done"] - shown)
+                shown = job["done"]
+                if job["status"] in ("finished", "failed"):
+                    break
+                if job["status"] == "queued" and not hinted and time.monotonic() - started > NO_WORKER_HINT_SECONDS:
+                    click.echo(f"\nstill queued after {NO_WORKER_HINT_SECONDS} s: is a worker consuming the "
+                               "maintenance queue?", err=True)
+                    hinted = True
+                time.sleep(POLL_SECONDS)
+                job = jobs.get(job_id)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped watching; job {job_id} goes on: payhooks dlq job {job_id} --wait", err=True)
+        sys.exit(130)
+    outcomes = ", ".join(f"{n} {outcome}" for outcome, n in sorted(job["outcomes"].items())) or "nothing to do"
+    click.echo(f"job {job_id} {job['status']}: {job['done']} of {job['total']}: {outcomes}")
+    if job["status"] == "failed":
+        click.echo(f"error: {job['error']}", err=True)
+    if job["status"] == "failed" or job["outcomes"].get("failed_again"):
         sys.exit(1)
 
 

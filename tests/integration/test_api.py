@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import select
 from werkzeug.routing import Rule
@@ -44,7 +46,7 @@ def test_openapi_documents_exactly_the_api_routes(app, client):
     def documented_path(rule: Rule) -> str:
         path = rule.rule
         for argument in rule.arguments:
-            path = path.replace(f"<int:{argument}>", f"{{{argument}}}").replace(f"<{argument}>", f"{{{argument}}}")
+            path = path.replace(f"<id:{argument}>", f"{{{argument}}}").replace(f"<{argument}>", f"{{{argument}}}")
         return path
 
     routes = {
@@ -64,7 +66,7 @@ def test_every_api_route_needs_the_token(app, client):
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/"):
             continue
-        path = rule.rule.replace("<int:payment_id>", "1").replace("<int:dead_letter_id>", "1").replace("<user_id>", "u")
+        path = re.sub(r"<id:\w+>", "1", rule.rule).replace("<user_id>", "u")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert client.open(path, method=method).status_code == 401, (method, path)
 
@@ -295,3 +297,64 @@ def test_pending_then_completion_partial_refund_and_lost_dispute(client, worker,
     assert stats["amount_spent_cents"] == {"usd": 2000}
     assert stats["amount_refunded_cents"] == {"usd": 500}
     assert stats["payments_by_status"]["refunded"] == 1
+
+
+# -- hostile input: 4xx with the error shape, never a 5xx ----------------------------------------
+
+_PENDING = '{"user_id":"u","amount_cents":1,"currency":"usd","credits":1,"session_id":"s_%s"%s}'
+
+
+def _pending_with(extra: str, n: int) -> bytes:
+    return (_PENDING % (n, extra)).encode()
+
+
+HOSTILE = [
+    ("GET", "/api/payments/" + "9" * 30, None),  # beyond BIGINT
+    ("GET", "/api/dead-letters/" + "9" * 30, None),
+    ("POST", "/api/dead-letters/" + "9" * 30 + "/replay", None),
+    ("POST", "/api/dead-letters/" + "9" * 19 + "/discard", b'{"reason":"r"}'),
+    ("GET", "/api/payments?page=" + "9" * 30, None),
+    ("GET", "/api/payments?page_size=5&page=99999999999999999", None),
+    ("GET", "/api/users/a%00b/credits", None),  # NUL, which PostgreSQL text refuses
+    ("GET", "/api/users/a%00b/ledger", None),
+    ("POST", "/api/users/a%00b/spend", b'{"credits":1,"idempotency_key":"k"}'),
+    ("GET", "/api/users/" + "u" * 300 + "/credits", None),
+    ("GET", "/api/payments?user_id=a%00b", None),
+    ("GET", "/api/stats?user_id=a%00b", None),
+    ("GET", "/api/dead-letters?error=a%00b", None),
+    ("GET", "/api/dead-letters?type=a%00b", None),
+    ("GET", "/api/dead-letters?since=0.5", None),
+    ("POST", "/api/payments", _pending_with(',"user_id":"u\\u0000"', 1)),
+    ("POST", "/api/payments", b'{"user_id":"u","amount_cents":1e999,"currency":"usd","credits":1,"session_id":"s"}'),
+    ("POST", "/api/payments", b'{"user_id":"u","amount_cents":NaN,"currency":"usd","credits":1,"session_id":"s"}'),
+    ("POST", "/api/payments", b'{"user_id":"u","amount_cents":' + b"9" * 40 + b',"currency":"usd","credits":1,"session_id":"s"}'),
+    ("POST", "/api/payments", _pending_with(',"metadata":{"a":NaN}', 2)),
+    ("POST", "/api/payments", _pending_with(',"metadata":{"a":Infinity}', 3)),
+    ("POST", "/api/payments", _pending_with(',"metadata":{"a":1e999}', 4)),
+    ("POST", "/api/payments", _pending_with(',"metadata":{"a":"\\u0000"}', 5)),
+    ("POST", "/api/payments", _pending_with(',"metadata":{"a\\u0000":"x"}', 6)),
+    ("POST", "/api/payments", _pending_with(',"metadata":{"a":' + "9" * 400 + "}", 7)),
+    ("POST", "/api/payments", _pending_with(',"metadata":{"a":{"b":{"c":1}}}', 8)),
+    ("POST", "/api/payments", _pending_with(',"expires_at":0', 9)),
+    ("POST", "/api/payments", b"[" * 30000 + b"]" * 30000),  # nesting, inside the size limit
+    ("POST", "/api/payments", b'{"a":' * 5000 + b"1" + b"}" * 5000),
+    ("POST", "/api/payments", b"\xff\xfe{}"),  # not UTF-8
+    ("POST", "/api/payments", b'{"user_id":"\\ud800","amount_cents":1,"currency":"usd","credits":1,"session_id":"s"}'),
+    ("POST", "/api/payments", b"{" + b" " * (70 * 1024) + b"}"),  # over API_MAX_BYTES
+    ("POST", "/api/payments/verify", b'{"session_id":"cs_\\u0000"}'),
+    ("POST", "/api/users/u/spend", b'{"credits":1,"idempotency_key":"k\\u0000"}'),
+    ("POST", "/api/users/u/spend", b'{"credits":1.5,"idempotency_key":"k"}'),
+    ("POST", "/api/dead-letters/replay", b'{"error":"\\u0000"}'),
+    ("POST", "/api/dead-letters/replay", b'{"dry_run":0}'),
+    ("POST", "/api/dead-letters/1/discard", b'{"reason":"\\u00a0\\u00a0"}'),
+    ("POST", "/api/checkout", b'{"user_id":"u","package_id":"\\u0000"}'),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), HOSTILE, ids=[f"{m} {p[:40]} {(b or b'')[:40]!r}" for m, p, b in HOSTILE])
+def test_hostile_input_is_a_4xx_with_the_error_shape(client, method, path, body):
+    response = api(client, method, path, data=body, content_type="application/json")
+
+    assert response.status_code in (400, 404, 413), response.get_data()[:300]
+    payload = response.get_json()
+    assert isinstance(payload["error"], str) and isinstance(payload["message"], str)

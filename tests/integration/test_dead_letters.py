@@ -24,7 +24,7 @@ from application.unit import UnitOfWork
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus, ErrorClass, EventStatus
 from models.rules import Plan, Rules
-from models.tables import CreditAccount, CreditLedger, DeadLetter, WebhookEvent
+from models.tables import CreditAccount, CreditLedger, DeadLetter, Job, WebhookEvent
 from providers import stripe
 from tests.conftest import API_TOKEN, PRIMARY_SECRET
 from tests.support.apply import apply_batch, handle, pay_directly
@@ -518,7 +518,7 @@ def test_filters_select_exactly_and_bulk_replay_touches_only_the_matched(databas
 # -- 6. the HTTP API ----------------------------------------------------------------------
 
 
-def test_dead_letters_http_api(client, database):
+def test_dead_letters_http_api(client, database, worker):
     crashed, crash = crashed_checkout(database, "user_api_crash", 40)
     first_bad, bad1 = bad_checkout(database, credits="ten", user="user_api_1")
     cutoff = a_moment()
@@ -616,12 +616,22 @@ def test_dead_letters_http_api(client, database):
     assert response.status_code == 200
     assert response.get_json() == {"dry_run": True, "matched": 2, "ids": [bad1.id, bad2.id]}
     assert snapshot(database) == before
+    # Replay many: a job on the worker, its progress at /api/jobs/<id>.
     response = client.post(
         "/api/dead-letters/replay",
         json={"type": "checkout.session.completed", "since": cutoff.isoformat()},
         headers=AUTH,
     )
-    assert response.get_json() == {"dry_run": False, "matched": 1, "outcomes": {"failed_again": 1}}
+    assert response.status_code == 202, response.get_json()
+    job = response.get_json()
+    assert response.headers["Location"].endswith(f"/api/jobs/{job['id']}")
+    assert (job["kind"], job["total"], job["requested_by"]) == ("dead_letter_replay", 1, "api")
+    assert job["params"] == {"type": "checkout.session.completed", "error": "eleven", "status": "open"}
+    job = wait_until(lambda: finished(client.get(f"/api/jobs/{job['id']}", headers=AUTH).get_json()),
+                     30, what="the replay job to finish")
+    assert (job["status"], job["done"], job["outcomes"]) == ("finished", 1, {"failed_again": 1})
+    assert job["started_at"] and job["finished_at"] and job["error"] is None
+    assert client.get(f"/api/jobs/{job['id'] + 1000}", headers=AUTH).status_code == 404
     assert (
         letter_of(database, first_bad["id"]).attempts,
         letter_of(database, bad2.provider_event_id).attempts,
@@ -672,6 +682,10 @@ def test_dead_letters_http_api(client, database):
         ).status_code
         == 404
     )
+
+
+def finished(job: dict) -> dict | None:
+    return job if job["status"] in ("finished", "failed") else None
 
 
 # -- 7. the command line ------------------------------------------------------------------
@@ -789,6 +803,85 @@ def test_dlq_command_line(process_env, database, tmp_path):
     assert list(rows(gone.stdout)) == [str(bad.id)]
     assert "1 shown of 1" in gone.stdout
     assert DeadLetters(UnitOfWork(database, Rules())).matching(Filters()) == []
+
+
+def test_dlq_replay_all_runs_as_a_job_on_a_worker_with_progress(process_env, database, worker):
+    crashed = [crashed_checkout(database, uid("user_job"), 10 + n) for n in range(3)]
+    _, bad = bad_checkout(database, credits="ten", user="user_job_bad")
+
+    queued, followed = payhooks(
+        process_env,
+        ("dlq", "replay", "--all", "--error", "boom", "--no-wait"),
+        ("dlq", "replay", "--all", "--error", "positive integer"),
+    )
+
+    # --no-wait: queued, and says how to follow it
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    job_id = int(queued.stdout.split("job ", 1)[1].split(":", 1)[0])
+    assert "replaying 3 dead letters" in queued.stdout and f"payhooks dlq job {job_id}" in queued.stdout
+    # --wait (the default): a progress bar until it ends; a letter that failed again exits 1
+    assert followed.returncode == 1, followed.stdout + followed.stderr
+    assert "1 failed_again" in followed.stdout and "finished: 1 of 1" in followed.stdout
+    assert "job " in followed.stderr  # click's progress bar
+    [shown] = payhooks(process_env, ("dlq", "job", str(job_id), "--wait"))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"job {job_id} finished: 3 of 3: 3 replayed" in shown.stdout
+    for evt, _ in crashed:
+        assert letter_of(database, evt["id"]).status == DeadLetterStatus.REPLAYED
+        assert letter_of(database, evt["id"]).resolved_by.startswith("cli:")
+    assert letter_of(database, bad.provider_event_id).attempts == 2
+
+
+def test_a_job_picked_up_again_resumes_where_it_stopped_and_runs_once(database):
+    """A worker that died mid-job leaves it running at item `done`; the redelivered task resumes there."""
+    from application.jobs import run_dead_letter_replay
+    from models import jobs as job_rows
+    from models.enums import JobKind
+
+    letters_ = [crashed_checkout(database, uid("user_resume"), 5)[1] for _ in range(4)]
+    with database.transaction() as session:
+        job = job_rows.create(session, JobKind.DEAD_LETTER_REPLAY, [d.id for d in letters_],
+                              params={}, requested_by="test:resume")
+        job_rows.claim(session, job.id)
+        job_id = job.id
+    # the first two were done (and recorded) before the worker died
+    service = DeadLetters(UnitOfWork(database, Rules()))
+    for letter in letters_[:2]:
+        service.replay(letter.id, "test:resume")
+        with database.transaction() as session:
+            job_rows.record(session, job_id, "replayed")
+
+    # another worker holds the job: this one does nothing
+    with database.engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"), {"k": f"payhooks-job:{job_id}"})
+        assert run_dead_letter_replay(UnitOfWork(database, Rules()), job_id)["skipped"] == "running elsewhere"
+        holder.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": f"payhooks-job:{job_id}"})
+        holder.commit()
+
+    final = run_dead_letter_replay(UnitOfWork(database, Rules()), job_id)
+
+    assert (final["status"], final["done"], final["outcomes"]) == ("finished", 4, {"replayed": 4})
+    assert all(letter_of(database, d.provider_event_id).status == DeadLetterStatus.REPLAYED for d in letters_)
+    # delivered once more after it finished: nothing happens
+    assert run_dead_letter_replay(UnitOfWork(database, Rules()), job_id)["skipped"] == "not found or already over"
+
+
+def test_a_job_that_cannot_be_queued_is_failed_and_the_api_says_503(settings, database):
+    import dataclasses
+
+    from infra.embedded import free_port
+    from receiver import create_app
+
+    crashed_checkout(database, uid("user_noqueue"), 5)
+    app = create_app(dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+
+    response = app.test_client().post("/api/dead-letters/replay", json={}, headers=AUTH)
+
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "broker_unavailable" and response.headers["Retry-After"]
+    with database.transaction() as session:
+        [job] = session.scalars(select(Job)).all()
+        assert (job.status, job.done) == ("failed", 0) and "could not be queued" in job.error
 
 
 def test_a_redelivery_that_fails_again_does_not_reopen_a_discarded_letter(database):

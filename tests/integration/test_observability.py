@@ -99,3 +99,49 @@ def test_json_logs_follow_one_event_from_task_to_ledger(stack):
     assert record["batch"] and record["payment_ids"]
     assert record["credits"] == [["grant", 7]]
     assert body.decode() not in "".join(worker.output)  # raw bodies never reach the logs
+
+
+def test_sentry_reports_from_the_gevent_web_process(process_env, test_services):
+    """Under gevent's monkey-patching Sentry's sender still delivers, scrubbed, and deliveries go on."""
+    import gzip
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[bytes] = []
+
+    class Ingest(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(gzip.decompress(body) if self.headers.get("Content-Encoding") == "gzip" else body)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ingest)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = free_port()
+    env = {
+        **process_env,
+        "SENTRY_DSN": f"http://publickey@127.0.0.1:{server.server_address[1]}/1",
+        # a broker nobody listens on: every delivery is logged as an error, which Sentry reports
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "PUBLISH_ATTEMPTS": "1",
+    }
+    web = processes.gunicorn(env, port)
+    try:
+        body = encode(completed_event(user_id="user_sentry"))
+        headers = signed_headers(body, PRIMARY_SECRET)
+        answers = [requests.post(f"http://127.0.0.1:{port}/webhooks/stripe", data=body, headers=headers, timeout=5)
+                   for _ in range(3)]
+        wait_until(lambda: any(b"could not enqueue" in envelope for envelope in received), 20,
+                   what="Sentry to receive the error from the gevent web process")
+    finally:
+        web.stop()
+        server.shutdown()
+    assert [answer.status_code for answer in answers] == [503] * 3
+    everything = b"".join(received)
+    assert headers["Stripe-Signature"].encode() not in everything
+    assert b"user_sentry" not in everything and PRIMARY_SECRET.encode() not in everything

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis
+import requests
 
 from infra.embedded import free_port
 from receiver import create_app
@@ -158,3 +159,65 @@ def test_api_is_closed_without_a_configured_token(quiet):
     response = closed.test_client().get("/api/users/u/credits", headers={"Authorization": "Bearer "})
     assert response.status_code == 503
     assert response.get_json()["error"] == "api_disabled"
+
+
+# -- which routes a process serves (WEB_ROUTES) -------------------------------------------
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@pytest.mark.parametrize(
+    ("routes", "webhooks", "api"),
+    [("all", 200, 200), ("webhooks", 200, 404), ("api", 404, 200)],
+)
+def test_web_routes_choose_what_a_process_serves(quiet, queue, routes, webhooks, api):
+    client = create_app(dataclasses.replace(quiet, web_routes=routes)).test_client()
+    body = encode(completed_event())
+
+    assert client.post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET)).status_code == webhooks
+    assert client.get("/api/users/u/credits", headers=AUTH).status_code == api
+    assert client.get("/healthz").status_code == 200  # every process answers its health check
+    assert client.get("/metrics").status_code == 200
+
+
+def test_api_bodies_have_their_own_smaller_limit(quiet):
+    client = create_app(dataclasses.replace(quiet, api_max_bytes=1000)).test_client()
+    big = {"reason": "x" * 2000}
+
+    response = client.post("/api/dead-letters/1/discard", json=big, headers=AUTH)
+
+    assert response.status_code == 413
+    assert response.get_json()["error"] == "request_entity_too_large"
+    # while a webhook of the same size is still read
+    body = encode(completed_event())
+    assert len(body) > 1000
+    assert client.post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET)).status_code == 200
+
+
+def test_the_procfile_api_process_serves_only_the_api(process_env):
+    from tests.support import processes
+
+    port = free_port()
+    server = processes.gunicorn(process_env, port, process="api")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        body = encode(completed_event())
+        hook = requests.post(f"{base}/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET), timeout=5)
+        api = requests.get(f"{base}/api/users/u/credits", headers=AUTH, timeout=5)
+    finally:
+        server.stop()
+    assert hook.status_code == 404
+    assert api.status_code == 200
+
+
+def test_metrics_want_the_metrics_token_when_one_is_set(quiet):
+    token = "m" * 40
+    client = create_app(dataclasses.replace(quiet, metrics_token=token)).test_client()
+
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer " + "n" * 40}).status_code == 401
+    assert client.get("/metrics", headers=AUTH).status_code == 401  # the API token is not the metrics token
+    answer = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200
+    assert b"payhooks_queue_depth" in answer.data
+    assert client.get("/healthz").status_code == 200  # health checks stay open for load balancers

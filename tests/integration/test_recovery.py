@@ -500,10 +500,15 @@ def test_verify_route_grants_once_and_maps_provider_errors(fake, stripe_settings
     assert (second.get_json()["credits_added"], second.get_json()["balance"]) == (0, 100)
     assert len(ledger(database)) == 1
 
+    # A session Stripe does not know is the caller's mistake: 404, not a gateway error.
     unknown = client.post("/api/payments/verify", json={"session_id": "cs_test_nobody"}, headers=AUTH)
-    assert unknown.status_code == 502
-    assert unknown.get_json()["error"] == "provider_error"
-    assert "404" in unknown.get_json()["message"]
+    assert unknown.status_code == 404
+    assert unknown.get_json()["error"] == "not_found"
+    assert "no such object" in unknown.get_json()["message"]
+    fake.fail_next(status=400, should_retry=False)  # Stripe refusing what we sent: ours to fix, a 502
+    refused = client.post("/api/payments/verify", json={"session_id": session_id}, headers=AUTH)
+    assert refused.status_code == 502
+    assert refused.get_json()["error"] == "provider_error"
 
     unconfigured = create_app(settings).test_client()  # no STRIPE_API_KEY
     answer = unconfigured.post("/api/payments/verify", json={"session_id": session_id}, headers=AUTH)
@@ -539,6 +544,22 @@ def test_checkout_route_creates_the_session_and_records_it_pending(fake, stripe_
     assert "package_id" in unknown.get_json()["fields"]
     assert "platinum" in unknown.get_json()["message"]
     assert len([r for r in fake.requests if r.method == "POST"]) == 1  # nothing sent for the unknown package
+
+
+def test_checkout_idempotency_key_reused_for_another_checkout_is_409(fake, stripe_settings):
+    client = create_app(stripe_settings).test_client()
+    key = {**AUTH, "Idempotency-Key": "order-7"}
+
+    first = client.post("/api/checkout", json={"user_id": "user_a", "package_id": "starter"}, headers=key)
+    again = client.post("/api/checkout", json={"user_id": "user_a", "package_id": "starter"}, headers=key)
+    other = client.post("/api/checkout", json={"user_id": "user_b", "package_id": "starter"}, headers=key)
+    bad_key = client.post("/api/checkout", json={"user_id": "user_a", "package_id": "starter"},
+                          headers={**AUTH, "Idempotency-Key": "x" * 256})
+
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.get_json()["session_id"] == again.get_json()["session_id"]  # Stripe replayed it
+    assert other.status_code == 409 and other.get_json()["error"] == "conflict"
+    assert bad_key.status_code == 400 and "Idempotency-Key" in bad_key.get_json()["fields"]
 
 
 # -- 11. the CLI ----------------------------------------------------------------------------------

@@ -50,6 +50,10 @@ def test_run_starts_embedded_services_and_credits_a_signed_event(var_dir):
             return reply.json()["balance"]
 
         wait_until(lambda: balance() == 100, 30, what="the balance to show the credits")
+        # It filled in the published development secrets, so it must not listen beyond this machine.
+        listening = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        assert listening == {"127.0.0.1"}, listening
+        assert stack.saw("listens on 127.0.0.1 only")
         descendants = psutil.Process(stack.proc.pid).children(recursive=True)
     finally:
         stack.proc.send_signal(2)  # Ctrl-C

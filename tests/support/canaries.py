@@ -48,7 +48,7 @@ IP_ADDRESS = "203.0.113.97"
 
 WEBHOOK_SECRET = "whsec_c4n4ryPr1maryQx7"
 ROTATED_WEBHOOK_SECRET = "whsec_c4n4ryR0tatedZk9"
-API_TOKEN = "tok-c4n4ry-Jw5apiV2"
+API_TOKEN = "tok-c4n4ry-Jw5apiV2-long-enough-for-the-minimum"
 STRIPE_API_KEY = "sk_test_c4n4ryK3yZq8Hn"
 
 # name -> the distinctive part searched for

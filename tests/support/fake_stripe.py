@@ -439,6 +439,8 @@ class FakeStripe:
         self._fail_should_retry: bool | None = None
         self._outage_status: int | None = None
         self._outage_should_retry: bool | None = None
+        self.latency = 0.0  # seconds every answer waits, outside the lock (slow(), for slow-provider tests)
+        self.waiting = 0  # requests in that wait now
         self._server = None
         self._thread: threading.Thread | None = None
         self._app = self._build_app()
@@ -539,6 +541,10 @@ class FakeStripe:
             self._fail_count = count
             self._fail_status = status
             self._fail_should_retry = should_retry
+
+    def slow(self, seconds: float) -> None:
+        """Answer every request `seconds` late (0: at once again); requests wait side by side."""
+        self.latency = seconds
 
     def outage(
         self, enabled: bool = True, status: int = 500, *, should_retry: bool | None = None
@@ -791,6 +797,14 @@ class FakeStripe:
         return app
 
     def _dispatch(self) -> Response:
+        if self.latency:
+            with self.lock:
+                self.waiting += 1
+            try:
+                time.sleep(self.latency)
+            finally:
+                with self.lock:
+                    self.waiting -= 1
         request_id = random_id("req_", 14)
         method = request.method
         path = request.path

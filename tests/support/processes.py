@@ -7,6 +7,7 @@ Every process started here has its output kept for the canary search
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -150,13 +151,27 @@ def celery_worker(env: dict[str, str], *, concurrency: int = 2, name: str = "wor
     return worker
 
 
-def gunicorn(env: dict[str, str], port: int, workers: int = 2) -> Process:
-    env = {**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers)}
-    server = Process(
-        "web",
-        [str(BIN / "gunicorn"), "--config", "python:receiver.gunicorn_conf", "receiver.wsgi:app"],
-        env,
-    ).start()
+def procfile_command(process: str) -> tuple[dict[str, str], list[str]]:
+    """The Procfile's command for a process: its leading VAR=value assignments, and its argv."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() == process:
+            words = shlex.split(command)
+            assignments = {}
+            while words and "=" in words[0] and not words[0].startswith("-"):
+                key, _, value = words.pop(0).partition("=")
+                assignments[key] = value
+            return assignments, words
+    raise AssertionError(f"the Procfile has no {process!r} process")
+
+
+def gunicorn(env: dict[str, str], port: int, workers: int = 2, process: str = "web") -> Process:
+    """The receiver started exactly as the Procfile starts `process` (web or api)."""
+    assignments, argv = procfile_command(process)
+    if argv[0] != "gunicorn":
+        raise AssertionError(f"the Procfile's {process} does not run gunicorn: {argv}")
+    env = {**env, **assignments, "PORT": str(port), "WEB_CONCURRENCY": str(workers)}
+    server = Process(process, [str(BIN / "gunicorn"), *argv[1:]], env).start()
 
     def healthy() -> bool:
         if server.proc.poll() is not None:

@@ -7,9 +7,11 @@ import dataclasses
 import pytest
 
 from infra import settings as settings_module
-from infra.settings import MIB, Settings, SettingsError, redact_url
+from infra.settings import MIB, MIN_TOKEN_LENGTH, Settings, SettingsError, redact_url
 from models.enums import ClawbackPolicy, FraudPolicy, ZeroAmountInvoices
 from models.rules import Plan, Rules
+
+TOKEN = "t" * MIN_TOKEN_LENGTH
 
 # -- defaults -----------------------------------------------------------------
 
@@ -68,10 +70,10 @@ def test_blank_variables_fall_back_to_defaults(blank):
 
 
 def test_string_settings_are_stripped():
-    s = Settings.from_env({"DATABASE_URL": "  postgresql://h/db  ", "API_TOKEN": " tok "})
+    s = Settings.from_env({"DATABASE_URL": "  postgresql://h/db  ", "API_TOKEN": f" {TOKEN} "})
 
     assert s.database_url == "postgresql://h/db"
-    assert s.api_token == "tok"
+    assert s.api_token == TOKEN
 
 
 # -- STRIPE_WEBHOOK_SECRET ------------------------------------------------------
@@ -110,6 +112,9 @@ INT_VARS = [
     ("WEB_CONCURRENCY", "web_concurrency", "4", 4),
     ("STRIPE_WEBHOOK_TOLERANCE", "webhook_tolerance_seconds", "60", 60),
     ("WEBHOOK_MAX_BYTES", "webhook_max_bytes", "2048", 2048),
+    ("API_MAX_BYTES", "api_max_bytes", "4096", 4096),
+    ("WEB_WORKER_CONNECTIONS", "web_worker_connections", "200", 200),
+    ("REQUEST_HEADER_TIMEOUT_SECONDS", "request_header_timeout_seconds", "3", 3),
     ("PUBLISH_ATTEMPTS", "publish_attempts", "5", 5),
     ("BROKER_VISIBILITY_TIMEOUT", "broker_visibility_timeout", "7200", 7200),
     ("RETRY_MAX_ATTEMPTS", "retry_max_attempts", "25", 25),
@@ -136,6 +141,7 @@ FLOAT_VARS = [
     ("CONSUMER_HEARTBEAT_SECONDS", "consumer_heartbeat_seconds", "1.5", 1.5),
     ("CONSUMER_DEAD_AFTER_SECONDS", "consumer_dead_after_seconds", "12.5", 12.5),
     ("CONSUMER_RETRY_MAX_SECONDS", "consumer_retry_max_seconds", "2.5", 2.5),
+    ("REQUEST_BODY_TIMEOUT_SECONDS", "request_body_timeout_seconds", "7.5", 7.5),
 ]
 NUMERIC_VARS = INT_VARS + FLOAT_VARS
 
@@ -315,7 +321,7 @@ def test_config_file_may_not_hold_secrets_or_urls(tmp_path, key):
 
 def test_config_file_secret_is_rejected_even_if_environment_also_sets_it(tmp_path):
     env = _config(tmp_path, "api_token: from-file\n")
-    env["API_TOKEN"] = "from-env"
+    env["API_TOKEN"] = "from-env-" + TOKEN
 
     with pytest.raises(SettingsError, match="api_token"):
         Settings.from_env(env)
@@ -619,7 +625,10 @@ def test_dead_after_guard_applies_to_config_file_and_direct_construction(tmp_pat
 SECRET_ENV = {
     "STRIPE_WEBHOOK_SECRET": "whsec_primaryAAA,whsec_rotatedBBB",
     "STRIPE_API_KEY": "sk_test_keyCCC",
-    "API_TOKEN": "api-token-DDD",
+    "API_TOKEN": "api-token-DDD-0123456789abcdef0123456789",
+    "METRICS_TOKEN": "metrics-token-GGG-0123456789abcdef01234567",
+    "STRIPE_API_BASE": "https://proxyuser:proxypwHHH@stripe-proxy.internal/v1",
+    "CHECKOUT_SUCCESS_URL": "https://shop.example/ok?session_token=checkoutIII&x=1",
     "SENTRY_DSN": "https://dsnkeyEEE@o1.ingest.sentry.io/1",
     "DATABASE_URL": "postgresql://u:hunter2@h/db",
     "REDIS_URL": "redis://:redispwFFF@localhost:6379/0",
@@ -629,6 +638,9 @@ SECRET_VALUES = [
     "whsec_rotatedBBB",
     "sk_test_keyCCC",
     "api-token-DDD",
+    "metrics-token-GGG",
+    "proxypwHHH",
+    "checkoutIII",
     "dsnkeyEEE",
     "hunter2",
     "redispwFFF",
@@ -652,6 +664,9 @@ def test_repr_marks_set_secrets_and_redacts_urls():
     assert "api_token='<set>'" in text
     assert "stripe_api_key='<set>'" in text
     assert "sentry_dsn='<set>'" in text
+    assert "metrics_token='<set>'" in text
+    assert "stripe_api_base='https://proxyuser:***@stripe-proxy.internal/v1'" in text
+    assert "checkout_success_url='https://shop.example/ok?session_token=***&x=1'" in text
     assert "database_url='postgresql://u:***@h/db'" in text
     assert "redis_url='redis://:***@localhost:6379/0'" in text
     assert "port=8000" in text  # ordinary settings are still shown
@@ -667,9 +682,9 @@ def test_repr_of_unset_secrets_says_so():
 
 
 def test_require_returns_a_set_value():
-    s = Settings.from_env({"API_TOKEN": "tok"})
+    s = Settings.from_env({"API_TOKEN": TOKEN})
 
-    assert s.require("api_token", "the admin API needs it") == "tok"
+    assert s.require("api_token", "the admin API needs it") == TOKEN
 
 
 @pytest.mark.parametrize(
@@ -711,6 +726,13 @@ def test_require_treats_empty_secret_list_as_unset():
         ("postgresql://u:p@ss:w0rd@h/db", "postgresql://u:***@h/db"),  # '@' inside the password
         ("postgresql://u@h/db", "postgresql://u@h/db"),  # no password: unchanged
         ("postgresql://h/db", "postgresql://h/db"),
+        ("rediss://default:secret@cache.example:6380/0", "rediss://default:***@cache.example:6380/0"),
+        ("rediss://:secret@cache.example:6380/0?ssl_cert_reqs=required",
+         "rediss://:***@cache.example:6380/0?ssl_cert_reqs=required"),
+        # libpq takes the password as a query parameter too
+        ("postgresql://u@h/db?sslmode=require&password=hunter2", "postgresql://u@h/db?sslmode=require&password=***"),
+        ("https://api.example/v1?api_key=k3y&limit=5", "https://api.example/v1?api_key=***&limit=5"),
+        ("https://o1.ingest.sentry.io/1?sentry_key=abc", "https://o1.ingest.sentry.io/1?sentry_key=***"),
         ("not a url", "not a url"),
         ("", ""),
     ],
@@ -724,3 +746,57 @@ def test_redact_url_never_keeps_the_password():
     assert "s3cr3t-P4ss" not in redacted
     assert redacted.startswith("postgresql+psycopg://payhooks:")
     assert redacted.endswith("@db.internal:5432/payhooks")
+
+
+# -- bearer tokens ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("var", ["API_TOKEN", "METRICS_TOKEN"])
+def test_a_short_bearer_token_is_refused_with_a_clear_message(var):
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env({var: "x" * (MIN_TOKEN_LENGTH - 1)})
+
+    message = str(excinfo.value)
+    assert var in message and str(MIN_TOKEN_LENGTH) in message
+    assert "x" * (MIN_TOKEN_LENGTH - 1) not in message  # the refused value is not echoed
+
+
+@pytest.mark.parametrize("var", ["API_TOKEN", "METRICS_TOKEN"])
+def test_a_token_of_the_minimum_length_is_accepted(var):
+    s = Settings.from_env({var: "x" * MIN_TOKEN_LENGTH})
+    assert len(s.api_token or s.metrics_token) == MIN_TOKEN_LENGTH
+
+
+def test_the_development_and_test_tokens_are_long_enough():
+    from tests.conftest import API_TOKEN
+    from workers.cli import DEV_API_TOKEN
+
+    assert Settings.from_env({"API_TOKEN": DEV_API_TOKEN}).api_token == DEV_API_TOKEN
+    assert Settings.from_env({"API_TOKEN": API_TOKEN}).api_token == API_TOKEN
+
+
+# -- the web process ------------------------------------------------------------------
+
+
+def test_web_settings_defaults_and_parsing():
+    s = Settings.from_env({})
+    assert (s.web_routes, s.web_host, s.web_worker_connections) == ("all", "0.0.0.0", 1000)
+    assert (s.request_header_timeout_seconds, s.request_body_timeout_seconds) == (5, 10.0)
+    assert s.api_max_bytes == 64 * 1024
+
+    s = Settings.from_env({
+        "WEB_ROUTES": " API ", "WEB_HOST": "127.0.0.1", "WEB_WORKER_CONNECTIONS": "50",
+        "REQUEST_HEADER_TIMEOUT_SECONDS": "2", "REQUEST_BODY_TIMEOUT_SECONDS": "2.5", "API_MAX_BYTES": "1000",
+    })
+    assert (s.web_routes, s.web_host, s.web_worker_connections) == ("api", "127.0.0.1", 50)
+    assert (s.request_header_timeout_seconds, s.request_body_timeout_seconds, s.api_max_bytes) == (2, 2.5, 1000)
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [("WEB_ROUTES", "admin"), ("REQUEST_BODY_TIMEOUT_SECONDS", "0"), ("REQUEST_HEADER_TIMEOUT_SECONDS", "1.5"),
+     ("API_MAX_BYTES", "-1")],
+)
+def test_web_settings_refuse_bad_values(var, raw):
+    with pytest.raises(SettingsError, match=var):
+        Settings.from_env({var: raw})
