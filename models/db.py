@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +25,11 @@ def _binary_arrays(dbapi_connection, _record) -> None:
     text format every element is escaped character by character, which for a
     batch of raw event bodies cost 30 times what the binary format costs.
     """
+    # Imported here, never at module level: psycopg picks its wait function when it is
+    # first imported, and the web process imports this module in gunicorn's master,
+    # before gevent patches sockets; imported there, psycopg would block a gevent worker.
+    from psycopg.types.array import ListBinaryDumper
+
     dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 

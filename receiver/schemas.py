@@ -116,6 +116,18 @@ class Strict(BaseModel):
 class CreatePayment(Strict):
     """Record a checkout the application created, before its webhook arrives."""
 
+    # The document says what the validator below checks: a session id or a payment id.
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"session_id": {"type": "string"}}, "required": ["session_id"]},
+                {"properties": {"payment_id": {"type": "string"}}, "required": ["payment_id"]},
+            ]
+        },
+    )
+
     @model_validator(mode="after")
     def _named(self):
         if not (self.session_id or self.payment_id):

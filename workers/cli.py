@@ -484,8 +484,8 @@ def dlq_replay(dead_letter_id, replay_all, provider, event_type, since, error, s
     except JobNotQueuedError as exc:
         raise click.ClickException(f"could not queue the replay: {exc}") from None
     click.echo(f"job {job['id']}: replaying {job['total']} dead letters")
-    if not wait and job["status"] == "queued":
-        click.echo(f"queued; follow it with: payhooks dlq job {job['id']} --wait")
+    if not wait:
+        click.echo(f"{job['status']}; follow it with: payhooks dlq job {job['id']} --wait")
         return
     _follow(jobs, job)
 

@@ -21,7 +21,7 @@ from infra.embedded import free_port
 from tests.conftest import API_TOKEN, PRIMARY_SECRET
 from tests.support import processes, slow_clients
 from tests.support.stripe_events import completed_event, encode, signed_headers
-from workers.queues import WEBHOOKS_QUEUE
+from transport.queue import EVENTS
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def test_valid_deliveries_answer_promptly_while_64_clients_trickle_or_idle(web, 
 
     assert result.statuses == {200: 100} and not result.failures, result.summary()
     assert result.p99 < 1.0, result.summary()
-    assert redis.Redis.from_url(broker_url).llen(WEBHOOKS_QUEUE) == 100  # and nothing of the attackers'
+    assert redis.Redis.from_url(broker_url).llen(EVENTS) == 100  # and nothing of the attackers'
 
     assert all(cuts.values()), {mode: len(found) for mode, found in cuts.items()}
     slow_bodies = cuts["trickle_body"]

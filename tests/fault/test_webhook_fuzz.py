@@ -9,7 +9,6 @@ The app runs in process on a real Redis database no worker consumes.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import time
@@ -24,7 +23,7 @@ from providers.stripe import sign
 from receiver import create_app
 from tests.conftest import PRIMARY_SECRET, ROTATED_SECRET
 from tests.support.stripe_events import completed_event, encode
-from workers.queues import WEBHOOKS_QUEUE
+from transport.queue import EVENTS, Envelope
 
 MAX_BYTES = 4096
 
@@ -124,12 +123,12 @@ def receiver(settings, test_services):
 def test_no_5xx_and_no_forgery_reaches_the_queue(receiver, delivery):
     client, queue = receiver
     body, headers, signed = delivery
-    before = queue.llen(WEBHOOKS_QUEUE)
+    before = queue.llen(EVENTS)
 
     response = client.post("/webhooks/stripe", data=body, headers=headers)
 
-    added = queue.llen(WEBHOOKS_QUEUE) - before
-    queued = queue.lrange(WEBHOOKS_QUEUE, 0, added - 1) if added else []  # LPUSH: newest first
+    added = queue.llen(EVENTS) - before
+    queued = queue.lrange(EVENTS, 0, added - 1) if added else []  # LPUSH: newest first
     assert response.status_code in (200, 400, 413), (response.status_code, response.get_data()[:300])
     payload = response.get_json()
     if response.status_code != 200:
@@ -138,9 +137,8 @@ def test_no_5xx_and_no_forgery_reaches_the_queue(receiver, delivery):
         return
     # Accepted: only ever a signed event, queued exactly as it came.
     assert signed and len(body) <= MAX_BYTES
-    [message] = queued
-    args = json.loads(base64.b64decode(orjson.loads(message)["body"]))[0]
-    assert args[1] == body.decode()
+    [item] = queued
+    assert Envelope.decode(item).body == body
     assert payload == {"received": True, "id": orjson.loads(body)["id"]}
 
 

@@ -626,7 +626,7 @@ def test_dead_letters_http_api(client, database, worker):
     job = response.get_json()
     assert response.headers["Location"].endswith(f"/api/jobs/{job['id']}")
     assert (job["kind"], job["total"], job["requested_by"]) == ("dead_letter_replay", 1, "api")
-    assert job["params"] == {"type": "checkout.session.completed", "error": "eleven", "status": "open"}
+    assert job["params"] == {"type": "checkout.session.completed", "since": cutoff.isoformat().replace("+00:00", "Z"), "status": "open"}
     job = wait_until(lambda: finished(client.get(f"/api/jobs/{job['id']}", headers=AUTH).get_json()),
                      30, what="the replay job to finish")
     assert (job["status"], job["done"], job["outcomes"]) == ("finished", 1, {"failed_again": 1})
