@@ -244,7 +244,7 @@ def test_custom_id_round_trips_and_fits_paypals_limit():
 
 @pytest.mark.parametrize(
     "custom_id",
-    ['{"user_id":"u","credits":"zq7.c4n4ry@example.com"}', '{"user_id":"u","credits":0}', '{"user_id":7,"credits":1}', "{zq7.c4n4ry", '["zq7.c4n4ry"]'],
+    ['{"user_id":"u","credits":"zq7.c4n4ry@example.com"}', '{"user_id":"u","credits":0}', '{"user_id":7,"credits":1}', "{zq7.c4n4ry", '{"user_id":"zq7.c4n4ry","credits":1.5}'],
 )
 def test_a_broken_custom_id_of_ours_is_invalid_and_never_echoed(custom_id):
     with pytest.raises(InvalidEventError) as caught:
