@@ -36,14 +36,27 @@ def fake():
 
 @pytest.fixture
 def api(fake):
-    client = PayPalAPI(fake.client_id, fake.client_secret, fake.url, max_retries=1, backoff_seconds=0.01, timeout_seconds=5)
+    client = PayPalAPI(
+        fake.client_id,
+        fake.client_secret,
+        fake.url,
+        max_retries=1,
+        backoff_seconds=0.01,
+        timeout_seconds=5,
+    )
     yield client
     client.close()
 
 
-def new_order(api, *, amount_cents=999, currency="USD", user_id="user_1", credits=100, request_id=None):
+def new_order(
+    api, *, amount_cents=999, currency="USD", user_id="user_1", credits=100, request_id=None
+):
     return api.create_order(
-        amount_cents=amount_cents, currency=currency, user_id=user_id, credits=credits, request_id=request_id or f"create-{time.time_ns()}"
+        amount_cents=amount_cents,
+        currency=currency,
+        user_id=user_id,
+        credits=credits,
+        request_id=request_id or f"create-{time.time_ns()}",
     )
 
 
@@ -67,7 +80,9 @@ def test_the_token_is_fetched_once_and_reused_until_it_nears_expiry(fake):
     api.get_order(order["id"])
     assert api.tokens_fetched == 2
     token_requests = [r for r in fake.requests if r[1] == "/v1/oauth2/token"]
-    assert len(token_requests) == 2 and all(r[2]["Authorization"].startswith("Basic ") for r in token_requests)
+    assert len(token_requests) == 2 and all(
+        r[2]["Authorization"].startswith("Basic ") for r in token_requests
+    )
 
 
 def test_a_token_paypal_no_longer_accepts_is_replaced_once(fake, api):
@@ -97,7 +112,10 @@ def test_create_order_puts_buyer_and_credits_in_custom_id_and_is_idempotent(fake
     assert any(link["rel"] == "approve" for link in first["links"])
 
 
-@pytest.mark.parametrize(("amount_cents", "currency", "value"), [(1500, "JPY", "1500"), (150000, "HUF", "1500"), (1234, "EUR", "12.34")])
+@pytest.mark.parametrize(
+    ("amount_cents", "currency", "value"),
+    [(1500, "JPY", "1500"), (150000, "HUF", "1500"), (1234, "EUR", "12.34")],
+)
 def test_orders_in_currencies_with_special_minor_units(fake, api, amount_cents, currency, value):
     order = new_order(api, amount_cents=amount_cents, currency=currency)
     assert order["purchase_units"][0]["amount"] == {"currency_code": currency, "value": value}
@@ -113,7 +131,11 @@ def test_capture_is_idempotent_on_its_request_id_and_after_it(fake, api):
     assert [e["event_type"] for e in fake.events].count("PAYMENT.CAPTURE.COMPLETED") == 1
     # PayPal forgets request ids after hours: the order, captured, is read instead
     later = api.capture_order(order["id"], request_id="another-id")
-    assert later["status"] == "COMPLETED" and later["purchase_units"][0]["payments"]["captures"][0]["id"] == first["purchase_units"][0]["payments"]["captures"][0]["id"]
+    assert (
+        later["status"] == "COMPLETED"
+        and later["purchase_units"][0]["payments"]["captures"][0]["id"]
+        == first["purchase_units"][0]["payments"]["captures"][0]["id"]
+    )
     assert len(fake.captures) == 1
 
 
@@ -145,16 +167,29 @@ def test_a_capture_may_come_back_pending_and_clear_later(fake, api):
 def test_refunds_through_the_api_and_by_paypal_carry_the_cumulative_total(fake, api):
     order = new_order(api, amount_cents=1000)
     fake.approve(order["id"])
-    capture_id = api.capture_order(order["id"])["purchase_units"][0]["payments"]["captures"][0]["id"]
+    capture_id = api.capture_order(order["id"])["purchase_units"][0]["payments"]["captures"][0][
+        "id"
+    ]
     refund = api.refund_capture(capture_id, request_id="refund-1", amount_cents=300, currency="USD")
-    assert api.refund_capture(capture_id, request_id="refund-1", amount_cents=300, currency="USD")["id"] == refund["id"]
+    assert (
+        api.refund_capture(capture_id, request_id="refund-1", amount_cents=300, currency="USD")[
+            "id"
+        ]
+        == refund["id"]
+    )
     second = fake.refund(capture_id, 200)
-    changes = [paypal.translate(paypal.parse_event(pe.encode(e))) for e in fake.events if e["event_type"] == "PAYMENT.CAPTURE.REFUNDED"]
+    changes = [
+        paypal.translate(paypal.parse_event(pe.encode(e)))
+        for e in fake.events
+        if e["event_type"] == "PAYMENT.CAPTURE.REFUNDED"
+    ]
     assert changes == [
         Refunded(PaymentRef(payment_id=capture_id), refunded_cents=300),
         Refunded(PaymentRef(payment_id=capture_id), refunded_cents=500),
     ]
-    assert second["resource"]["seller_payable_breakdown"]["total_refunded_amount"]["value"] == "5.00"
+    assert (
+        second["resource"]["seller_payable_breakdown"]["total_refunded_amount"]["value"] == "5.00"
+    )
     assert api.get_capture(capture_id)["status"] == "PARTIALLY_REFUNDED"
 
 
@@ -178,7 +213,9 @@ def test_transient_failures_are_retried_then_reported_unavailable(fake, api, sta
 
 
 def test_a_slow_paypal_is_unavailable_after_the_timeout(fake):
-    api = PayPalAPI(fake.client_id, fake.client_secret, fake.url, max_retries=0, timeout_seconds=0.2)
+    api = PayPalAPI(
+        fake.client_id, fake.client_secret, fake.url, max_retries=0, timeout_seconds=0.2
+    )
     fake.slow(0.5)
     try:
         with pytest.raises(ProviderUnavailableError, match="in time"):
@@ -198,19 +235,27 @@ def test_an_unreachable_paypal_is_unavailable():
 
 def test_the_event_list_is_read_page_after_page_with_filters(fake, api):
     start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    old = fake.record_event("PAYMENT.CAPTURE.COMPLETED", pe.capture("OLD1"), create_time=start - dt.timedelta(days=2))
+    old = fake.record_event(
+        "PAYMENT.CAPTURE.COMPLETED", pe.capture("OLD1"), create_time=start - dt.timedelta(days=2)
+    )
     ids = []
     for _ in range(3):
         order = new_order(api)
         ids.append(fake.approve(order["id"])["id"])
-        fake.record_event("PAYMENT.CAPTURE.PENDING", pe.capture(order["id"] + "C", status="PENDING"))
+        fake.record_event(
+            "PAYMENT.CAPTURE.PENDING", pe.capture(order["id"] + "C", status="PENDING")
+        )
     listed = list(api.list_webhook_events(start_time=start, page_size=2))
     assert len(listed) == 6 and old["id"] not in {e["id"] for e in listed}
     pages = [r for r in fake.requests if r[1] == "/v1/notifications/webhooks-events"]
     assert len(pages) == 3
-    approvals = list(api.list_webhook_events(start_time=start, event_type="CHECKOUT.ORDER.APPROVED", page_size=2))
+    approvals = list(
+        api.list_webhook_events(start_time=start, event_type="CHECKOUT.ORDER.APPROVED", page_size=2)
+    )
     assert sorted(e["id"] for e in approvals) == sorted(ids)
-    assert all(paypal.parse_event(json.dumps(e)).type == "CHECKOUT.ORDER.APPROVED" for e in approvals)
+    assert all(
+        paypal.parse_event(json.dumps(e)).type == "CHECKOUT.ORDER.APPROVED" for e in approvals
+    )
 
 
 # -- verification ----------------------------------------------------------------------------
@@ -221,8 +266,18 @@ def test_a_delivery_verifies_offline_with_the_certificate_the_fake_serves(fake, 
     body, headers = fake.delivery(fake.approve(order["id"])["id"])
     store = paypal.MemoryStore()
     source = offline_source(fake, api, store=store)
-    assert paypal.verify(body, headers, [pe.WEBHOOK_ID], certificates=source, tolerance=300, now=time.time()) == 0
-    assert paypal.verify(body, headers, [pe.WEBHOOK_ID], certificates=source, tolerance=300, now=time.time()) == 0
+    assert (
+        paypal.verify(
+            body, headers, [pe.WEBHOOK_ID], certificates=source, tolerance=300, now=time.time()
+        )
+        == 0
+    )
+    assert (
+        paypal.verify(
+            body, headers, [pe.WEBHOOK_ID], certificates=source, tolerance=300, now=time.time()
+        )
+        == 0
+    )
     assert sum(1 for r in fake.requests if r[1].startswith(paypal.CERT_PATH)) == 1
     assert store.sets == 1
 
@@ -232,7 +287,14 @@ def test_certificates_unreachable_mean_unavailable_not_refused(fake, api):
     body, headers = fake.delivery(fake.approve(order["id"])["id"])
     fake.outage(True, 503, certificates=True)
     with pytest.raises(VerificationUnavailableError):
-        paypal.verify(body, headers, [pe.WEBHOOK_ID], certificates=offline_source(fake, api), tolerance=300, now=time.time())
+        paypal.verify(
+            body,
+            headers,
+            [pe.WEBHOOK_ID],
+            certificates=offline_source(fake, api),
+            tolerance=300,
+            now=time.time(),
+        )
 
 
 def test_online_verification_sends_the_body_byte_for_byte(fake, api):
@@ -241,7 +303,9 @@ def test_online_verification_sends_the_body_byte_for_byte(fake, api):
     now = time.time()
     ids = ["5GP028458E2496506", pe.WEBHOOK_ID]
     assert paypal.verify_online(body, headers, ids, api=api, tolerance=300, now=now) == 1
-    reserialized = json.dumps(json.loads(body), indent=1).encode()  # same event, other bytes: another CRC32
+    reserialized = json.dumps(
+        json.loads(body), indent=1
+    ).encode()  # same event, other bytes: another CRC32
     with pytest.raises(SignatureError) as caught:
         paypal.verify_online(reserialized, headers, ids, api=api, tolerance=300, now=now)
     assert caught.value.reason == "mismatch"
@@ -264,7 +328,9 @@ def test_approve_capture_refund_dispute_as_payhooks_will_see_them(fake, api):
 
     def received(event: dict):
         body, headers = fake.delivery(event["id"])
-        paypal.verify(body, headers, [pe.WEBHOOK_ID], certificates=source, tolerance=300, now=time.time())
+        paypal.verify(
+            body, headers, [pe.WEBHOOK_ID], certificates=source, tolerance=300, now=time.time()
+        )
         return paypal.parse_event(body)
 
     approval = received(fake.approve(order["id"]))

@@ -121,9 +121,14 @@ class FakePayPal:
 
     def start(self) -> Self:
         if self._server is None:
-            self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler)
+            self._server = make_server(
+                "127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler
+            )
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-paypal", daemon=True
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="fake-paypal",
+                daemon=True,
             )
             self._thread.start()
         return self
@@ -157,7 +162,9 @@ class FakePayPal:
         with self.lock:
             self._fail_count, self._fail_status = count, status
 
-    def outage(self, enabled: bool = True, status: int = 503, *, certificates: bool = False) -> None:
+    def outage(
+        self, enabled: bool = True, status: int = 503, *, certificates: bool = False
+    ) -> None:
         """Fail every request with ``status`` until ``outage(False)``; certificates too if asked."""
         with self.lock:
             self._outage_status = status if enabled else None
@@ -178,7 +185,11 @@ class FakePayPal:
             order.update(
                 status="APPROVED",
                 update_time=_now_iso(),
-                payer={"name": {"given_name": NAME.split()[0], "surname": NAME.split()[1]}, "email_address": EMAIL, "payer_id": paypal_id(13)},
+                payer={
+                    "name": {"given_name": NAME.split()[0], "surname": NAME.split()[1]},
+                    "email_address": EMAIL,
+                    "payer_id": paypal_id(13),
+                },
             )
             return self.record_event("CHECKOUT.ORDER.APPROVED", order)
 
@@ -188,7 +199,12 @@ class FakePayPal:
             order = self.orders[order_id]
             order["status"] = "VOIDED"
             unit = order["purchase_units"][0]
-            resource = {"order_id": order_id, "purchase_units": [{k: unit[k] for k in ("reference_id", "custom_id") if k in unit}]}
+            resource = {
+                "order_id": order_id,
+                "purchase_units": [
+                    {k: unit[k] for k in ("reference_id", "custom_id") if k in unit}
+                ],
+            }
             return self.record_event("CHECKOUT.PAYMENT-APPROVAL.REVERSED", resource)
 
     def complete_capture(self, capture_id: str) -> dict:
@@ -199,18 +215,28 @@ class FakePayPal:
         """A PENDING capture is denied (PAYMENT.CAPTURE.DENIED)."""
         return self._settle_capture(capture_id, "DENIED", "PAYMENT.CAPTURE.DENIED")
 
-    def refund(self, capture_id: str, amount_cents: int | None = None, *, reversal: bool = False) -> dict:
+    def refund(
+        self, capture_id: str, amount_cents: int | None = None, *, reversal: bool = False
+    ) -> dict:
         """Refund (or reverse) a capture, wholly or in part; PAYMENT.CAPTURE.REFUNDED (.REVERSED) is recorded."""
         with self.lock:
             refund = self._refund(capture_id, amount_cents)
-            return self.record_event("PAYMENT.CAPTURE.REVERSED" if reversal else "PAYMENT.CAPTURE.REFUNDED", refund)
+            return self.record_event(
+                "PAYMENT.CAPTURE.REVERSED" if reversal else "PAYMENT.CAPTURE.REFUNDED", refund
+            )
 
     def open_dispute(self, capture_id: str, amount_cents: int | None = None) -> dict:
         with self.lock:
             capture = self.captures[capture_id]
             currency = capture["amount"]["currency_code"]
-            amount = amount_cents if amount_cents is not None else paypal.to_minor_units(capture["amount"]["value"], currency)
-            dispute = pe.dispute(f"PP-D-{paypal_id(6)}", capture_id, amount_cents=amount, currency=currency)
+            amount = (
+                amount_cents
+                if amount_cents is not None
+                else paypal.to_minor_units(capture["amount"]["value"], currency)
+            )
+            dispute = pe.dispute(
+                f"PP-D-{paypal_id(6)}", capture_id, amount_cents=amount, currency=currency
+            )
             dispute.update(status="OPEN", create_time=_now_iso(), update_time=_now_iso())
             return self.record_event("CUSTOMER.DISPUTE.CREATED", dispute)
 
@@ -218,15 +244,23 @@ class FakePayPal:
         """Resolve the dispute a CUSTOMER.DISPUTE.CREATED event opened, with ``outcome``."""
         with self.lock:
             dispute = copy.deepcopy(created["resource"])
-            dispute.update(status="RESOLVED", dispute_outcome={"outcome_code": outcome}, update_time=_now_iso())
+            dispute.update(
+                status="RESOLVED", dispute_outcome={"outcome_code": outcome}, update_time=_now_iso()
+            )
             return self.record_event("CUSTOMER.DISPUTE.RESOLVED", dispute)
 
-    def record_event(self, event_type: str, resource: dict, *, create_time: dt.datetime | None = None) -> dict:
+    def record_event(
+        self, event_type: str, resource: dict, *, create_time: dt.datetime | None = None
+    ) -> dict:
         """Record an event around a copy of ``resource`` and sign its delivery; returns the event."""
-        created = (create_time or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        created = (create_time or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[
+            :-3
+        ] + "Z"
         event = pe.event(event_type, resource, create_time=created)
         body = pe.encode(event)
-        headers = pe.sign_headers(body, pki=self.pki, webhook_id=self.webhook_ids[0], cert_url=self.cert_url)
+        headers = pe.sign_headers(
+            body, pki=self.pki, webhook_id=self.webhook_ids[0], cert_url=self.cert_url
+        )
         with self.lock:
             self.events.append(event)
             self.deliveries[event["id"]] = (body, headers)
@@ -256,12 +290,24 @@ class FakePayPal:
             self.requests.append((request.method, path, dict(request.headers)))
             try:
                 certificate = path.startswith(paypal.CERT_PATH)
-                if self._outage_status is not None and (self._outage_certificates or not certificate):
-                    raise PayPalError(self._outage_status, "SERVICE_UNAVAILABLE", "Service Unavailable (fake outage).")
+                if self._outage_status is not None and (
+                    self._outage_certificates or not certificate
+                ):
+                    raise PayPalError(
+                        self._outage_status,
+                        "SERVICE_UNAVAILABLE",
+                        "Service Unavailable (fake outage).",
+                    )
                 if self._fail_count > 0:
                     self._fail_count -= 1
-                    name = "RATE_LIMIT_REACHED" if self._fail_status == 429 else "INTERNAL_SERVER_ERROR"
-                    raise PayPalError(self._fail_status, name, "An internal server error occurred (fake failure).")
+                    name = (
+                        "RATE_LIMIT_REACHED"
+                        if self._fail_status == 429
+                        else "INTERNAL_SERVER_ERROR"
+                    )
+                    raise PayPalError(
+                        self._fail_status, name, "An internal server error occurred (fake failure)."
+                    )
                 if certificate:
                     return self._certificate(path)
                 if path == "/v1/oauth2/token" and request.method == "POST":
@@ -273,7 +319,14 @@ class FakePayPal:
                 return self._json(exc.status, self._error_body(exc, debug_id))
             except Exception as exc:  # noqa: BLE001 - a bug in the fake: say so, as a 500
                 self.errors.append(traceback.format_exc())
-                return self._json(500, {"name": "INTERNAL_SERVER_ERROR", "message": f"FakePayPal crashed: {exc!r}", "debug_id": debug_id})
+                return self._json(
+                    500,
+                    {
+                        "name": "INTERNAL_SERVER_ERROR",
+                        "message": f"FakePayPal crashed: {exc!r}",
+                        "debug_id": debug_id,
+                    },
+                )
 
     @staticmethod
     def _json(status: int, body: dict) -> Response:
@@ -290,7 +343,12 @@ class FakePayPal:
 
     def _certificate(self, path: str) -> Response:
         if path != paypal.CERT_PATH + self.cert_url.rsplit("/", 1)[1]:
-            raise PayPalError(404, "RESOURCE_NOT_FOUND", "The specified resource does not exist.", "INVALID_RESOURCE_ID")
+            raise PayPalError(
+                404,
+                "RESOURCE_NOT_FOUND",
+                "The specified resource does not exist.",
+                "INVALID_RESOURCE_ID",
+            )
         return Response(self.pki.leaf_pem(), status=200, mimetype="application/x-pem-file")
 
     def _token(self) -> dict:
@@ -338,17 +396,30 @@ class FakePayPal:
             ("POST", ["v1", "notifications", "verify-webhook-signature"], self._verify_signature),
         ]
         for route_method, pattern, handler in routes:
-            if method == route_method and len(pattern) == len(parts) and all(p in ("*", q) for p, q in zip(pattern, parts)):
+            if (
+                method == route_method
+                and len(pattern) == len(parts)
+                and all(p in ("*", q) for p, q in zip(pattern, parts))
+            ):
                 return handler(*[q for p, q in zip(pattern, parts) if p == "*"])
-        raise PayPalError(404, "RESOURCE_NOT_FOUND", "The specified resource does not exist.", "INVALID_RESOURCE_ID")
+        raise PayPalError(
+            404,
+            "RESOURCE_NOT_FOUND",
+            "The specified resource does not exist.",
+            "INVALID_RESOURCE_ID",
+        )
 
     def _body(self) -> dict:
         try:
             body = json.loads(request.get_data() or b"{}")
         except ValueError:
-            raise PayPalError(400, "INVALID_REQUEST", "Request is not well-formed.", "MALFORMED_REQUEST_JSON") from None
+            raise PayPalError(
+                400, "INVALID_REQUEST", "Request is not well-formed.", "MALFORMED_REQUEST_JSON"
+            ) from None
         if not isinstance(body, dict):
-            raise PayPalError(400, "INVALID_REQUEST", "Request is not well-formed.", "MALFORMED_REQUEST_JSON")
+            raise PayPalError(
+                400, "INVALID_REQUEST", "Request is not well-formed.", "MALFORMED_REQUEST_JSON"
+            )
         return body
 
     def _idempotent(self, kind: str, run: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
@@ -369,22 +440,40 @@ class FakePayPal:
     def _new_order(self) -> tuple[int, dict]:
         body = self._body()
         if body.get("intent") not in ("CAPTURE", "AUTHORIZE"):
-            raise PayPalError(400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_VALUE")
+            raise PayPalError(
+                400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_VALUE"
+            )
         units = body.get("purchase_units")
         if not isinstance(units, list) or len(units) != 1 or not isinstance(units[0], dict):
-            raise PayPalError(400, "INVALID_REQUEST", "The fake takes exactly one purchase unit.", "INVALID_ARRAY_LENGTH")
+            raise PayPalError(
+                400,
+                "INVALID_REQUEST",
+                "The fake takes exactly one purchase unit.",
+                "INVALID_ARRAY_LENGTH",
+            )
         unit = units[0]
         amount = unit.get("amount") if isinstance(unit.get("amount"), dict) else {}
         currency, value = amount.get("currency_code"), amount.get("value")
         try:
             paypal.to_minor_units(value, currency or "")
         except (ValueError, TypeError):
-            raise PayPalError(400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_VALUE") from None
+            raise PayPalError(
+                400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_VALUE"
+            ) from None
         if currency in paypal.WHOLE_UNITS_ONLY and "." in value:
-            raise PayPalError(422, "UNPROCESSABLE_ENTITY", "Currency does not support decimals.", "DECIMALS_NOT_SUPPORTED")
+            raise PayPalError(
+                422,
+                "UNPROCESSABLE_ENTITY",
+                "Currency does not support decimals.",
+                "DECIMALS_NOT_SUPPORTED",
+            )
         custom_id = unit.get("custom_id")
-        if custom_id is not None and (not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 127):
-            raise PayPalError(400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_STRING_LENGTH")
+        if custom_id is not None and (
+            not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 127
+        ):
+            raise PayPalError(
+                400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_STRING_LENGTH"
+            )
         order_id = paypal_id()
         order = {
             "id": order_id,
@@ -394,16 +483,31 @@ class FakePayPal:
                 {
                     "reference_id": unit.get("reference_id", "default"),
                     "amount": {"currency_code": currency, "value": value},
-                    "payee": {"email_address": "merchant@example.com", "merchant_id": "D8GJX2YRPAJWG"},
+                    "payee": {
+                        "email_address": "merchant@example.com",
+                        "merchant_id": "D8GJX2YRPAJWG",
+                    },
                     **({"custom_id": custom_id} if custom_id else {}),
                     **({"description": unit["description"]} if unit.get("description") else {}),
                 }
             ],
             "create_time": _now_iso(),
             "links": [
-                {"href": f"https://api.sandbox.paypal.com/v2/checkout/orders/{order_id}", "rel": "self", "method": "GET"},
-                {"href": f"https://www.sandbox.paypal.com/checkoutnow?token={order_id}", "rel": "approve", "method": "GET"},
-                {"href": f"https://api.sandbox.paypal.com/v2/checkout/orders/{order_id}/capture", "rel": "capture", "method": "POST"},
+                {
+                    "href": f"https://api.sandbox.paypal.com/v2/checkout/orders/{order_id}",
+                    "rel": "self",
+                    "method": "GET",
+                },
+                {
+                    "href": f"https://www.sandbox.paypal.com/checkoutnow?token={order_id}",
+                    "rel": "approve",
+                    "method": "GET",
+                },
+                {
+                    "href": f"https://api.sandbox.paypal.com/v2/checkout/orders/{order_id}/capture",
+                    "rel": "capture",
+                    "method": "POST",
+                },
             ],
         }
         self.orders[order_id] = order
@@ -412,7 +516,12 @@ class FakePayPal:
     def _order(self, order_id: str) -> dict:
         order = self.orders.get(order_id)
         if order is None:
-            raise PayPalError(404, "RESOURCE_NOT_FOUND", "The specified resource does not exist.", "INVALID_RESOURCE_ID")
+            raise PayPalError(
+                404,
+                "RESOURCE_NOT_FOUND",
+                "The specified resource does not exist.",
+                "INVALID_RESOURCE_ID",
+            )
         return order
 
     def _get_order(self, order_id: str) -> tuple[int, dict]:
@@ -424,9 +533,19 @@ class FakePayPal:
     def _capture(self, order_id: str) -> tuple[int, dict]:
         order = self._order(order_id)
         if order["status"] == "COMPLETED":
-            raise PayPalError(422, "UNPROCESSABLE_ENTITY", "The requested action could not be performed.", "ORDER_ALREADY_CAPTURED")
+            raise PayPalError(
+                422,
+                "UNPROCESSABLE_ENTITY",
+                "The requested action could not be performed.",
+                "ORDER_ALREADY_CAPTURED",
+            )
         if order["status"] != "APPROVED":
-            raise PayPalError(422, "UNPROCESSABLE_ENTITY", "The requested action could not be performed.", "ORDER_NOT_APPROVED")
+            raise PayPalError(
+                422,
+                "UNPROCESSABLE_ENTITY",
+                "The requested action could not be performed.",
+                "ORDER_NOT_APPROVED",
+            )
         unit = order["purchase_units"][0]
         currency = unit["amount"]["currency_code"]
         pending = order_id in self.pend_capture
@@ -446,13 +565,20 @@ class FakePayPal:
         self.captures[capture["id"]] = capture
         unit["payments"] = {"captures": [copy.deepcopy(capture)]}
         order.update(status="COMPLETED", update_time=_now_iso())
-        self.record_event("PAYMENT.CAPTURE.PENDING" if pending else "PAYMENT.CAPTURE.COMPLETED", capture)
+        self.record_event(
+            "PAYMENT.CAPTURE.PENDING" if pending else "PAYMENT.CAPTURE.COMPLETED", capture
+        )
         return 201, copy.deepcopy(order)
 
     def _capture_or_404(self, capture_id: str) -> dict:
         capture = self.captures.get(capture_id)
         if capture is None:
-            raise PayPalError(404, "RESOURCE_NOT_FOUND", "The specified resource does not exist.", "INVALID_RESOURCE_ID")
+            raise PayPalError(
+                404,
+                "RESOURCE_NOT_FOUND",
+                "The specified resource does not exist.",
+                "INVALID_RESOURCE_ID",
+            )
         return capture
 
     def _get_capture(self, capture_id: str) -> tuple[int, dict]:
@@ -472,7 +598,9 @@ class FakePayPal:
     def _sync_order(self, capture: dict) -> None:
         order_id = capture.get("supplementary_data", {}).get("related_ids", {}).get("order_id")
         if order_id in self.orders:
-            self.orders[order_id]["purchase_units"][0]["payments"] = {"captures": [copy.deepcopy(capture)]}
+            self.orders[order_id]["purchase_units"][0]["payments"] = {
+                "captures": [copy.deepcopy(capture)]
+            }
 
     def _refund_endpoint(self, capture_id: str) -> tuple[int, dict]:
         def run() -> tuple[int, dict]:
@@ -482,7 +610,12 @@ class FakePayPal:
             cents = None
             if isinstance(amount, dict):
                 if amount.get("currency_code") != capture["amount"]["currency_code"]:
-                    raise PayPalError(422, "UNPROCESSABLE_ENTITY", "Currency mismatch.", "REFUND_CURRENCY_MISMATCH")
+                    raise PayPalError(
+                        422,
+                        "UNPROCESSABLE_ENTITY",
+                        "Currency mismatch.",
+                        "REFUND_CURRENCY_MISMATCH",
+                    )
                 cents = paypal.to_minor_units(amount.get("value"), amount["currency_code"])
             refund = self._refund(capture_id, cents)
             self.record_event("PAYMENT.CAPTURE.REFUNDED", refund)
@@ -493,14 +626,30 @@ class FakePayPal:
     def _refund(self, capture_id: str, amount_cents: int | None) -> dict:
         capture = self._capture_or_404(capture_id)
         if capture["status"] not in ("COMPLETED", "PARTIALLY_REFUNDED"):
-            raise PayPalError(422, "UNPROCESSABLE_ENTITY", "The capture cannot be refunded.", "CAPTURE_FULLY_REFUNDED")
+            raise PayPalError(
+                422,
+                "UNPROCESSABLE_ENTITY",
+                "The capture cannot be refunded.",
+                "CAPTURE_FULLY_REFUNDED",
+            )
         currency = capture["amount"]["currency_code"]
         captured = paypal.to_minor_units(capture["amount"]["value"], currency)
         before = sum(r["_cents"] for r in self.refunds.values() if r["_capture"] == capture_id)
         amount = captured - before if amount_cents is None else amount_cents
         if not 0 < amount <= captured - before:
-            raise PayPalError(422, "UNPROCESSABLE_ENTITY", "The refund amount is too large.", "REFUND_AMOUNT_EXCEEDED")
-        refund = pe.refund(paypal_id(), capture_id, amount_cents=amount, total_refunded_cents=before + amount, currency=currency)
+            raise PayPalError(
+                422,
+                "UNPROCESSABLE_ENTITY",
+                "The refund amount is too large.",
+                "REFUND_AMOUNT_EXCEEDED",
+            )
+        refund = pe.refund(
+            paypal_id(),
+            capture_id,
+            amount_cents=amount,
+            total_refunded_cents=before + amount,
+            currency=currency,
+        )
         refund.update(create_time=_now_iso(), update_time=_now_iso())
         self.refunds[refund["id"]] = {**refund, "_cents": amount, "_capture": capture_id}
         capture["status"] = "REFUNDED" if before + amount == captured else "PARTIALLY_REFUNDED"
@@ -510,22 +659,35 @@ class FakePayPal:
     # -- webhooks ----------------------------------------------------------------------
 
     def _list_events(self) -> tuple[int, dict]:
-        query = {k: v[-1] for k, v in parse_qs(request.query_string.decode(), keep_blank_values=True).items()}
+        query = {
+            k: v[-1]
+            for k, v in parse_qs(request.query_string.decode(), keep_blank_values=True).items()
+        }
         try:
             page_size = int(query.get("page_size", "10"))
         except ValueError:
-            raise PayPalError(400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_VALUE") from None
+            raise PayPalError(
+                400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_VALUE"
+            ) from None
         if not 1 <= page_size <= 300:
-            raise PayPalError(400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_VALUE")
+            raise PayPalError(
+                400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_VALUE"
+            )
         bounds = []
         for name, keep in (("start_time", lambda t, b: t >= b), ("end_time", lambda t, b: t <= b)):
             if query.get(name):
                 bound = paypal._parse_time(query[name])
                 if bound is None:
-                    raise PayPalError(400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_SYNTAX")
+                    raise PayPalError(
+                        400,
+                        "INVALID_REQUEST",
+                        "Request is not well-formed.",
+                        "INVALID_PARAMETER_SYNTAX",
+                    )
                 bounds.append((keep, bound))
         selected = [
-            e for e in reversed(self.events)  # newest first
+            e
+            for e in reversed(self.events)  # newest first
             if (not query.get("event_type") or e["event_type"] == query["event_type"])
             and all(keep(paypal._parse_time(e["create_time"]), bound) for keep, bound in bounds)
         ]
@@ -533,31 +695,63 @@ class FakePayPal:
         if after:
             ids = [e["id"] for e in selected]
             if after not in ids:
-                raise PayPalError(400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_VALUE")
+                raise PayPalError(
+                    400, "INVALID_REQUEST", "Request is not well-formed.", "INVALID_PARAMETER_VALUE"
+                )
             selected = selected[ids.index(after) + 1 :]
         page = selected[:page_size]
         links = []
         if len(selected) > page_size:
-            following = {k: v for k, v in query.items() if k != "next_page_id"} | {"next_page_id": page[-1]["id"]}
-            links.append({"href": f"https://api.sandbox.paypal.com/v1/notifications/webhooks-events?{urlencode(following)}", "rel": "next", "method": "GET"})
+            following = {k: v for k, v in query.items() if k != "next_page_id"} | {
+                "next_page_id": page[-1]["id"]
+            }
+            links.append(
+                {
+                    "href": f"https://api.sandbox.paypal.com/v1/notifications/webhooks-events?{urlencode(following)}",
+                    "rel": "next",
+                    "method": "GET",
+                }
+            )
         return 200, {"events": copy.deepcopy(page), "count": len(page), "links": links}
 
     def _verify_signature(self) -> tuple[int, dict]:
         raw = request.get_data()
         body = self._body()
-        missing = [k for k in ("auth_algo", "cert_url", "transmission_id", "transmission_sig", "transmission_time", "webhook_id", "webhook_event") if not body.get(k)]
+        missing = [
+            k
+            for k in (
+                "auth_algo",
+                "cert_url",
+                "transmission_id",
+                "transmission_sig",
+                "transmission_time",
+                "webhook_id",
+                "webhook_event",
+            )
+            if not body.get(k)
+        ]
         if missing:
-            raise PayPalError(400, "VALIDATION_ERROR", "Invalid request - see details.", "MISSING_REQUIRED_PARAMETER")
+            raise PayPalError(
+                400,
+                "VALIDATION_ERROR",
+                "Invalid request - see details.",
+                "MISSING_REQUIRED_PARAMETER",
+            )
         event = body["webhook_event"]
         signed = self.deliveries.get(event.get("id")) if isinstance(event, dict) else None
         ok = (
             signed is not None
             and body["webhook_id"] == self.webhook_ids[0]  # the id the fake signs for
             and signed[0] in raw  # PayPal checks the CRC32 of what it is sent: byte for byte
-            and all(body[k] == signed[1][h] for k, h in (
-                ("transmission_id", paypal.TRANSMISSION_ID_HEADER), ("transmission_sig", paypal.TRANSMISSION_SIG_HEADER),
-                ("transmission_time", paypal.TRANSMISSION_TIME_HEADER), ("cert_url", paypal.CERT_URL_HEADER),
-                ("auth_algo", paypal.AUTH_ALGO_HEADER),
-            ))  # fmt: skip
+            and all(
+                body[k] == signed[1][h]
+                for k, h in (
+                    ("transmission_id", paypal.TRANSMISSION_ID_HEADER),
+                    ("transmission_sig", paypal.TRANSMISSION_SIG_HEADER),
+                    ("transmission_time", paypal.TRANSMISSION_TIME_HEADER),
+                    ("cert_url", paypal.CERT_URL_HEADER),
+                    ("auth_algo", paypal.AUTH_ALGO_HEADER),
+                )
+            )  # fmt: skip
         )
         return 200, {"verification_status": "SUCCESS" if ok else "FAILURE"}

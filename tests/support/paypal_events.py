@@ -55,7 +55,16 @@ def _name(common_name: str, organization: str = "PayPal, Inc.") -> x509.Name:
     )
 
 
-def _ca(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, path_length: int | None, not_before, not_after):
+def _ca(
+    subject: x509.Name,
+    key,
+    issuer: x509.Name,
+    issuer_key,
+    *,
+    path_length: int | None,
+    not_before,
+    not_after,
+):
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -67,8 +76,15 @@ def _ca(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, path_length: 
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -76,7 +92,8 @@ def _ca(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, path_length: 
     )
     if issuer_key is not key:
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
         )
     return builder.sign(issuer_key, hashes.SHA256())
 
@@ -106,20 +123,38 @@ def issue_leaf(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=True, data_encipherment=False,
-                key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
         )
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
     )
     if ca_issuers_url:
         builder = builder.add_extension(
             x509.AuthorityInformationAccess(
-                [x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(ca_issuers_url))]
+                [
+                    x509.AccessDescription(
+                        x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                        x509.UniformResourceIdentifier(ca_issuers_url),
+                    )
+                ]
             ),
             critical=False,
         )
@@ -157,7 +192,9 @@ def make_pki(*, subject: str = SANDBOX_SUBJECT, ca_issuers_url: str | None = Non
                not_before=now - dt.timedelta(days=3650), not_after=now + dt.timedelta(days=3650))  # fmt: skip
     intermediate = _ca(_name("payhooks Test EV Server CA", "payhooks tests"), intermediate_key, root_name, root_key,
                        path_length=0, not_before=now - dt.timedelta(days=365), not_after=now + dt.timedelta(days=1825))  # fmt: skip
-    leaf = issue_leaf(intermediate, intermediate_key, leaf_key, subject=subject, ca_issuers_url=ca_issuers_url)
+    leaf = issue_leaf(
+        intermediate, intermediate_key, leaf_key, subject=subject, ca_issuers_url=ca_issuers_url
+    )
     return TestPKI(root_key, root, intermediate_key, intermediate, leaf_key, leaf)
 
 
@@ -197,22 +234,38 @@ def sample(event_type: str) -> dict:
     return copy.deepcopy(SAMPLES[event_type])
 
 
-def event(event_type: str, resource: dict | None = None, *, event_id: str | None = None, create_time: str | None = None) -> dict:
+def event(
+    event_type: str,
+    resource: dict | None = None,
+    *,
+    event_id: str | None = None,
+    create_time: str | None = None,
+) -> dict:
     """The sample's envelope around ``resource`` (the sample's own resource if None)."""
     envelope = sample(event_type)
-    envelope["id"] = event_id or f"WH-{uuid.uuid4().hex[:17].upper()}-{uuid.uuid4().hex[:17].upper()}"
-    envelope["create_time"] = create_time or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    envelope["id"] = (
+        event_id or f"WH-{uuid.uuid4().hex[:17].upper()}-{uuid.uuid4().hex[:17].upper()}"
+    )
+    envelope["create_time"] = (
+        create_time or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    )
     if resource is not None:
         envelope["resource"] = copy.deepcopy(resource)
     for link in envelope.get("links") or []:
-        link["href"] = link["href"].rsplit("/webhooks-events/", 1)[0] + "/webhooks-events/" + envelope["id"] + (
-            "/resend" if link.get("rel") == "resend" else ""
+        link["href"] = (
+            link["href"].rsplit("/webhooks-events/", 1)[0]
+            + "/webhooks-events/"
+            + envelope["id"]
+            + ("/resend" if link.get("rel") == "resend" else "")
         )
     return envelope
 
 
 def money(amount_cents: int, currency: str = "USD") -> dict:
-    return {"currency_code": currency.upper(), "value": paypal.to_paypal_value(amount_cents, currency)}
+    return {
+        "currency_code": currency.upper(),
+        "value": paypal.to_paypal_value(amount_cents, currency),
+    }
 
 
 def custom_id(user_id: str | None, credits: int | None) -> str | None:
@@ -273,7 +326,11 @@ def capture(
     else:
         resource["supplementary_data"] = {"related_ids": {"order_id": order_id}}
     for link in resource["links"]:
-        link["href"] = link["href"].replace("12A34567BC123456S", capture_id).replace("1AB234567A1234567", order_id or "")
+        link["href"] = (
+            link["href"]
+            .replace("12A34567BC123456S", capture_id)
+            .replace("1AB234567A1234567", order_id or "")
+        )
     return resource
 
 
@@ -296,8 +353,16 @@ def refund(
     else:
         breakdown["total_refunded_amount"] = money(total_refunded_cents, currency)
     resource["links"] = [
-        {"href": f"https://api.paypal.com/v2/payments/refunds/{refund_id}", "rel": "self", "method": "GET"},
-        {"href": f"https://api.paypal.com/v2/payments/captures/{capture_id}", "rel": "up", "method": "GET"},
+        {
+            "href": f"https://api.paypal.com/v2/payments/refunds/{refund_id}",
+            "rel": "self",
+            "method": "GET",
+        },
+        {
+            "href": f"https://api.paypal.com/v2/payments/captures/{capture_id}",
+            "rel": "up",
+            "method": "GET",
+        },
     ]
     return resource
 
@@ -311,7 +376,9 @@ def dispute(
     outcome: str | None = None,
 ) -> dict:
     """A dispute (PayPal's CREATED sample, or RESOLVED with ``outcome``)."""
-    resource = sample("CUSTOMER.DISPUTE.RESOLVED" if outcome else "CUSTOMER.DISPUTE.CREATED")["resource"]
+    resource = sample("CUSTOMER.DISPUTE.RESOLVED" if outcome else "CUSTOMER.DISPUTE.CREATED")[
+        "resource"
+    ]
     resource["dispute_id"] = dispute_id
     resource["disputed_transactions"][0]["seller_transaction_id"] = capture_id
     if amount_cents is None:
@@ -323,7 +390,9 @@ def dispute(
     return resource
 
 
-def approval_reversed(order_id: str, *, user_id: str | None = "user_1", credits: int | None = 100) -> dict:
+def approval_reversed(
+    order_id: str, *, user_id: str | None = "user_1", credits: int | None = 100
+) -> dict:
     resource = sample("CHECKOUT.PAYMENT-APPROVAL.REVERSED")["resource"]
     resource["order_id"] = order_id
     resource["purchase_units"][0].pop("custom_id", None)

@@ -58,7 +58,9 @@ def test_sample_capture_pending_finds_its_order_through_the_up_link():
 
 
 def test_sample_capture_declined_keeps_another_integrations_custom_id_as_unknown():
-    change = translate(pe.sample("PAYMENT.CAPTURE.DECLINED"))  # custom_id "CUSTOMID-1001", up = an authorization
+    change = translate(
+        pe.sample("PAYMENT.CAPTURE.DECLINED")
+    )  # custom_id "CUSTOMID-1001", up = an authorization
     assert change == PaymentFailed(
         PaymentRef(session_id="48R416400V564864N", payment_id="7U133281TB3277326"),
         Purchase(amount_cents=18510, currency="usd", line_items=()),
@@ -93,7 +95,11 @@ def test_sample_order_approved_asks_for_an_idempotent_capture():
 
 def test_sample_approval_reversed_fails_the_order():
     change = translate(pe.sample("CHECKOUT.PAYMENT-APPROVAL.REVERSED"))
-    assert change == PaymentFailed(PaymentRef(session_id="5O190127TN364715T"), Purchase(line_items=()), code="PAYMENT_APPROVAL_REVERSED")
+    assert change == PaymentFailed(
+        PaymentRef(session_id="5O190127TN364715T"),
+        Purchase(line_items=()),
+        code="PAYMENT_APPROVAL_REVERSED",
+    )
 
 
 def test_sample_disputes():
@@ -116,21 +122,39 @@ def test_sample_disputes():
 
 
 def test_order_approved_carries_the_purchase_from_custom_id():
-    change = translate(pe.event("CHECKOUT.ORDER.APPROVED", pe.order("ORDER1", user_id="u_42", credits=250, amount_cents=1999)))
+    change = translate(
+        pe.event(
+            "CHECKOUT.ORDER.APPROVED",
+            pe.order("ORDER1", user_id="u_42", credits=250, amount_cents=1999),
+        )
+    )
     assert change == CaptureRequested(
         PaymentRef(session_id="ORDER1"),
         request_id=paypal.capture_request_id("ORDER1"),
-        purchase=Purchase(user_id="u_42", credits=250, amount_cents=1999, currency="usd", line_items=()),
+        purchase=Purchase(
+            user_id="u_42", credits=250, amount_cents=1999, currency="usd", line_items=()
+        ),
     )
 
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [("COMPLETED", PaymentSucceeded), ("PARTIALLY_REFUNDED", PaymentSucceeded), ("PENDING", PaymentProcessing), ("DECLINED", PaymentFailed)],
+    [
+        ("COMPLETED", PaymentSucceeded),
+        ("PARTIALLY_REFUNDED", PaymentSucceeded),
+        ("PENDING", PaymentProcessing),
+        ("DECLINED", PaymentFailed),
+    ],
 )
 def test_an_order_with_its_capture_says_what_the_capture_did(status, expected):
-    approved = paypal.parse_event(pe.encode(pe.event("CHECKOUT.ORDER.APPROVED", pe.order("ORDER2"))))
-    captured = pe.order("ORDER2", status="COMPLETED", captures=[pe.capture("CAP2", order_id="ORDER2", status=status)])
+    approved = paypal.parse_event(
+        pe.encode(pe.event("CHECKOUT.ORDER.APPROVED", pe.order("ORDER2")))
+    )
+    captured = pe.order(
+        "ORDER2",
+        status="COMPLETED",
+        captures=[pe.capture("CAP2", order_id="ORDER2", status=status)],
+    )
     change = paypal.translate(paypal.with_capture(approved, captured))
     assert type(change) is expected
     assert change.ref == PaymentRef(session_id="ORDER2", payment_id="CAP2")
@@ -143,13 +167,22 @@ def test_an_order_with_its_capture_says_what_the_capture_did(status, expected):
 
 def test_order_outcomes_for_recovery():
     assert isinstance(paypal.order_outcome(pe.order("O3", intent="AUTHORIZE")), Ignored)
-    assert paypal.order_outcome(pe.order("O3", status="VOIDED")) == PaymentCanceled(PaymentRef(session_id="O3"), reason="order voided")
+    assert paypal.order_outcome(pe.order("O3", status="VOIDED")) == PaymentCanceled(
+        PaymentRef(session_id="O3"), reason="order voided"
+    )
     assert isinstance(paypal.order_outcome(pe.order("O3", status="CREATED")), Ignored)
     assert isinstance(paypal.order_outcome(pe.order("O3", status="APPROVED")), CaptureRequested)
 
 
 def test_capture_completed_with_our_custom_id_names_buyer_and_credits():
-    change = translate(pe.event("PAYMENT.CAPTURE.COMPLETED", pe.capture("CAP4", order_id="O4", user_id="u_7", credits=500, amount_cents=4999, currency="EUR")))
+    change = translate(
+        pe.event(
+            "PAYMENT.CAPTURE.COMPLETED",
+            pe.capture(
+                "CAP4", order_id="O4", user_id="u_7", credits=500, amount_cents=4999, currency="EUR"
+            ),
+        )
+    )
     assert change == PaymentSucceeded(
         PaymentRef(session_id="O4", payment_id="CAP4"),
         Purchase(user_id="u_7", credits=500, amount_cents=4999, currency="eur", line_items=()),
@@ -159,24 +192,48 @@ def test_capture_completed_with_our_custom_id_names_buyer_and_credits():
 
 
 def test_capture_without_an_order_is_found_by_its_capture_id():
-    change = translate(pe.event("PAYMENT.CAPTURE.PENDING", pe.capture("CAP5", status="PENDING", reason="ECHECK")))
+    change = translate(
+        pe.event("PAYMENT.CAPTURE.PENDING", pe.capture("CAP5", status="PENDING", reason="ECHECK"))
+    )
     assert change.ref == PaymentRef(payment_id="CAP5")
 
 
 def test_capture_denied_reason_is_the_code():
-    change = translate(pe.event("PAYMENT.CAPTURE.DENIED", pe.capture("CAP6", order_id="O6", status="DENIED", reason="PENDING_REVIEW")))
+    change = translate(
+        pe.event(
+            "PAYMENT.CAPTURE.DENIED",
+            pe.capture("CAP6", order_id="O6", status="DENIED", reason="PENDING_REVIEW"),
+        )
+    )
     assert isinstance(change, PaymentFailed) and change.code == "PENDING_REVIEW"
 
 
 def test_refund_without_a_total_is_one_refund_by_its_id():
-    change = translate(pe.event("PAYMENT.CAPTURE.REFUNDED", pe.refund("R1", "CAP7", amount_cents=300, total_refunded_cents=None)))
-    assert change == RefundChanged(PaymentRef(payment_id="CAP7"), refund_id="R1", amount_cents=300, status="succeeded")
+    change = translate(
+        pe.event(
+            "PAYMENT.CAPTURE.REFUNDED",
+            pe.refund("R1", "CAP7", amount_cents=300, total_refunded_cents=None),
+        )
+    )
+    assert change == RefundChanged(
+        PaymentRef(payment_id="CAP7"), refund_id="R1", amount_cents=300, status="succeeded"
+    )
 
 
-@pytest.mark.parametrize(("status", "expected"), [("PENDING", "pending"), ("FAILED", "failed"), ("CANCELLED", "canceled")])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("PENDING", "pending"), ("FAILED", "failed"), ("CANCELLED", "canceled")],
+)
 def test_a_refund_not_completed_is_reported_by_its_id(status, expected):
-    change = translate(pe.event("PAYMENT.CAPTURE.REFUNDED", pe.refund("R2", "CAP8", amount_cents=300, total_refunded_cents=300, status=status)))
-    assert change == RefundChanged(PaymentRef(payment_id="CAP8"), refund_id="R2", amount_cents=300, status=expected)
+    change = translate(
+        pe.event(
+            "PAYMENT.CAPTURE.REFUNDED",
+            pe.refund("R2", "CAP8", amount_cents=300, total_refunded_cents=300, status=status),
+        )
+    )
+    assert change == RefundChanged(
+        PaymentRef(payment_id="CAP8"), refund_id="R2", amount_cents=300, status=expected
+    )
 
 
 def test_a_refund_that_names_no_capture_is_invalid():
@@ -185,11 +242,18 @@ def test_a_refund_that_names_no_capture_is_invalid():
     with pytest.raises(InvalidEventError, match="names no capture"):
         translate(pe.event("PAYMENT.CAPTURE.REFUNDED", resource))
     resource["supplementary_data"] = {"related_ids": {"capture_id": "CAP9"}}
-    assert translate(pe.event("PAYMENT.CAPTURE.REFUNDED", resource)).ref == PaymentRef(payment_id="CAP9")
+    assert translate(pe.event("PAYMENT.CAPTURE.REFUNDED", resource)).ref == PaymentRef(
+        payment_id="CAP9"
+    )
 
 
 def test_jpy_refund_amounts_have_no_minor_unit():
-    change = translate(pe.event("PAYMENT.CAPTURE.REFUNDED", pe.refund("R4", "CAP10", amount_cents=500, total_refunded_cents=1500, currency="JPY")))
+    change = translate(
+        pe.event(
+            "PAYMENT.CAPTURE.REFUNDED",
+            pe.refund("R4", "CAP10", amount_cents=500, total_refunded_cents=1500, currency="JPY"),
+        )
+    )
     assert change == Refunded(PaymentRef(payment_id="CAP10"), refunded_cents=1500)
 
 
@@ -205,8 +269,19 @@ def test_jpy_refund_amounts_have_no_minor_unit():
     ],
 )
 def test_dispute_outcomes(outcome, won):
-    change = translate(pe.event("CUSTOMER.DISPUTE.RESOLVED", pe.dispute("PP-D-1", "CAP11", outcome=outcome, amount_cents=999)))
-    assert change == DisputeClosed(PaymentRef(payment_id="CAP11"), dispute_id="PP-D-1", won=won, amount_cents=999, reason="MERCHANDISE_OR_SERVICE_NOT_RECEIVED")
+    change = translate(
+        pe.event(
+            "CUSTOMER.DISPUTE.RESOLVED",
+            pe.dispute("PP-D-1", "CAP11", outcome=outcome, amount_cents=999),
+        )
+    )
+    assert change == DisputeClosed(
+        PaymentRef(payment_id="CAP11"),
+        dispute_id="PP-D-1",
+        won=won,
+        amount_cents=999,
+        reason="MERCHANDISE_OR_SERVICE_NOT_RECEIVED",
+    )
 
 
 @pytest.mark.parametrize("outcome", ["NONE", "SOMETHING_NEW", None])
@@ -235,7 +310,9 @@ def test_unhandled_types_are_ignored():
 def test_custom_id_round_trips_and_fits_paypals_limit():
     encoded = paypal.encode_custom_id(user_id="user_ü/1", credits=100, package_id="starter")
     assert len(encoded) <= 127
-    assert paypal.decode_custom_id(encoded) == Purchase(user_id="user_ü/1", credits=100, package_id="starter")
+    assert paypal.decode_custom_id(encoded) == Purchase(
+        user_id="user_ü/1", credits=100, package_id="starter"
+    )
     with pytest.raises(ValueError, match="at most 127"):
         paypal.encode_custom_id(user_id="u" * 120, credits=1)
     with pytest.raises(ValueError):
@@ -244,11 +321,22 @@ def test_custom_id_round_trips_and_fits_paypals_limit():
 
 @pytest.mark.parametrize(
     "custom_id",
-    ['{"user_id":"u","credits":"zq7.c4n4ry@example.com"}', '{"user_id":"u","credits":0}', '{"user_id":7,"credits":1}', "{zq7.c4n4ry", '{"user_id":"zq7.c4n4ry","credits":1.5}'],
+    [
+        '{"user_id":"u","credits":"zq7.c4n4ry@example.com"}',
+        '{"user_id":"u","credits":0}',
+        '{"user_id":7,"credits":1}',
+        "{zq7.c4n4ry",
+        '{"user_id":"zq7.c4n4ry","credits":1.5}',
+    ],
 )
 def test_a_broken_custom_id_of_ours_is_invalid_and_never_echoed(custom_id):
     with pytest.raises(InvalidEventError) as caught:
-        translate(pe.event("PAYMENT.CAPTURE.COMPLETED", {**pe.capture("CAP15", order_id="O15"), "custom_id": custom_id}))
+        translate(
+            pe.event(
+                "PAYMENT.CAPTURE.COMPLETED",
+                {**pe.capture("CAP15", order_id="O15"), "custom_id": custom_id},
+            )
+        )
     assert "c4n4ry" not in str(caught.value)
     assert "custom_id" in str(caught.value)
 
@@ -257,7 +345,12 @@ def test_a_broken_custom_id_of_ours_is_invalid_and_never_echoed(custom_id):
 
 
 def test_parse_event_reads_the_envelope():
-    envelope = pe.event("PAYMENT.CAPTURE.COMPLETED", pe.capture("CAP16"), event_id="WH-1", create_time="2024-08-02T19:33:35.123Z")
+    envelope = pe.event(
+        "PAYMENT.CAPTURE.COMPLETED",
+        pe.capture("CAP16"),
+        event_id="WH-1",
+        create_time="2024-08-02T19:33:35.123Z",
+    )
     event = paypal.parse_event(pe.encode(envelope))
     assert (event.provider, event.id, event.type) == ("paypal", "WH-1", "PAYMENT.CAPTURE.COMPLETED")
     assert event.created == dt.datetime(2024, 8, 2, 19, 33, 35, 123000, tzinfo=dt.UTC)
@@ -266,7 +359,9 @@ def test_parse_event_reads_the_envelope():
 
 
 def test_an_impossible_create_time_is_unknown_not_fatal():
-    envelope = pe.event("PAYMENT.CAPTURE.COMPLETED", pe.capture("CAP17"), create_time="2018-19-12T22:20:32.000Z")
+    envelope = pe.event(
+        "PAYMENT.CAPTURE.COMPLETED", pe.capture("CAP17"), create_time="2018-19-12T22:20:32.000Z"
+    )
     assert paypal.parse_event(pe.encode(envelope)).created is None
 
 
@@ -308,7 +403,17 @@ def test_decimal_strings_convert_exactly(value, currency, minor):
 
 @pytest.mark.parametrize(
     ("value", "currency"),
-    [("10.001", "USD"), ("1500.5", "JPY"), ("1.2345", "KWD"), ("-1.00", "USD"), ("1e3", "USD"), ("1,00", "EUR"), (" 1", "USD"), ("", "USD"), (10, "USD")],
+    [
+        ("10.001", "USD"),
+        ("1500.5", "JPY"),
+        ("1.2345", "KWD"),
+        ("-1.00", "USD"),
+        ("1e3", "USD"),
+        ("1,00", "EUR"),
+        (" 1", "USD"),
+        ("", "USD"),
+        (10, "USD"),
+    ],
 )
 def test_amounts_that_are_not_exact_in_the_currency_are_refused(value, currency):
     with pytest.raises(ValueError):
@@ -317,7 +422,14 @@ def test_amounts_that_are_not_exact_in_the_currency_are_refused(value, currency)
 
 @pytest.mark.parametrize(
     ("minor", "currency", "value"),
-    [(1050, "USD", "10.50"), (1, "EUR", "0.01"), (1500, "JPY", "1500"), (150000, "HUF", "1500"), (150000, "TWD", "1500"), (1234, "KWD", "1.234")],
+    [
+        (1050, "USD", "10.50"),
+        (1, "EUR", "0.01"),
+        (1500, "JPY", "1500"),
+        (150000, "HUF", "1500"),
+        (150000, "TWD", "1500"),
+        (1234, "KWD", "1.234"),
+    ],
 )
 def test_amounts_sent_to_paypal(minor, currency, value):
     assert paypal.to_paypal_value(minor, currency) == value
@@ -329,7 +441,10 @@ def test_paypal_takes_no_fraction_of_a_forint_or_a_taiwan_dollar():
             paypal.to_paypal_value(150050, currency)
 
 
-@given(st.integers(min_value=0, max_value=10**15), st.sampled_from(["USD", "EUR", "GBP", "JPY", "KWD", "CAD", "CHF"]))
+@given(
+    st.integers(min_value=0, max_value=10**15),
+    st.sampled_from(["USD", "EUR", "GBP", "JPY", "KWD", "CAD", "CHF"]),
+)
 def test_minor_units_round_trip(minor, currency):
     assert paypal.to_minor_units(paypal.to_paypal_value(minor, currency), currency) == minor
 

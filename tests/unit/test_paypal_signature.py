@@ -20,14 +20,20 @@ from providers.errors import (
 from tests.support import paypal_events as pe
 
 TOLERANCE = 300
-BODY = pe.encode(pe.event("PAYMENT.CAPTURE.COMPLETED", pe.capture("5TY05013RG002845M", order_id="5O190127TN364715T")))
+BODY = pe.encode(
+    pe.event(
+        "PAYMENT.CAPTURE.COMPLETED", pe.capture("5TY05013RG002845M", order_id="5O190127TN364715T")
+    )
+)
 IDS = (pe.WEBHOOK_ID, pe.ROTATED_WEBHOOK_ID)
 
 
 class Fetcher:
     """Certificate addresses served from a dict; counts downloads."""
 
-    def __init__(self, served: dict[str, bytes] | None = None, *, error: Exception | None = None) -> None:
+    def __init__(
+        self, served: dict[str, bytes] | None = None, *, error: Exception | None = None
+    ) -> None:
         self.served = dict(served or {})
         self.error = error
         self.calls: list[str] = []
@@ -37,7 +43,9 @@ class Fetcher:
         if self.error is not None:
             raise self.error
         if url not in self.served:
-            raise ProviderRequestError("PayPal refused the certificate download (404): RESOURCE_NOT_FOUND")
+            raise ProviderRequestError(
+                "PayPal refused the certificate download (404): RESOURCE_NOT_FOUND"
+            )
         return self.served[url]
 
 
@@ -53,7 +61,9 @@ def now() -> float:
 
 def source_for(pki, served=None, *, store=None, clock=None, **kwargs):
     fetch = Fetcher({pe.CERT_URL: pki.leaf_pem()} if served is None else served)
-    source = paypal.CertificateSource(fetch, roots=[pki.root], store=store, clock=clock or time.time, **kwargs)
+    source = paypal.CertificateSource(
+        fetch, roots=[pki.root], store=store, clock=clock or time.time, **kwargs
+    )
     return source, fetch
 
 
@@ -97,7 +107,9 @@ def test_the_signed_string_is_ids_time_webhook_and_unsigned_decimal_crc32():
     message = paypal.signed_message("tid", "2024-08-02T19:33:35Z", "WH1", b"\xff" * 7)
     crc = int(message.rsplit(b"|", 1)[1])
     assert message.startswith(b"tid|2024-08-02T19:33:35Z|WH1|")
-    assert crc == 0xFFFFFFFF & __import__("zlib").crc32(b"\xff" * 7) and crc > 2**31  # unsigned, not negative
+    assert (
+        crc == 0xFFFFFFFF & __import__("zlib").crc32(b"\xff" * 7) and crc > 2**31
+    )  # unsigned, not negative
 
 
 # -- refused ------------------------------------------------------------------------------
@@ -122,7 +134,9 @@ def test_a_webhook_id_not_configured_is_refused(pki, now):
     assert reason(BODY, headers_at(now), source, now, ids=()) == "unconfigured"
 
 
-@pytest.mark.parametrize(("offset", "expected"), [(-TOLERANCE - 1, "stale"), (TOLERANCE + 1, "future")])
+@pytest.mark.parametrize(
+    ("offset", "expected"), [(-TOLERANCE - 1, "stale"), (TOLERANCE + 1, "future")]
+)
 def test_stale_and_future_transmissions_are_refused_before_any_download(pki, now, offset, expected):
     source, fetch = source_for(pki)
     assert reason(BODY, headers_at(now + offset), source, now) == expected
@@ -136,13 +150,29 @@ def test_stale_and_future_transmissions_are_refused_before_any_download(pki, now
         (paypal.TRANSMISSION_SIG_HEADER, "not base64!", "malformed"),
         (paypal.TRANSMISSION_TIME_HEADER, "yesterday", "malformed"),
         (paypal.TRANSMISSION_ID_HEADER, "a|b", "malformed"),
-        (paypal.CERT_URL_HEADER, "http://api.sandbox.paypal.com/v1/notifications/certs/CERT-1", "scheme"),
+        (
+            paypal.CERT_URL_HEADER,
+            "http://api.sandbox.paypal.com/v1/notifications/certs/CERT-1",
+            "scheme",
+        ),
         (paypal.CERT_URL_HEADER, "https://evil.example/v1/notifications/certs/CERT-1", "host"),
-        (paypal.CERT_URL_HEADER, "https://api.paypal.com.evil.example/v1/notifications/certs/CERT-1", "host"),
-        (paypal.CERT_URL_HEADER, "https://api.paypal.com:8443/v1/notifications/certs/CERT-1", "host"),
+        (
+            paypal.CERT_URL_HEADER,
+            "https://api.paypal.com.evil.example/v1/notifications/certs/CERT-1",
+            "host",
+        ),
+        (
+            paypal.CERT_URL_HEADER,
+            "https://api.paypal.com:8443/v1/notifications/certs/CERT-1",
+            "host",
+        ),
         (paypal.CERT_URL_HEADER, "https://x@api.paypal.com/v1/notifications/certs/CERT-1", "host"),
         (paypal.CERT_URL_HEADER, "https://api.paypal.com/v1/oauth2/token", "url"),
-        (paypal.CERT_URL_HEADER, "https://api.paypal.com/v1/notifications/certs/../../oauth2/token", "url"),
+        (
+            paypal.CERT_URL_HEADER,
+            "https://api.paypal.com/v1/notifications/certs/../../oauth2/token",
+            "url",
+        ),
         (paypal.CERT_URL_HEADER, "https://api.paypal.com/v1/notifications/certs/CERT-1?x=1", "url"),
     ],
 )
@@ -166,13 +196,19 @@ def test_each_missing_header_is_named(pki, now, header):
 
 def _serve(pki, leaf: x509.Certificate, *, intermediate: bool = True) -> dict[str, bytes]:
     pem = leaf.public_bytes(Encoding.PEM)
-    return {pe.CERT_URL: pem + (pki.intermediate.public_bytes(Encoding.PEM) if intermediate else b"")}
+    return {
+        pe.CERT_URL: pem + (pki.intermediate.public_bytes(Encoding.PEM) if intermediate else b"")
+    }
 
 
 def test_an_expired_or_not_yet_valid_certificate_is_refused(pki, now):
     at = dt.datetime.fromtimestamp(now, dt.UTC)
-    expired = pki.leaf_with(not_before=at - dt.timedelta(days=400), not_after=at - dt.timedelta(seconds=1))
-    early = pki.leaf_with(not_before=at + dt.timedelta(hours=1), not_after=at + dt.timedelta(days=300))
+    expired = pki.leaf_with(
+        not_before=at - dt.timedelta(days=400), not_after=at - dt.timedelta(seconds=1)
+    )
+    early = pki.leaf_with(
+        not_before=at + dt.timedelta(hours=1), not_after=at + dt.timedelta(days=300)
+    )
     for leaf in (expired, early):
         source, _ = source_for(pki, _serve(pki, leaf))
         assert reason(BODY, headers_at(now), source, now) == "expired"
@@ -183,7 +219,10 @@ def test_an_expired_or_not_yet_valid_certificate_is_refused(pki, now):
     [
         {"subject": "www.paypal.com"},
         {"subject": "messageverificationcerts.paypal.com.evil.example"},
-        {"subject": "evil.example", "san": pe.SANDBOX_SUBJECT},  # the name in SAN only, another in CN
+        {
+            "subject": "evil.example",
+            "san": pe.SANDBOX_SUBJECT,
+        },  # the name in SAN only, another in CN
         {"subject": pe.SANDBOX_SUBJECT, "san": "evil.example"},  # the name in CN only
     ],
 )
@@ -193,7 +232,9 @@ def test_a_certificate_for_another_subject_is_refused(pki, now, names):
 
 
 def test_the_live_subject_is_accepted_too(pki, now):
-    source, _ = source_for(pki, _serve(pki, pki.leaf_with(subject="messageverificationcerts.paypal.com")))
+    source, _ = source_for(
+        pki, _serve(pki, pki.leaf_with(subject="messageverificationcerts.paypal.com"))
+    )
     assert verify(BODY, headers_at(now), source, now) == 0
 
 
@@ -201,7 +242,9 @@ def test_a_certificate_that_does_not_chain_to_a_trusted_root_is_refused(pki, now
     # what a forger makes: PayPal's name, their own CA (or none)
     forger = pe.make_pki()
     untrusted = {pe.CERT_URL: forger.leaf_pem()}
-    self_signed = pe.issue_leaf(forger.leaf, forger.leaf_key, forger.leaf_key)  # issuer = subject, own key
+    self_signed = pe.issue_leaf(
+        forger.leaf, forger.leaf_key, forger.leaf_key
+    )  # issuer = subject, own key
     assert self_signed.issuer == self_signed.subject
     for served in (untrusted, {pe.CERT_URL: self_signed.public_bytes(Encoding.PEM)}):
         source, _ = source_for(pki, served)
@@ -219,14 +262,19 @@ def test_a_leaf_without_its_intermediate_needs_one_from_configuration_or_its_iss
     # PayPal serves the leaf alone; its "CA issuers" address (DigiCert's, allowlisted) has the intermediate
     issuer_url = "http://cacerts.digicert.com/payhooksTestEVServerCA.crt"
     with_aia = pki.leaf_with(ca_issuers_url=issuer_url)
-    served = {pe.CERT_URL: with_aia.public_bytes(Encoding.PEM), issuer_url: pki.intermediate.public_bytes(Encoding.DER)}
+    served = {
+        pe.CERT_URL: with_aia.public_bytes(Encoding.PEM),
+        issuer_url: pki.intermediate.public_bytes(Encoding.DER),
+    }
     source, fetch = source_for(pki, served)
     assert verify(BODY, headers_at(now), source, now) == 0
     assert fetch.calls == [pe.CERT_URL, issuer_url]
 
     elsewhere = "http://cacerts.evil.example/intermediate.crt"
     with_bad_aia = pki.leaf_with(ca_issuers_url=elsewhere)
-    source, fetch = source_for(pki, {pe.CERT_URL: with_bad_aia.public_bytes(Encoding.PEM), elsewhere: b""})
+    source, fetch = source_for(
+        pki, {pe.CERT_URL: with_bad_aia.public_bytes(Encoding.PEM), elsewhere: b""}
+    )
     assert reason(BODY, headers_at(now), source, now) == "chain"
     assert elsewhere not in fetch.calls
 
@@ -246,7 +294,9 @@ def test_a_download_failure_is_unavailable_not_a_bad_signature(pki, now):
 def test_errors_name_what_is_wrong_never_the_values(pki, now):
     source, _ = source_for(pki)
     headers = headers_at(now)
-    headers[paypal.CERT_URL_HEADER] = "https://zq7c4n4ry.example/v1/notifications/certs/CERT-zq7c4n4ry"
+    headers[paypal.CERT_URL_HEADER] = (
+        "https://zq7c4n4ry.example/v1/notifications/certs/CERT-zq7c4n4ry"
+    )
     headers[paypal.TRANSMISSION_ID_HEADER] = "zq7c4n4ry-transmission"
     with pytest.raises(SignatureError) as caught:
         verify(BODY, headers, source, now)
@@ -285,7 +335,9 @@ def test_what_the_shared_store_holds_is_checked_again(pki, now):
 
 def test_a_cached_certificate_is_not_used_past_its_expiry(pki, now):
     at = dt.datetime.fromtimestamp(now, dt.UTC)
-    short = pki.leaf_with(not_before=at - dt.timedelta(days=1), not_after=at + dt.timedelta(seconds=100))
+    short = pki.leaf_with(
+        not_before=at - dt.timedelta(days=1), not_after=at + dt.timedelta(seconds=100)
+    )
     source, fetch = source_for(pki, _serve(pki, short))
     assert verify(BODY, headers_at(now), source, now) == 0
     later = now + 200
@@ -320,13 +372,32 @@ def test_deliveries_signed_by_paypal_verify_with_paypals_certificate_chain(event
     intermediate, root = DIGICERT
     source = paypal.CertificateSource(fetch, roots=[root], intermediates=[intermediate])
 
-    assert paypal.verify(body, headers, ["ROTATED", LIVE["webhook_id"]], certificates=source, tolerance=300, now=sent + 3) == 1
+    assert (
+        paypal.verify(
+            body,
+            headers,
+            ["ROTATED", LIVE["webhook_id"]],
+            certificates=source,
+            tolerance=300,
+            now=sent + 3,
+        )
+        == 1
+    )
     with pytest.raises(SignatureError) as caught:  # one byte more: another CRC32
-        paypal.verify(body + b" ", headers, [LIVE["webhook_id"]], certificates=source, tolerance=300, now=sent + 3)
+        paypal.verify(
+            body + b" ",
+            headers,
+            [LIVE["webhook_id"]],
+            certificates=source,
+            tolerance=300,
+            now=sent + 3,
+        )
     assert caught.value.reason == "mismatch"
     # the certificate expired on 2025-03-07: a year later the same delivery is refused
     later = sent + 365 * 86400
     stale_ok = paypal.CertificateSource(fetch, roots=[root], intermediates=[intermediate])
     with pytest.raises(SignatureError) as caught:
-        paypal.verify(body, headers, [LIVE["webhook_id"]], certificates=stale_ok, tolerance=10**9, now=later)
+        paypal.verify(
+            body, headers, [LIVE["webhook_id"]], certificates=stale_ok, tolerance=10**9, now=later
+        )
     assert caught.value.reason == "expired"
