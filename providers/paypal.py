@@ -31,6 +31,7 @@ import re
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -165,6 +166,7 @@ class CertificateSource:
         aia_hosts: frozenset[str] = AIA_HOSTS,
         clock: Callable[[], float] = time.time,
         max_entries: int = 64,
+        max_downloads_per_minute: int = 10,
     ) -> None:
         if not roots:
             raise ValueError("a certificate source needs at least one trusted root")
@@ -180,6 +182,10 @@ class CertificateSource:
         self._trusted: dict[str, _Trusted] = {}
         self._issuers: dict[str, x509.Certificate] = {}  # AIA downloads, by address
         self._lock = threading.Lock()
+        # Forged deliveries may name any certificate on PayPal's hosts: each unknown one
+        # costs a download, so only so many per minute; past that, "try again later".
+        self._max_downloads = max_downloads_per_minute
+        self._downloads: deque[float] = deque()
         self.fetches = 0  # network downloads of certificates (not AIA), for tests and metrics
 
     def get(self, url: str, *, now: float | None = None) -> x509.Certificate:
@@ -202,6 +208,11 @@ class CertificateSource:
                     shared = None  # stale or damaged: download it again
                 else:
                     return self._remember(url, trusted)
+            while self._downloads and self._downloads[0] <= now - 60:
+                self._downloads.popleft()
+            if len(self._downloads) >= self._max_downloads:
+                raise VerificationUnavailableError("too many certificate downloads this minute")
+            self._downloads.append(now)
             self.fetches += 1
             try:
                 pem = self._fetch(url)

@@ -345,6 +345,20 @@ def test_a_cached_certificate_is_not_used_past_its_expiry(pki, now):
     assert len(fetch.calls) == 2  # looked again, in case PayPal replaced it
 
 
+def test_downloads_of_unknown_certificates_are_limited_per_minute(pki, now):
+    source, fetch = source_for(pki, max_downloads_per_minute=3)
+    for n in range(3):  # forged deliveries naming certificates PayPal does not serve
+        headers = headers_at(now)
+        headers[paypal.CERT_URL_HEADER] = (
+            f"https://api.paypal.com/v1/notifications/certs/CERT-forged-{n}"
+        )
+        assert reason(BODY, headers, source, now) == "certificate"
+    with pytest.raises(VerificationUnavailableError):
+        verify(BODY, headers_at(now), source, now)
+    assert len(fetch.calls) == 3
+    assert verify(BODY, headers_at(now + 61), source, now + 61) == 0  # a minute later
+
+
 def test_the_memory_store_expires_entries():
     clock = [1000.0]
     store = paypal.MemoryStore(clock=lambda: clock[0])
