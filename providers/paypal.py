@@ -1015,7 +1015,7 @@ def _refunded_capture(refund: dict) -> str | None:
 
 
 def _disputed_ref(dispute: dict) -> PaymentRef:
-    for transaction in dispute.get("disputed_transactions") or []:
+    for transaction in _list(dispute.get("disputed_transactions")):
         if isinstance(transaction, dict) and isinstance(
             transaction.get("seller_transaction_id"), str
         ):
@@ -1036,6 +1036,10 @@ def _required_id(obj: dict, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidEventError(f"{what} has no id")
     return value
+
+
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _first(items: object) -> dict:

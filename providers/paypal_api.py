@@ -199,7 +199,7 @@ class PayPalAPI:
         page = self._request("GET", "/v1/notifications/webhooks-events", params=params)
         seen_pages = 0
         while True:
-            yield from (event for event in page.get("events") or [] if isinstance(event, dict))
+            yield from (event for event in _list(page.get("events")) if isinstance(event, dict))
             following = _link(page, "next")
             seen_pages += 1
             if following is None or seen_pages > 10_000:
@@ -360,7 +360,7 @@ def _classify(response: httpx.Response, what: str) -> _Refused:
     name = name if isinstance(name, str) and paypal._CODE.fullmatch(name.upper()) else None
     issues = tuple(
         d["issue"]
-        for d in answer.get("details") or []
+        for d in _list(answer.get("details"))
         if isinstance(d, dict)
         and isinstance(d.get("issue"), str)
         and paypal._CODE.fullmatch(d["issue"])
@@ -395,8 +395,12 @@ def _json(response: httpx.Response) -> dict:
     return answer
 
 
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
 def _link(page: dict, rel: str) -> str | None:
-    for link in page.get("links") or []:
+    for link in _list(page.get("links")):
         if isinstance(link, dict) and link.get("rel") == rel and isinstance(link.get("href"), str):
             return link["href"]
     return None
