@@ -123,6 +123,25 @@ class PaymentCanceled:
 
 
 @dataclass(frozen=True)
+class CaptureRequested:
+    """The buyer approved a payment the merchant must capture itself (a PayPal order).
+
+    No money has moved: the purchase may be recorded as pending, nothing is
+    granted. After the transaction — never inside one, like a line-item lookup —
+    the application asks the provider to capture ``ref.session_id`` with
+    ``request_id``, the same for every delivery of the approval so that
+    duplicates and retries capture once. What the capture answers (paid,
+    pending, declined) is then applied like the provider's own capture events,
+    which follow anyway (``providers.paypal.with_capture`` turns the answer
+    into an event to apply).
+    """
+
+    ref: PaymentRef
+    request_id: str
+    purchase: Purchase = Purchase()
+
+
+@dataclass(frozen=True)
 class PaymentLinked:
     """The money of a payment recorded under ``ref.session_id`` moves under ``ref.payment_id``.
 
@@ -222,6 +241,7 @@ Change = (
     | PaymentProcessing
     | PaymentFailed
     | ActionRequired
+    | CaptureRequested
     | PaymentExpired
     | PaymentCanceled
     | PaymentLinked

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from providers import stripe
+from providers import paypal, stripe
 
-PROVIDERS: dict[str, ModuleType] = {stripe.NAME: stripe}
+PROVIDERS: dict[str, ModuleType] = {stripe.NAME: stripe, paypal.NAME: paypal}
 
 
 class UnknownProviderError(LookupError):

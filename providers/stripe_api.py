@@ -19,29 +19,20 @@ from collections.abc import Iterator, Sequence
 
 import stripe
 
+from providers.errors import (  # noqa: F401  (callers catch them from here too)
+    ProviderConflictError,
+    ProviderNotFoundError,
+    ProviderRequestError,
+    ProviderUnavailableError,
+)
 from providers.stripe import API_VERSION
 
 MAX_TYPES_PER_LISTING = 20
+__all__ = ["ProviderRequestError", "ProviderUnavailableError", "StripeAPI", "StripeNotConfiguredError"]
 
 
 class StripeNotConfiguredError(RuntimeError):
     """No API key: features that call Stripe say so instead of failing obscurely."""
-
-
-class ProviderUnavailableError(RuntimeError):
-    """The provider could not answer now (timeout, connection, 5xx, rate limit)."""
-
-
-class ProviderRequestError(ValueError):
-    """The provider refused the request (4xx other than rate limiting)."""
-
-
-class ProviderNotFoundError(ProviderRequestError):
-    """The provider has no such object (404): usually an id the caller made up or mistyped."""
-
-
-class ProviderConflictError(ProviderRequestError):
-    """The idempotency key was used before with other parameters."""
 
 
 class StripeAPI:
