@@ -1,6 +1,7 @@
-"""python -m bench [receiver|e2e|attack|all] [options]   (make bench BENCH_ARGS="...")
+"""python -m bench [receiver|e2e|attack|aof|all] [options]   (make bench BENCH_ARGS="...")
 
 receiver: payhooks' receiver vs its floor (bare Flask: verify + LPUSH), alternated.
+aof:      the receiver into Redis with appendfsync everysec vs always, alternated.
 e2e:      N signed events through receiver, Redis and a Celery worker into PostgreSQL.
 attack:   valid deliveries beside slow and idle clients, per gunicorn worker model.
 all:      receiver and e2e (the default).
@@ -27,7 +28,7 @@ MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a wh
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "all"), default="all")
+    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "aof", "all"), default="all")
     parser.add_argument("--web-concurrency", type=int, default=2, metavar="N",
                         help="gunicorn worker processes, receiver and floor alike (default 2)")
     parser.add_argument("--worker-class", choices=("sync", "gevent", "gthread"), default=None,
@@ -136,16 +137,19 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from bench import attack, e2e, receiver
+    from bench import aof, attack, e2e, receiver
 
     started = datetime.datetime.now(datetime.UTC)
     print(f"payhooks bench {args.command} — {started:%Y-%m-%d %H:%M} UTC — {revision()} — {machine()}",
           flush=True)
     receiver_report = e2e_report = None
     attack_reports = []
+    aof_report = None
     try:
         if args.command == "attack":
             attack_reports = attack.run(args)
+        if args.command == "aof":
+            aof_report = aof.run(args)
         if args.command in ("receiver", "all"):
             receiver_report = receiver.run(args)
         if args.command in ("e2e", "all"):
@@ -160,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         print_e2e(e2e_report)
     if attack_reports:
         attack.print_reports(attack_reports)
-    failed = (receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
+    if aof_report:
+        aof.print_report(aof_report)
+    failed = ((receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
+              or (aof_report and aof_report.errors))
     return 1 if failed else 0
 
 

@@ -31,7 +31,7 @@ from bench.procs import BIN, SECRET, cpu_seconds, group, service_env
 from infra.embedded import EmbeddedRedis, free_port
 from providers.stripe import sign
 from tests.support import stripe_events
-from workers.queues import WEBHOOKS_QUEUE
+from transport.queue import EVENTS
 
 FLOOR_QUEUE = "floor"
 
@@ -42,6 +42,7 @@ class Target:
     queue: str
     port: int
     pgid: int = 0  # gunicorn's process group: master and workers
+    redis: redis.Redis | None = None  # where it pushes; emptied before and after every run
     runs: list[load.LoadResult] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)  # gunicorn CPU time per answered request
 
@@ -87,7 +88,7 @@ def run(args) -> ReceiverReport:
           f"WEB_CONCURRENCY={args.web_concurrency}, {worker_class} worker class{front}", flush=True)
     body = stripe_events.encode(stripe_events.completed_event(user_id="bench_user", credits="100"))
     floor = Target("floor", FLOOR_QUEUE, free_port())
-    receiver = Target("receiver", WEBHOOKS_QUEUE, free_port())
+    receiver = Target("receiver", EVENTS, free_port())
     with tempfile.TemporaryDirectory(prefix="payhooks-bench-") as tmp:
         broker = EmbeddedRedis(Path(tmp) / "redis", appendonly=False)
         try:
@@ -113,7 +114,8 @@ def run(args) -> ReceiverReport:
                         conf = nginx_conf(directory, target.port, port, timeout=10)
                         processes.http_server(f"nginx-{target.name}", ["nginx", "-p", str(directory), "-c", str(conf),
                                                                        "-g", "daemon off;"], env, target.port)
-                _alternate(args, generator, body, redis.Redis.from_url(broker.url), floor, receiver)
+                floor.redis = receiver.redis = redis.Redis.from_url(broker.url)
+                alternate(args, generator, body, receiver, floor)
         finally:
             broker.stop()
     label = (args.worker_class or "config (gevent)") + (f" behind {args.front}" if args.front else "")
@@ -122,27 +124,27 @@ def run(args) -> ReceiverReport:
                           floor=floor, receiver=receiver)
 
 
-def _alternate(args, generator: str, body: bytes, client: redis.Redis,
-               floor: Target, receiver: Target) -> None:
+def alternate(args, generator: str, body: bytes, a: Target, b: Target) -> None:
+    """A warm-up of each, then --rounds rounds in the order A B, B A, A B..."""
     def measure(target: Target, seconds: float) -> tuple[load.LoadResult, float]:
-        client.delete(FLOOR_QUEUE, WEBHOOKS_QUEUE)
+        target.redis.delete(target.queue)
         signature = sign(body, SECRET, int(time.time()))
         cpu_before = cpu_seconds(target.pgid)
         result = load.timed_load(target.url, body, signature, connections=args.connections,
                                  seconds=seconds, generator=generator)
         cpu_us = (cpu_seconds(target.pgid) - cpu_before) / max(result.requests, 1) * 1e6
-        pushed = client.llen(target.queue)
-        client.delete(FLOOR_QUEUE, WEBHOOKS_QUEUE)
+        pushed = target.redis.llen(target.queue)
+        target.redis.delete(target.queue)
         if result.errors or pushed < result.requests:
             print(f"  WARNING {target.name}: {result.errors} errors, {pushed} pushed "
                   f"for {result.requests} answers", flush=True)
         return result, cpu_us
 
     if args.warmup > 0:
-        for target in (floor, receiver):
+        for target in (b, a):
             measure(target, args.warmup)
     for number in range(args.rounds):
-        order = (receiver, floor) if number % 2 == 0 else (floor, receiver)
+        order = (a, b) if number % 2 == 0 else (b, a)
         for target in order:
             result, cpu_us = measure(target, args.seconds)
             target.runs.append(result)

@@ -39,12 +39,20 @@ def redis_server_binary() -> str:
 
 
 class EmbeddedRedis:
-    """A redis-server child process on a loopback port, AOF on, never evicting."""
+    """A redis-server child process on a loopback port, AOF on, never evicting.
 
-    def __init__(self, directory: Path, port: int | None = None, *, appendonly: bool = True) -> None:
+    `appendfsync` is docker-compose's `everysec` by default: a write reaches the
+    kernel before Redis answers, so a killed redis-server loses nothing, and at
+    most the last second is lost if the whole host goes down
+    (docs/OPERATIONS.md, "Redis").
+    """
+
+    def __init__(self, directory: Path, port: int | None = None, *, appendonly: bool = True,
+                 appendfsync: str = "everysec") -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen | None = None
 
     @property
@@ -60,6 +68,7 @@ class EmbeddedRedis:
                 "--port", str(self.port),
                 "--dir", str(self.directory.resolve()),
                 "--appendonly", "yes" if self.appendonly else "no",
+                "--appendfsync", self.appendfsync,
                 "--save", "",
                 "--maxmemory-policy", "noeviction",
                 "--logfile", str((self.directory / "redis.log").resolve()),
