@@ -203,6 +203,19 @@ def parked(client: redis.Redis) -> int:
     return int(client.llen(PARKED))
 
 
+def parked_items(client: redis.Redis, limit: int) -> list[bytes]:
+    """The parked items, oldest first."""
+    return list(reversed(client.lrange(PARKED, -limit, -1)))
+
+
+def requeue_parked(client: redis.Redis) -> int:
+    """Every parked item back at the tail of the queue, one atomic move each: none lost, none doubled."""
+    moved = 0
+    while client.lmove(PARKED, EVENTS, "RIGHT", "LEFT") is not None:
+        moved += 1
+    return moved
+
+
 def claimed(client: redis.Redis) -> int:
     """Items held by consumers right now."""
     total = 0

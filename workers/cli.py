@@ -569,5 +569,42 @@ def dlq_discard(dead_letter_id: int, reason: str) -> None:
     click.echo(f"dead letter {dead_letter_id}: {letter['status']} by {letter['resolved_by']}")
 
 
+@main.group()
+def parked() -> None:
+    """Events a worker could neither apply nor dead-letter (docs/OPERATIONS.md)."""
+
+
+def _queue_client():
+    from transport.queue import connect
+
+    return connect(_settings().redis_url, timeout=10)
+
+
+@parked.command("list")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+def parked_list(limit: int) -> None:
+    """Provider, event id and receipt time of each parked event, oldest first (never the body)."""
+    from transport.queue import Envelope, parked, parked_items
+
+    client = _queue_client()
+    for item in parked_items(client, limit):
+        try:
+            envelope = Envelope.decode(item)
+        except (ValueError, KeyError, TypeError):
+            click.echo(f"(unreadable item, {len(item):,} bytes)")
+            continue
+        received = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(envelope.received_at))
+        click.echo(f"{envelope.provider}\t{envelope.event_id}\treceived {received}")
+    click.echo(f"{parked(client):,} parked", err=True)
+
+
+@parked.command("requeue")
+def parked_requeue() -> None:
+    """Put every parked event back on the queue, once you have fixed what refused it."""
+    from transport.queue import requeue_parked
+
+    click.echo(f"{requeue_parked(_queue_client()):,} parked events back on the queue")
+
+
 if __name__ == "__main__":
     main()

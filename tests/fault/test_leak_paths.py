@@ -158,8 +158,8 @@ def applied(database, events) -> bool:
     return sorted(statuses) == [EventStatus.PROCESSED] * len(events)
 
 
-def test_an_event_that_cannot_even_be_dead_lettered_is_parked_and_reported_without_the_row(
-    client, worker, database, fake_sentry, redis_client
+def test_an_event_that_cannot_even_be_dead_lettered_is_parked_reported_and_requeued(
+    client, worker, database, fake_sentry, redis_client, process_env
 ):
     evt = completed_event(user_id="user_crash_task", credits="5")
     # The event's own inbox row cannot be written: applying it fails, then so does its dead letter.
@@ -191,6 +191,15 @@ def test_an_event_that_cannot_even_be_dead_lettered_is_parked_and_reported_witho
     after = completed_event(user_id="user_after_the_parked", credits="5")
     post(client, after)  # and the consumer goes on
     wait_until(lambda: applied(database, [after]), 30, what="the next event applied")
+
+    # The cause fixed (the constraint is gone), an operator looks and puts it back.
+    listing = processes.cli(process_env, "parked", "list")
+    assert listing.returncode == 0, listing.stderr
+    assert f"stripe\t{evt['id']}\treceived " in listing.stdout and "1 parked" in listing.stderr
+    requeued = processes.cli(process_env, "parked", "requeue")
+    assert requeued.stdout.strip() == "1 parked events back on the queue", requeued
+    wait_until(lambda: applied(database, [evt]), 30, what="the requeued event applied")
+    assert redis_client.llen(PARKED) == 0
     searched_clean()
 
 
