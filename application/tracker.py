@@ -71,7 +71,8 @@ class PaymentTracker:
     def from_settings(cls, settings: Settings) -> PaymentTracker:
         from models.db import Database
 
-        database = Database(settings.require("database_url", "the tracker reads PostgreSQL"))
+        database = Database(settings.require("database_url", "the tracker reads PostgreSQL"),
+                            lock_timeout_seconds=settings.database_lock_timeout_seconds)
         return cls(UnitOfWork(database, settings.rules()), settings)
 
     @property

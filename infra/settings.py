@@ -167,6 +167,10 @@ def _credit_catalog(raw: Any) -> dict[str, int]:
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
+    # A row or advisory lock not granted within this is someone's stuck transaction:
+    # the statement fails as a conflict (counted, retried, then dead-lettered alone)
+    # rather than stalling every worker that touches that row.
+    database_lock_timeout_seconds: float = 5.0
     redis_url: str | None = None
     stripe_webhook_secrets: tuple[str, ...] = ()
     stripe_api_key: str | None = None
@@ -329,6 +333,7 @@ class Settings:
 # environment variable -> (field, parser)
 ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "DATABASE_URL": ("database_url", _optional_str),
+    "DATABASE_LOCK_TIMEOUT_SECONDS": ("database_lock_timeout_seconds", _positive_float),
     "REDIS_URL": ("redis_url", _optional_str),
     "STRIPE_WEBHOOK_SECRET": ("stripe_webhook_secrets", _secret_list),
     "STRIPE_API_KEY": ("stripe_api_key", _optional_str),

@@ -36,7 +36,8 @@ def _binary_arrays(dbapi_connection, _record) -> None:
 class Database:
     """An engine plus a session factory; create one per process."""
 
-    def __init__(self, url: str, *, pool_size: int = 5, pre_ping: bool = True, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, pre_ping: bool = True, echo: bool = False,
+                 lock_timeout_seconds: float | None = None) -> None:
         # Workers turn pre_ping off: a dead pooled connection fails the task with a
         # transient error, which is retried, instead of costing a round trip per task.
         self.engine: Engine = create_engine(
@@ -44,7 +45,7 @@ class Database:
             pool_size=pool_size,
             pool_pre_ping=pre_ping,
             echo=echo,
-            connect_args={"connect_timeout": 5},
+            connect_args={"connect_timeout": 5, **_session_options(lock_timeout_seconds)},
             # A failed statement's message would otherwise carry its parameters:
             # raw bodies, for the inbox and dead-letter inserts.
             hide_parameters=True,
@@ -65,6 +66,12 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _session_options(lock_timeout_seconds: float | None) -> dict[str, str]:
+    if lock_timeout_seconds is None:
+        return {}
+    return {"options": f"-c lock_timeout={round(lock_timeout_seconds * 1000)}"}
 
 
 def _primary_message_only(context: ExceptionContext) -> None:

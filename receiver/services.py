@@ -43,7 +43,7 @@ class Services:
     def database(self) -> Database:
         if self._database is None:
             url = self.settings.require("database_url", "the API reads PostgreSQL")
-            self._database = Database(url, pool_size=2)
+            self._database = Database(url, pool_size=2, lock_timeout_seconds=self.settings.database_lock_timeout_seconds)
         return self._database
 
     @property

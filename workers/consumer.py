@@ -34,6 +34,7 @@ import redis
 from application.batch import Incoming
 from application.errors import is_conflict, is_transient
 from application.unit import UnitOfWork
+from infra import metrics
 from infra.backoff import backoff_seconds
 from models.enums import ErrorClass
 from providers import registry
@@ -157,6 +158,8 @@ class Consumer:
                 if conflicts > self.retry_limit:
                     return self._past_the_limit(batch, exc)
                 delay = backoff_seconds(attempt, base=0.1, cap=self.backoff_max_seconds)
+                for incoming in batch:
+                    metrics.RETRIES.labels(incoming.event.provider, incoming.event.type).inc()
                 log.warning(
                     "transient failure applying %s (%s, attempt %d); retrying in %.1f s",
                     _named(batch), exc.__class__.__name__, attempt + 1, delay,
@@ -238,6 +241,7 @@ class Consumer:
                 if time.monotonic() >= next_reclaim:
                     moved, dead = self.claims.reclaim_dead(self.dead_after_seconds)
                     if moved or dead:
+                        metrics.RECLAIMED.inc(moved)
                         log.warning("took back %d events from %d consumers that stopped beating", moved, dead)
                     next_reclaim = time.monotonic() + self.dead_after_seconds / 2
             except redis.RedisError as exc:

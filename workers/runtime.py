@@ -29,7 +29,7 @@ class Runtime:
     def db(self) -> Database:
         if self._db is None:
             url = self.settings.require("database_url", "the workers need PostgreSQL")
-            self._db = Database(url, pre_ping=False)
+            self._db = Database(url, pre_ping=False, lock_timeout_seconds=self.settings.database_lock_timeout_seconds)
         return self._db
 
     @property

@@ -20,6 +20,8 @@ import time
 import psutil
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 
 from models.enums import EventStatus
@@ -101,9 +103,10 @@ def kill_while_holding_claims(worker, client, database) -> int:
     return held
 
 
-def test_a_live_peer_takes_a_killed_workers_claims_within_seconds(isolated_env, database):
+def test_a_live_peer_takes_a_killed_workers_claims_within_seconds(isolated_env, database, tmp_path):
     client = redis.Redis.from_url(isolated_env["REDIS_URL"])
-    peer = processes.celery_worker(isolated_env, name="peer", concurrency=1)
+    peer_env = {**isolated_env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    peer = processes.celery_worker(peer_env, name="peer", concurrency=1)
     doomed = processes.celery_worker(isolated_env, name="doomed")
     publish(isolated_env["REDIS_URL"], EVENTS)  # both are consuming when the stream starts
     try:
@@ -118,6 +121,13 @@ def test_a_live_peer_takes_a_killed_workers_claims_within_seconds(isolated_env, 
     # Only the dead consumers' claims moved: a deep backlog is never republished.
     assert taken_back(peer) == held <= 2 * BATCH
     assert queue.claimed(client) == 0 and queue.depth(client) == 0
+    assert reclaimed_metric(tmp_path) == held  # what an operator's alert sees
+
+
+def reclaimed_metric(directory) -> float:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return registry.get_sample_value("payhooks_events_reclaimed_total") or 0.0
 
 
 def test_a_restarted_worker_takes_back_what_the_killed_one_held(isolated_env, database):

@@ -8,8 +8,10 @@ import pytest
 import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select, text
 
 from infra.embedded import free_port
+from models.tables import CreditLedger
 from tests.conftest import PRIMARY_SECRET, ROTATED_SECRET
 from tests.support import leaks, processes
 from tests.support.processes import wait_until
@@ -34,7 +36,8 @@ def stack(process_env, test_services, tmp_path):
     """gunicorn and a prefork worker sharing one multiprocess metrics directory and their own Redis db."""
     url = test_services.redis_url.rsplit("/", 1)[0] + "/3"
     redis.Redis.from_url(url).flushdb()
-    env = {**process_env, "REDIS_URL": url, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env = {**process_env, "REDIS_URL": url, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+           "DATABASE_LOCK_TIMEOUT_SECONDS": "0.5"}
     port = free_port()
     web = processes.gunicorn(env, port)
     worker = processes.celery_worker(env, name="observed")
@@ -74,6 +77,31 @@ def test_metrics_after_a_burst_cover_every_process(stack):
     assert value(found, "payhooks_dead_letters_open") == 0
     assert value(found, "payhooks_payments_pending") == 0
     assert value(found, "payhooks_state_scrape_errors") == 0
+
+
+def test_a_batch_behind_a_stuck_lock_is_retried_counted_and_applied(stack, database):
+    base, worker = stack
+    evt = completed_event(user_id="user_behind_a_lock", credits="4")
+    body = encode(evt)
+    with database.transaction() as session:  # someone's transaction holding the payments table
+        session.execute(text("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE"))
+        assert requests.post(f"{base}/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET),
+                             timeout=5).ok
+
+        def retried():
+            found = samples(requests.get(f"{base}/metrics", timeout=5).text)
+            return value(found, "payhooks_event_retries_total", type="checkout.session.completed") >= 2
+
+        wait_until(retried, 30, what="the lock timeout to fail the batch and the retries to be counted")
+        assert lines_saying(worker, f"transient failure applying a batch of 1 [{evt['id']}] (OperationalError")
+    with database.transaction() as session:
+        wait_until(lambda: session.scalar(
+            select(func.count()).select_from(CreditLedger).where(CreditLedger.user_id == "user_behind_a_lock")
+        ) == 1, 30, what="the event applied once the lock is gone")
+
+
+def lines_saying(worker, text_: str) -> list[str]:
+    return [line for line in list(worker.output) if text_ in line]
 
 
 def test_json_logs_follow_one_event_from_task_to_ledger(stack):

@@ -141,6 +141,7 @@ FLOAT_VARS = [
     ("CONSUMER_HEARTBEAT_SECONDS", "consumer_heartbeat_seconds", "1.5", 1.5),
     ("CONSUMER_DEAD_AFTER_SECONDS", "consumer_dead_after_seconds", "12.5", 12.5),
     ("CONSUMER_RETRY_MAX_SECONDS", "consumer_retry_max_seconds", "2.5", 2.5),
+    ("DATABASE_LOCK_TIMEOUT_SECONDS", "database_lock_timeout_seconds", "0.25", 0.25),
     ("REQUEST_BODY_TIMEOUT_SECONDS", "request_body_timeout_seconds", "7.5", 7.5),
 ]
 NUMERIC_VARS = INT_VARS + FLOAT_VARS
