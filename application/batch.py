@@ -24,7 +24,7 @@ import logging
 import traceback
 import uuid
 from collections import Counter, defaultdict, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -334,7 +334,3 @@ def _result(incoming: Incoming, status: EventStatus, **fields) -> EventResult:
         created=event.created.timestamp() if event.created else None,
         **fields,
     )
-
-
-def with_source(results: list[EventResult], source: str) -> list[EventResult]:
-    return [replace(r, source=source) for r in results]

@@ -10,7 +10,6 @@ more attempt and the new reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -96,17 +95,6 @@ class DeadLetters:
         if result.duplicate:
             return ReplayResult(dead_letter_id, "already_applied", result.status)
         return ReplayResult(dead_letter_id, "replayed", result.status)
-
-    def replay_many(
-        self, ids: list[int], actor: str, progress: Callable[[ReplayResult], None] | None = None
-    ) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for dead_letter_id in ids:
-            result = self.replay(dead_letter_id, actor)
-            counts[result.outcome] = counts.get(result.outcome, 0) + 1
-            if progress:
-                progress(result)
-        return counts
 
     def discard(self, dead_letter_id: int, actor: str, reason: str) -> dict:
         if not reason.strip():

@@ -31,11 +31,6 @@ def log_context(**fields) -> Iterator[None]:
         _CONTEXT.reset(token)
 
 
-def add_log_context(**fields) -> None:
-    """Add fields to the current context (for facts learned midway, like the payment id)."""
-    _CONTEXT.set({**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}})
-
-
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _CONTEXT.get().items():

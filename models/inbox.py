@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, text, tuple_, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from models.enums import EventStatus
@@ -192,17 +192,4 @@ def mark(session: Session, row_id: int, status: EventStatus, error: str | None, 
         .values(status=status, last_error=error, hold_key=None, processed_at=text("now()"),
                 dead_letter_id=dead_letter_id if dead_letter_id is not None else WebhookEvent.dead_letter_id)
         .execution_options(synchronize_session=False)
-    )
-
-
-def known_events(session: Session, events: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of these (provider, provider event id) pairs the inbox holds, in any status."""
-    if not events:
-        return set()
-    return set(
-        session.execute(
-            select(WebhookEvent.provider, WebhookEvent.provider_event_id).where(
-                tuple_(WebhookEvent.provider, WebhookEvent.provider_event_id).in_(events)
-            )
-        ).all()
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 import orjson
-from sqlalchemy import select, text, tuple_, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from models.enums import PaymentStatus
@@ -231,15 +231,3 @@ def release_claims(session: Session, payment_ids: list[int]) -> None:
             .values(next_check_at=None)
             .execution_options(synchronize_session=False)
         )
-
-
-def sessions_known(session: Session, provider: str, session_ids: list[str]) -> set[str]:
-    if not session_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(Payment.provider_session_id).where(
-                tuple_(Payment.provider, Payment.provider_session_id).in_([(provider, s) for s in session_ids])
-            )
-        )
-    )
