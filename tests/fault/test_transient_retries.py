@@ -174,7 +174,7 @@ def impatient(process_env, test_services):
             "RETRY_MAX_ATTEMPTS": "1",
             "RETRY_BACKOFF_BASE_SECONDS": "0.05",
             "RETRY_BACKOFF_MAX_SECONDS": "0.3",
-            "PGOPTIONS": "-c lock_timeout=200ms",
+            "DATABASE_LOCK_TIMEOUT_SECONDS": "0.2",
         }
         with running_worker(env, "impatient") as worker:
             yield env, worker
