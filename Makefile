@@ -18,8 +18,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/payhooks run
 
+# Two pytest workers, one test file each at a time; each starts its own database
+# and Redis. Then the tests marked `serial` (they measure latency) run alone.
+# TEST_WORKERS=0 runs the first part in one process (a single test, a debugger).
+# Exit status 5 is pytest's "no test selected": fine for one part, not for both.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@export PATH="$(BIN):$$PATH"; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" $(PYTEST_ARGS); parallel=$$?; \
+	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS); alone=$$?; \
+	for rc in $$parallel $$alone; do [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc; done; \
+	[ $$parallel -eq 0 ] || [ $$alone -eq 0 ]
 
 bench: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/python -m bench $(BENCH_ARGS)

@@ -88,29 +88,48 @@ def fake_sentry():
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """What came late (processes shutting down, envelopes in flight) is searched too."""
-    if not leaks.CAPTURE.sources:
+    """What came late (processes shutting down, envelopes in flight) is searched too.
+
+    Under pytest-xdist each worker searches its own capture and hands the
+    summary and any problem to the controller (``pytest_testnodedown``), which
+    reports them and fails the run.
+    """
+    problems = list(_WORKER_PROBLEMS)
+    if leaks.CAPTURE.sources:
+        sentry_sdk.flush(timeout=5)
+        capture = leaks.CAPTURE
+        late = capture.scan()
+        _CANARY_SUMMARY.append(
+            f"canary search — {capture.count('process')} lines from {capture.sources_of('process')} processes, "
+            f"{capture.count('command')} lines of command output, "
+            f"{capture.count('test process')} log lines of the test process, "
+            f"{capture.count('metrics')} lines of /metrics, "
+            f"{capture.sources_of('sentry')} Sentry envelopes ({len(leaks.fake_sentry().events())} events): "
+            f"{len(capture.leaks)} hits"
+        )
+        if late:
+            problems.append(leaks.report(late))
+        if leaks.expected_capture():
+            problems.extend(leaks.vacuity_problems())
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["canary_summary"] = [f"services used — {line}" for line in _USED] + _CANARY_SUMMARY
+        workeroutput["canary_problems"] = problems
         return
-    sentry_sdk.flush(timeout=5)
-    capture = leaks.CAPTURE
-    late = capture.scan()
-    summary = (
-        f"canary search — {capture.count('process')} lines from {capture.sources_of('process')} processes, "
-        f"{capture.count('command')} lines of command output, "
-        f"{capture.count('test process')} log lines of the test process, "
-        f"{capture.count('metrics')} lines of /metrics, "
-        f"{capture.sources_of('sentry')} Sentry envelopes ({len(leaks.fake_sentry().events())} events): "
-        f"{len(capture.leaks)} hits"
-    )
-    _CANARY_SUMMARY.append(summary)
-    problems = []
-    if late:
-        problems.append(leaks.report(late))
-    if leaks.expected_capture():
-        problems.extend(leaks.vacuity_problems())
     if problems:
         _CANARY_SUMMARY.extend(problems)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_WORKER_PROBLEMS: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """An xdist worker finished: keep its canary summary and problems for the controller's report."""
+    output = getattr(node, "workeroutput", {})
+    _CANARY_SUMMARY.extend(f"[{node.gateway.id}] {line}" for line in output.get("canary_summary", []))
+    _WORKER_PROBLEMS.extend(output.get("canary_problems", []))
 
 
 @pytest.fixture(scope="session")

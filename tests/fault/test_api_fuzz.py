@@ -21,6 +21,10 @@ from receiver import create_app
 from receiver.openapi import openapi_document
 from tests.conftest import API_TOKEN, STARTER
 
+# schemathesis gives every operation's test one node id, which pytest-xdist cannot tell apart:
+# this file runs in the Makefile's one-process part.
+pytestmark = pytest.mark.serial
+
 FUZZ_EXAMPLES = 25
 SEEN: dict[str, set[int]] = collections.defaultdict(set)  # operation -> statuses answered to authenticated requests
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -67,7 +71,8 @@ def test_the_app_serves_the_document_fuzzed_here(fuzzed_app):
 
 
 @schema.parametrize()
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: the same requests every run, so the coverage check below cannot pass one run and fail the next
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_answers_every_generated_request_without_a_5xx(case, fuzzed_app):
     response = case.call_and_validate()
     if response.request.headers.get("Authorization") == AUTH["Authorization"]:

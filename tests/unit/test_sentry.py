@@ -30,6 +30,8 @@ QUERY_TOKEN = "querytok3n"
 PAYPAL_SIGNATURE = "paypalsig0123456789"
 API_KEY_HEADER = "xak_unit_key_42"
 COOKIE = "session=c00kiev4lue9876"
+# A command line distinctive enough to search for (under pytest-xdist sys.argv[0] is only "-c").
+ARGV = ["/opt/payhooks/bin/payhooks-canary-argv", "--secret-flag"]
 BODY = json.dumps(
     {
         "id": "evt_unit_1",
@@ -93,7 +95,8 @@ def apply_webhook(body: str, header: str) -> None:
     )
 
 
-def test_an_exception_is_sent_with_its_frames_and_source_but_no_local_variables(transport):
+def test_an_exception_is_sent_with_its_frames_and_source_but_no_local_variables(transport, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ARGV)
     try:
         apply_webhook(BODY, SIGNATURE)
     except PaymentApplyError as exc:
