@@ -51,7 +51,7 @@ class RequestValidationError(ValueError):
 
 @blueprint.before_request
 def require_token():
-    token = services().settings.api_token
+    token = services().settings.reveal("api_token")
     if not token:
         return error(503, "api_disabled", "API_TOKEN is not set, so the API is closed")
     if not bearer_matches(token):
