@@ -78,7 +78,7 @@ class PaymentTracker:
     @property
     def stripe_api(self) -> StripeAPI:
         if self._stripe_api is None:
-            self._stripe_api = StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base)
+            self._stripe_api = StripeAPI(self.settings.reveal("stripe_api_key"), self.settings.stripe_api_base)
         return self._stripe_api
 
     # -- recording checkouts -------------------------------------------------

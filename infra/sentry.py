@@ -75,7 +75,7 @@ def init_sentry(settings: Settings, component: str, *, transport: Any = None) ->
         # reading SENTRY_DSN from the environment itself.
         return False
     options: dict[str, Any] = {
-        "dsn": settings.sentry_dsn,
+        "dsn": settings.reveal("sentry_dsn"),
         # No tracing, so no trace headers in every Celery message either.
         "integrations": [FlaskIntegration(), CeleryIntegration(propagate_traces=False)],
         "auto_enabling_integrations": False,

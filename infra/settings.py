@@ -4,22 +4,33 @@ This is the only module that reads ``os.environ``. Every process (receiver,
 worker, beat, CLI) calls ``Settings.from_env()`` at its edge and hands the frozen
 result to ``create_app(settings)`` / ``make_celery(settings)``.
 
+Each setting is declared once below: its environment variable (the field's
+alias), its default, its rule (the parser in its type) and what it is for.
 Non-secret settings may also come from a YAML file named by ``PAYHOOKS_CONFIG``
-(keys are the field names below); the environment wins over the file. Secrets
-(webhook secrets, API keys, tokens, DSNs) are read from the environment only.
+(keys are the field names); the environment wins over the file. Secrets
+(``SecretStr``: webhook secrets, API keys, tokens, the Sentry DSN) and connection
+URLs are read from the environment only.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from models.enums import ClawbackPolicy, FraudPolicy, ZeroAmountInvoices
 from models.rules import Plan, Rules
@@ -36,8 +47,19 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names it."""
 
 
-def _secret_list(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+def _reveal(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def _secret_list(raw: Any) -> tuple[SecretStr, ...]:
+    """``whsec_new,whsec_old`` (order kept: the first signs, all verify) or a sequence of secrets."""
+    parts = raw.split(",") if isinstance(raw, str) else (_reveal(part) for part in raw)
+    return tuple(SecretStr(part.strip()) for part in parts if part.strip())
+
+
+def _optional_secret(raw: Any) -> SecretStr | None:
+    text = _optional_str(_reveal(raw))
+    return SecretStr(text) if text else None
 
 
 def _positive_int(raw: Any) -> int:
@@ -59,6 +81,8 @@ def _positive_float(raw: Any) -> float:
 
 
 def _optional_str(raw: Any) -> str | None:
+    if raw is None:
+        return None
     text = str(raw).strip()
     return text or None
 
@@ -107,6 +131,9 @@ def _credit_packages(raw: Any) -> dict[str, CreditPackage]:
         raise ValueError("must map package ids to {name, credits, amount_cents, currency}")
     packages = {}
     for package_id, spec in raw.items():
+        if isinstance(spec, CreditPackage):
+            packages[str(package_id)] = spec
+            continue
         if not isinstance(spec, dict):
             raise ValueError(f"package {package_id!r} must be a mapping")
         try:
@@ -144,7 +171,9 @@ def _subscription_plans(raw: Any) -> dict[str, Plan]:
         raise ValueError("must map price ids to credits per period")
     plans = {}
     for price, spec in raw.items():
-        if isinstance(spec, dict):
+        if isinstance(spec, Plan):
+            plans[str(price)] = spec
+        elif isinstance(spec, dict):
             unknown = set(spec) - {"credits", "zero_amount_invoices"}
             if unknown or not spec:
                 raise ValueError(f"plan {price!r} takes credits and/or zero_amount_invoices")
@@ -164,104 +193,228 @@ def _credit_catalog(raw: Any) -> dict[str, int]:
     return {str(price): _positive_int(credits) for price, credits in raw.items()}
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str | None = None
-    # A row or advisory lock not granted within this is someone's stuck transaction:
-    # the statement fails as a conflict (counted, retried, then dead-lettered alone)
-    # rather than stalling every worker that touches that row.
-    database_lock_timeout_seconds: float = 5.0
-    redis_url: str | None = None
-    stripe_webhook_secrets: tuple[str, ...] = ()
-    stripe_api_key: str | None = None
-    stripe_api_base: str | None = None
-    api_token: str | None = None
-    sentry_dsn: str | None = None
-    port: int = 8000
-    # The address web and api listen on; `payhooks run` sets 127.0.0.1 when it fills in
-    # its development secrets, so a laptop never serves the well-known dev token to its network.
-    web_host: str = "0.0.0.0"
-    web_concurrency: int = 2
-    # Which routes this web process serves: "all" (the Procfile's web: platforms that
-    # route only to web need both), or "webhooks" / "api" when a platform can route
-    # /api to a process of its own, so deliveries never share a process with API work.
-    web_routes: str = "all"
-    # Open connections one web process holds at most (gevent: one greenlet each).
-    web_worker_connections: int = 1000
-    # Deadlines a client must meet, so a slow or silent one cannot hold the receiver:
-    # the request line and headers (and an idle kept-alive connection), then the body.
-    request_header_timeout_seconds: int = 5
-    request_body_timeout_seconds: float = 10.0
-    metrics_token: str | None = None
+def _rule(parse: Callable[[Any], Any]) -> BeforeValidator:
+    """A parser above as the field's validator; its TypeError (``int(None)``) is a broken rule too."""
 
-    # prometheus-client's multiprocess directory, shared by the processes of one machine
-    metrics_dir: str | None = None
-    log_level: str = "INFO"
-    log_format: str = "json"  # or "text"
+    def validate(raw: Any) -> Any:
+        try:
+            return parse(raw)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
 
-    # Receiver
-    webhook_tolerance_seconds: int = 300
-    webhook_max_bytes: int = MIB
-    api_max_bytes: int = 64 * KIB
-    publish_timeout_seconds: float = 0.5
-    publish_attempts: int = 3
+    return BeforeValidator(validate)
 
-    # Workers. Every retry countdown must stay below the broker's visibility
-    # timeout: Redis redelivers an unacknowledged message once it is older than
-    # that, so a longer countdown would run the task twice (harmless, because
-    # processing is idempotent, but wasteful) — see workers/celery_config.py.
-    broker_visibility_timeout: int = 3600
-    retry_max_attempts: int = 10
-    retry_backoff_base_seconds: float = 2.0
-    retry_backoff_max_seconds: float = 300.0
 
-    # Business rules
-    clawback_policy: ClawbackPolicy = ClawbackPolicy.ALLOW_NEGATIVE
-    credit_packages: dict[str, CreditPackage] = field(default_factory=dict)
-    subscription_plans: dict[str, Plan] = field(default_factory=dict)
-    # Prices sold without credits in their metadata (Payment Links, Pricing Tables): credits per unit.
-    credit_catalog: dict[str, int] = field(default_factory=dict)
-    zero_amount_invoices: ZeroAmountInvoices = ZeroAmountInvoices.SKIP
-    fraud_policy: FraudPolicy = FraudPolicy.OFF
-    # How long an event may wait for the one it depends on before it is failed
-    # (Stripe retries a delivery for three days).
-    hold_window_seconds: int = 3 * 24 * 3600
-    held_retry_interval_seconds: int = 60
-    checkout_success_url: str | None = None
-    checkout_cancel_url: str | None = None
+class _Secret:
+    """Marks a secret: read from the environment only, never shown."""
 
-    # The batch consumers (workers/consumer.py): events per transaction; how often a
-    # consumer beats; how long a silent one has before its claims go back to the queue;
-    # the longest wait between tries of a batch while PostgreSQL is away.
-    event_batch_size: int = 100
-    consumer_heartbeat_seconds: float = 2.0
-    consumer_dead_after_seconds: float = 10.0
-    consumer_retry_max_seconds: float = 5.0
 
-    # Retention (models/retention.py)
-    retention_payload_days: int = 7
-    retention_inbox_days: int = 90
-    retention_interval_seconds: int = 3600
+class _EnvironmentOnly:
+    """Marks a connection setting (URLs with passwords, the metrics directory): environment only."""
 
-    # Recovery (application/recovery.py)
-    sweep_interval_seconds: int = 60
-    sweep_min_age_seconds: int = 300
-    sweep_expiry_grace_seconds: int = 600
-    sweep_batch_size: int = 100
-    sweep_calls_per_second: float = 20.0
-    reconcile_interval_seconds: int = 600
-    reconcile_overlap_seconds: int = 600
-    reconcile_initial_lookback_seconds: int = 3 * 24 * 3600
 
-    secret_fields: tuple[str, ...] = field(
-        default=("stripe_webhook_secrets", "stripe_api_key", "api_token", "sentry_dsn", "metrics_token"),
-        repr=False,
-        compare=False,
+PositiveInt = Annotated[int, _rule(_positive_int)]
+PositiveFloat = Annotated[float, _rule(_positive_float)]
+OptionalStr = Annotated[str | None, _rule(_optional_str)]
+Text = Annotated[str, _rule(_optional_str)]
+Secret = Annotated[SecretStr | None, _rule(_optional_secret), _Secret()]
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode, _rule(_secret_list), _Secret()]
+Connection = Annotated[str | None, _rule(_optional_str), _EnvironmentOnly()]
+
+
+def _setting(default: Any, env: str | None, doc: str) -> Any:
+    """One setting: its default, its environment variable (None: PAYHOOKS_CONFIG only), what it is for."""
+    if isinstance(default, dict):
+        return Field(default_factory=dict, description=doc)
+    return Field(default, validation_alias=env, description=doc)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        validate_by_name=True,
+        validate_by_alias=True,
+        case_sensitive=True,
     )
 
-    def __post_init__(self) -> None:
+    database_url: Connection = _setting(None, "DATABASE_URL", "PostgreSQL URL")
+    database_lock_timeout_seconds: PositiveFloat = _setting(
+        5.0, "DATABASE_LOCK_TIMEOUT_SECONDS",
+        "A row or advisory lock not granted within this is someone's stuck transaction: the statement "
+        "fails as a conflict (counted, retried, then dead-lettered alone) rather than stalling every "
+        "worker that touches that row.",
+    )
+    redis_url: Connection = _setting(None, "REDIS_URL", "Redis broker URL")
+    stripe_webhook_secrets: SecretList = _setting(
+        (), "STRIPE_WEBHOOK_SECRET", "Signing secrets, comma-separated while rotating (the first is the newest)"
+    )
+    stripe_api_key: Secret = _setting(None, "STRIPE_API_KEY", "Stripe API key (recovery, reconciliation, checkout)")
+    stripe_api_base: OptionalStr = _setting(None, "STRIPE_API_BASE", "Base URL of the Stripe API; unset: Stripe's")
+    api_token: Secret = _setting(None, "API_TOKEN", "Bearer token for /api/*; unset: /api answers 503")
+    sentry_dsn: Secret = _setting(None, "SENTRY_DSN", "Error reporting; unset: off")
+    port: PositiveInt = _setting(8000, "PORT", "Receiver port")
+    web_host: Text = _setting(
+        "0.0.0.0", "WEB_HOST",
+        "The address web and api listen on; `payhooks run` sets 127.0.0.1 when it fills in its development "
+        "secrets, so a laptop never serves the well-known dev token to its network.",
+    )
+    web_concurrency: PositiveInt = _setting(2, "WEB_CONCURRENCY", "gunicorn processes of a web process")
+    web_routes: Annotated[str, _rule(_web_routes)] = _setting(
+        "all", "WEB_ROUTES",
+        "Which routes this web process serves: all (the Procfile's web: platforms that route only to web "
+        "need both), or webhooks / api when a platform can route /api to a process of its own, so "
+        "deliveries never share a process with API work.",
+    )
+    web_worker_connections: PositiveInt = _setting(
+        1000, "WEB_WORKER_CONNECTIONS", "Open connections one web process holds at most (gevent: one greenlet each)"
+    )
+    request_header_timeout_seconds: PositiveInt = _setting(
+        5, "REQUEST_HEADER_TIMEOUT_SECONDS",
+        "Deadline for a request's line and headers (and an idle kept-alive connection), so a slow or "
+        "silent client cannot hold the receiver.",
+    )
+    request_body_timeout_seconds: PositiveFloat = _setting(
+        10.0, "REQUEST_BODY_TIMEOUT_SECONDS", "Deadline for a request's whole body (408 after it)"
+    )
+    metrics_token: Secret = _setting(None, "METRICS_TOKEN", "Bearer token /metrics wants; unset: /metrics is open")
+    metrics_dir: Connection = _setting(
+        None, "PROMETHEUS_MULTIPROC_DIR",
+        "prometheus-client's multiprocess directory, shared by the processes of one machine",
+    )
+    log_level: Annotated[str, _rule(_log_level)] = _setting("INFO", "LOG_LEVEL", "Log level")
+    log_format: Annotated[str, _rule(_log_format)] = _setting("json", "LOG_FORMAT", "json or text")
+
+    # Receiver
+    webhook_tolerance_seconds: PositiveInt = _setting(
+        300, "STRIPE_WEBHOOK_TOLERANCE", "Seconds a signature timestamp may be old (or ahead)"
+    )
+    webhook_max_bytes: PositiveInt = _setting(MIB, "WEBHOOK_MAX_BYTES", "Largest webhook body (413 above)")
+    api_max_bytes: PositiveInt = _setting(64 * KIB, "API_MAX_BYTES", "Largest /api body (413 above)")
+    publish_timeout_seconds: PositiveFloat = _setting(
+        0.5, "PUBLISH_TIMEOUT_SECONDS", "The receiver's bound on one try to reach Redis"
+    )
+    publish_attempts: PositiveInt = _setting(3, "PUBLISH_ATTEMPTS", "Tries to reach Redis before answering 503")
+
+    # Workers. Every retry countdown must stay below the broker's visibility timeout:
+    # Redis redelivers an unacknowledged message once it is older than that, so a longer
+    # countdown would run the task twice (harmless, because processing is idempotent,
+    # but wasteful) — see workers/celery_config.py.
+    broker_visibility_timeout: PositiveInt = _setting(
+        3600, "BROKER_VISIBILITY_TIMEOUT", "Seconds before Redis redelivers a Celery message a dead worker took"
+    )
+    retry_max_attempts: PositiveInt = _setting(
+        10, "RETRY_MAX_ATTEMPTS", "Conflicts (locks, deadlocks) tried before an event is dead-lettered"
+    )
+    retry_backoff_base_seconds: PositiveFloat = _setting(
+        2.0, "RETRY_BACKOFF_BASE_SECONDS", "First backoff of Celery task retries"
+    )
+    retry_backoff_max_seconds: PositiveFloat = _setting(
+        300.0, "RETRY_BACKOFF_MAX_SECONDS", "Longest backoff of Celery task retries (below the visibility timeout)"
+    )
+
+    # Business rules
+    clawback_policy: Annotated[ClawbackPolicy, _rule(_clawback_policy)] = _setting(
+        ClawbackPolicy.ALLOW_NEGATIVE, "CLAWBACK_POLICY", "What a clawback does to credits already spent"
+    )
+    credit_packages: Annotated[dict[str, CreditPackage], _rule(_credit_packages)] = _setting(
+        {}, None, "What POST /api/checkout sells: package id -> {name, credits, amount_cents, currency}"
+    )
+    subscription_plans: Annotated[dict[str, Plan], _rule(_subscription_plans)] = _setting(
+        {}, None, "Subscription price id -> credits per paid period, or {credits, zero_amount_invoices}"
+    )
+    credit_catalog: Annotated[dict[str, int], _rule(_credit_catalog)] = _setting(
+        {}, None, "Prices sold without credits in their metadata (Payment Links, Pricing Tables): credits per unit"
+    )
+    zero_amount_invoices: Annotated[ZeroAmountInvoices, _rule(_zero_amount_invoices)] = _setting(
+        ZeroAmountInvoices.SKIP, "ZERO_AMOUNT_INVOICES", "Whether a $0 invoice grants its period's credits"
+    )
+    fraud_policy: Annotated[FraudPolicy, _rule(_fraud_policy)] = _setting(
+        FraudPolicy.OFF, "FRAUD_POLICY", "off, or freeze: hold the unspent credits of a payment under suspicion"
+    )
+    hold_window_seconds: PositiveInt = _setting(
+        3 * 24 * 3600, "HOLD_WINDOW_SECONDS",
+        "How long an event may wait for the one it depends on before it is failed "
+        "(Stripe retries a delivery for three days)",
+    )
+    held_retry_interval_seconds: PositiveInt = _setting(
+        60, "HELD_RETRY_INTERVAL_SECONDS", "How often held events are tried again"
+    )
+    checkout_success_url: OptionalStr = _setting(None, "CHECKOUT_SUCCESS_URL", "Where a paid checkout returns")
+    checkout_cancel_url: OptionalStr = _setting(None, "CHECKOUT_CANCEL_URL", "Where a cancelled checkout returns")
+
+    # The batch consumers (workers/consumer.py)
+    event_batch_size: PositiveInt = _setting(100, "EVENT_BATCH_SIZE", "Most events a consumer applies in one transaction")
+    consumer_heartbeat_seconds: PositiveFloat = _setting(
+        2.0, "CONSUMER_HEARTBEAT_SECONDS", "How often a consumer beats"
+    )
+    consumer_dead_after_seconds: PositiveFloat = _setting(
+        10.0, "CONSUMER_DEAD_AFTER_SECONDS", "How long a silent consumer has before its claims go back to the queue"
+    )
+    consumer_retry_max_seconds: PositiveFloat = _setting(
+        5.0, "CONSUMER_RETRY_MAX_SECONDS", "Longest wait between tries of a batch while PostgreSQL is away"
+    )
+
+    # Retention (models/retention.py)
+    retention_payload_days: PositiveInt = _setting(7, "RETENTION_PAYLOAD_DAYS", "Days raw bodies are kept")
+    retention_inbox_days: PositiveInt = _setting(90, "RETENTION_INBOX_DAYS", "Days inbox ids are kept (35 at least)")
+    retention_interval_seconds: PositiveInt = _setting(3600, "RETENTION_INTERVAL_SECONDS", "How often retention runs")
+
+    # Recovery (application/recovery.py)
+    sweep_interval_seconds: PositiveInt = _setting(60, "SWEEP_INTERVAL_SECONDS", "How often pending sessions are swept")
+    sweep_min_age_seconds: PositiveInt = _setting(300, "SWEEP_MIN_AGE_SECONDS", "Age before a pending session is swept")
+    sweep_expiry_grace_seconds: PositiveInt = _setting(
+        600, "SWEEP_EXPIRY_GRACE_SECONDS", "Grace after a session's expiry before the sweep asks"
+    )
+    sweep_batch_size: PositiveInt = _setting(100, "SWEEP_BATCH_SIZE", "Sessions one sweep asks about")
+    sweep_calls_per_second: PositiveFloat = _setting(20.0, "SWEEP_CALLS_PER_SECOND", "Provider API calls a sweep makes")
+    reconcile_interval_seconds: PositiveInt = _setting(600, "RECONCILE_INTERVAL_SECONDS", "How often events are reconciled")
+    reconcile_overlap_seconds: PositiveInt = _setting(
+        600, "RECONCILE_OVERLAP_SECONDS", "How far back each reconciliation reaches past the last one"
+    )
+    reconcile_initial_lookback_seconds: PositiveInt = _setting(
+        3 * 24 * 3600, "RECONCILE_INITIAL_LOOKBACK_SECONDS", "How far back the first reconciliation reaches"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Settings(...) takes only its arguments; from_env reads the environment and the file.
+        return (init_settings,)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _invalid(exc, {}) from None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment (and PAYHOOKS_CONFIG, if set)."""
+        env = os.environ if environ is None else environ
+        # field -> (where it came from, raw value); the environment wins over the file
+        origins: dict[str, tuple[str, Any]] = {}
+        config_path = env.get("PAYHOOKS_CONFIG")
+        if config_path:
+            for name, raw in _ConfigFile(cls, Path(config_path))().items():
+                origins[name] = (f"{config_path}:{name}", raw)
+        for var, raw in _Environment(cls, env)().items():
+            origins[ENVIRONMENT[var]] = (var, raw)
+        try:
+            return cls(**{name: raw for name, (_, raw) in origins.items()})
+        except _InvalidSettings as exc:
+            raise _invalid(exc.validation, origins) from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
         for name, var in (("api_token", "API_TOKEN"), ("metrics_token", "METRICS_TOKEN")):
-            token = getattr(self, name)
+            token = self.reveal(name)
             if token is not None and len(token) < MIN_TOKEN_LENGTH:
                 raise SettingsError(
                     f"{var} must be at least {MIN_TOKEN_LENGTH} characters (it is {len(token)}): "
@@ -283,34 +436,24 @@ class Settings:
                 f"({self.retry_backoff_max_seconds} >= {self.broker_visibility_timeout}), "
                 "or Redis redelivers a waiting retry"
             )
+        return self
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from the environment (and PAYHOOKS_CONFIG, if set)."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        config_path = env.get("PAYHOOKS_CONFIG")
-        if config_path:
-            values.update(_read_config_file(Path(config_path)))
-        for var, (name, parse) in ENVIRONMENT.items():
-            raw = env.get(var)
-            if raw is None or raw.strip() == "":
-                continue
-            values[name] = _parse(var, parse, raw)
-        return cls(**values)
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with these settings changed, validated like any other (tests build variants this way)."""
+        return type(self)(**{name: getattr(self, name) for name in type(self).model_fields} | changes)
 
-    def __repr__(self) -> str:  # never print a secret, even by accident
-        shown = []
-        for f in dataclasses.fields(self):
-            if not f.repr:
-                continue
-            value = getattr(self, f.name)
-            if f.name in self.secret_fields and value:
+    def __repr_args__(self) -> Iterator[tuple[str, Any]]:
+        """What repr, str and pretty-printers (rich) show: never a secret, even by accident."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS and value:
                 value = "<set>"
             elif isinstance(value, str) and "://" in value:
                 value = redact_url(value)  # every URL-valued setting: passwords and secret query values
-            shown.append(f"{f.name}={value!r}")
-        return f"Settings({', '.join(shown)})"
+            yield name, value
+
+    def __str__(self) -> str:
+        return repr(self)
 
     def rules(self) -> Rules:
         return Rules(
@@ -321,143 +464,111 @@ class Settings:
             fraud_policy=self.fraud_policy,
         )
 
-    def require(self, name: str, why: str) -> Any:
-        """Return a setting, or raise a SettingsError saying what needs it."""
+    def reveal(self, name: str) -> Any:
+        """A setting's value with its secrets in clear (for the one call that uses them); None when unset."""
         value = getattr(self, name)
+        if isinstance(value, tuple):
+            return tuple(_reveal(item) for item in value)
+        return _reveal(value)
+
+    def require(self, name: str, why: str) -> Any:
+        """Return a setting (a secret in clear), or raise a SettingsError saying what needs it."""
+        value = self.reveal(name)
         if not value:
-            var = next((v for v, (n, _) in ENVIRONMENT.items() if n == name), name)
+            var = type(self).model_fields[name].validation_alias or name
             raise SettingsError(f"{var} is not set; {why}")
         return value
 
 
-# environment variable -> (field, parser)
-ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "DATABASE_URL": ("database_url", _optional_str),
-    "DATABASE_LOCK_TIMEOUT_SECONDS": ("database_lock_timeout_seconds", _positive_float),
-    "REDIS_URL": ("redis_url", _optional_str),
-    "STRIPE_WEBHOOK_SECRET": ("stripe_webhook_secrets", _secret_list),
-    "STRIPE_API_KEY": ("stripe_api_key", _optional_str),
-    "STRIPE_API_BASE": ("stripe_api_base", _optional_str),
-    "API_TOKEN": ("api_token", _optional_str),
-    "SENTRY_DSN": ("sentry_dsn", _optional_str),
-    "PORT": ("port", _positive_int),
-    "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", _optional_str),
-    "LOG_LEVEL": ("log_level", _log_level),
-    "LOG_FORMAT": ("log_format", _log_format),
-    "WEB_HOST": ("web_host", _optional_str),
-    "WEB_CONCURRENCY": ("web_concurrency", _positive_int),
-    "WEB_ROUTES": ("web_routes", _web_routes),
-    "WEB_WORKER_CONNECTIONS": ("web_worker_connections", _positive_int),
-    "REQUEST_HEADER_TIMEOUT_SECONDS": ("request_header_timeout_seconds", _positive_int),
-    "REQUEST_BODY_TIMEOUT_SECONDS": ("request_body_timeout_seconds", _positive_float),
-    "METRICS_TOKEN": ("metrics_token", _optional_str),
-    "STRIPE_WEBHOOK_TOLERANCE": ("webhook_tolerance_seconds", _positive_int),
-    "WEBHOOK_MAX_BYTES": ("webhook_max_bytes", _positive_int),
-    "API_MAX_BYTES": ("api_max_bytes", _positive_int),
-    "PUBLISH_TIMEOUT_SECONDS": ("publish_timeout_seconds", _positive_float),
-    "PUBLISH_ATTEMPTS": ("publish_attempts", _positive_int),
-    "BROKER_VISIBILITY_TIMEOUT": ("broker_visibility_timeout", _positive_int),
-    "RETRY_MAX_ATTEMPTS": ("retry_max_attempts", _positive_int),
-    "RETRY_BACKOFF_BASE_SECONDS": ("retry_backoff_base_seconds", _positive_float),
-    "RETRY_BACKOFF_MAX_SECONDS": ("retry_backoff_max_seconds", _positive_float),
-    "CLAWBACK_POLICY": ("clawback_policy", _clawback_policy),
-    "HOLD_WINDOW_SECONDS": ("hold_window_seconds", _positive_int),
-    "HELD_RETRY_INTERVAL_SECONDS": ("held_retry_interval_seconds", _positive_int),
-    "CHECKOUT_SUCCESS_URL": ("checkout_success_url", _optional_str),
-    "CHECKOUT_CANCEL_URL": ("checkout_cancel_url", _optional_str),
-    "EVENT_BATCH_SIZE": ("event_batch_size", _positive_int),
-    "CONSUMER_HEARTBEAT_SECONDS": ("consumer_heartbeat_seconds", _positive_float),
-    "CONSUMER_DEAD_AFTER_SECONDS": ("consumer_dead_after_seconds", _positive_float),
-    "CONSUMER_RETRY_MAX_SECONDS": ("consumer_retry_max_seconds", _positive_float),
-    "ZERO_AMOUNT_INVOICES": ("zero_amount_invoices", _zero_amount_invoices),
-    "FRAUD_POLICY": ("fraud_policy", _fraud_policy),
-    "RETENTION_PAYLOAD_DAYS": ("retention_payload_days", _positive_int),
-    "RETENTION_INBOX_DAYS": ("retention_inbox_days", _positive_int),
-    "RETENTION_INTERVAL_SECONDS": ("retention_interval_seconds", _positive_int),
-    "SWEEP_INTERVAL_SECONDS": ("sweep_interval_seconds", _positive_int),
-    "SWEEP_MIN_AGE_SECONDS": ("sweep_min_age_seconds", _positive_int),
-    "SWEEP_EXPIRY_GRACE_SECONDS": ("sweep_expiry_grace_seconds", _positive_int),
-    "SWEEP_BATCH_SIZE": ("sweep_batch_size", _positive_int),
-    "SWEEP_CALLS_PER_SECOND": ("sweep_calls_per_second", _positive_float),
-    "RECONCILE_INTERVAL_SECONDS": ("reconcile_interval_seconds", _positive_int),
-    "RECONCILE_OVERLAP_SECONDS": ("reconcile_overlap_seconds", _positive_int),
-    "RECONCILE_INITIAL_LOOKBACK_SECONDS": ("reconcile_initial_lookback_seconds", _positive_int),
+# environment variable -> field
+ENVIRONMENT: dict[str, str] = {
+    field.validation_alias: name
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.validation_alias, str)
 }
-
-# Settings the YAML file may hold: everything but secrets and URLs.
-FILE_SETTINGS = {
-    "webhook_tolerance_seconds": _positive_int,
-    "webhook_max_bytes": _positive_int,
-    "api_max_bytes": _positive_int,
-    "web_routes": _web_routes,
-    "web_host": _optional_str,
-    "web_worker_connections": _positive_int,
-    "request_header_timeout_seconds": _positive_int,
-    "request_body_timeout_seconds": _positive_float,
-    "publish_timeout_seconds": _positive_float,
-    "publish_attempts": _positive_int,
-    "broker_visibility_timeout": _positive_int,
-    "retry_max_attempts": _positive_int,
-    "retry_backoff_base_seconds": _positive_float,
-    "retry_backoff_max_seconds": _positive_float,
-    "port": _positive_int,
-    "log_level": _log_level,
-    "log_format": _log_format,
-    "web_concurrency": _positive_int,
-    "stripe_api_base": _optional_str,
-    "clawback_policy": _clawback_policy,
-    "credit_packages": _credit_packages,
-    "subscription_plans": _subscription_plans,
-    "hold_window_seconds": _positive_int,
-    "held_retry_interval_seconds": _positive_int,
-    "checkout_success_url": _optional_str,
-    "checkout_cancel_url": _optional_str,
-    "event_batch_size": _positive_int,
-    "consumer_heartbeat_seconds": _positive_float,
-    "consumer_dead_after_seconds": _positive_float,
-    "consumer_retry_max_seconds": _positive_float,
-    "credit_catalog": _credit_catalog,
-    "zero_amount_invoices": _zero_amount_invoices,
-    "fraud_policy": _fraud_policy,
-    "retention_payload_days": _positive_int,
-    "retention_inbox_days": _positive_int,
-    "retention_interval_seconds": _positive_int,
-    "sweep_interval_seconds": _positive_int,
-    "sweep_min_age_seconds": _positive_int,
-    "sweep_expiry_grace_seconds": _positive_int,
-    "sweep_batch_size": _positive_int,
-    "sweep_calls_per_second": _positive_float,
-    "reconcile_interval_seconds": _positive_int,
-    "reconcile_overlap_seconds": _positive_int,
-    "reconcile_initial_lookback_seconds": _positive_int,
-}
+SECRET_FIELDS = frozenset(
+    name for name, field in Settings.model_fields.items() if any(isinstance(m, _Secret) for m in field.metadata)
+)
+# Settings the YAML file may hold: everything but secrets and connection settings.
+FILE_SETTINGS = frozenset(
+    name
+    for name, field in Settings.model_fields.items()
+    if not any(isinstance(m, (_Secret, _EnvironmentOnly)) for m in field.metadata)
+)
 
 
-def _parse(name: str, parse: Callable[[Any], Any], raw: Any) -> Any:
-    try:
-        return parse(raw)
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+class _Environment(EnvSettingsSource):
+    """The settings' variables in the mapping from_env was given; blank ones are unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = {var: raw for var, raw in environ.items() if var in ENVIRONMENT and raw.strip()}
+        super().__init__(settings_cls, case_sensitive=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._environ
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise SettingsError(f"PAYHOOKS_CONFIG: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise SettingsError(f"PAYHOOKS_CONFIG: {path} is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"PAYHOOKS_CONFIG: {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise SettingsError(f"PAYHOOKS_CONFIG: {path} must hold a mapping of settings")
-    unknown = sorted((str(key) for key in set(data) - set(FILE_SETTINGS)))
-    if unknown:
-        raise SettingsError(
-            f"PAYHOOKS_CONFIG: unknown or secret settings {unknown}; "
-            f"the file may hold {sorted(FILE_SETTINGS)}"
-        )
-    return {key: _parse(f"{path}:{key}", FILE_SETTINGS[key], value) for key, value in data.items()}
+class _ConfigFile(YamlConfigSettingsSource):
+    """PAYHOOKS_CONFIG: a YAML mapping of non-secret settings by field name."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls, yaml_file=path)
+
+    @staticmethod
+    def _existing_files(files: Any) -> list[Path]:
+        return [Path(files)]  # a missing file is an error, not an empty configuration
+
+    def _read_file(self, path: Path) -> dict[str, Any]:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise SettingsError(f"PAYHOOKS_CONFIG: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise SettingsError(f"PAYHOOKS_CONFIG: {path} is not UTF-8 text") from None
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"PAYHOOKS_CONFIG: {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise SettingsError(f"PAYHOOKS_CONFIG: {path} must hold a mapping of settings")
+        secrets = sorted(str(key) for key in data if key in Settings.model_fields and key not in FILE_SETTINGS)
+        if secrets:
+            variables = [Settings.model_fields[key].validation_alias for key in secrets]
+            raise SettingsError(
+                f"PAYHOOKS_CONFIG: {path} may not hold secrets or connection URLs {secrets}; "
+                f"set {', '.join(variables)} in the environment"
+            )
+        unknown = sorted(str(key) for key in set(data) - FILE_SETTINGS)
+        if unknown:
+            raise SettingsError(
+                f"PAYHOOKS_CONFIG: unknown or secret settings {unknown}; "
+                f"the file may hold {sorted(FILE_SETTINGS)}"
+            )
+        return data
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.yaml_data)  # by field name, as the file has them
+
+
+class _InvalidSettings(SettingsError):
+    """A setting that breaks its own rule; ``validation`` keeps pydantic's account of it."""
+
+    def __init__(self, message: str, validation: ValidationError) -> None:
+        super().__init__(message)
+        self.validation = validation
+
+
+def _invalid(validation: ValidationError, origins: Mapping[str, tuple[str, Any]]) -> SettingsError:
+    """The first problem, as a sentence naming the variable (or file key), its value and the rule."""
+    error = validation.errors()[0]
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, SettingsError):  # a rule between settings: its message says it all
+        return cause
+    field = str(error["loc"][0]) if error["loc"] else "settings"
+    field = ENVIRONMENT.get(field, field)
+    label, raw = origins.get(field, (field, error.get("input")))
+    problem = str(cause) if cause is not None else error["msg"]
+    if field in SECRET_FIELDS:  # never echo a secret
+        return _InvalidSettings(f"{label} is invalid: {problem}", validation)
+    return _InvalidSettings(f"{label}={raw!r} is invalid: {problem}", validation)
 
 
 # Query parameters that carry secrets in connection URLs (libpq's password=, sslpassword=,

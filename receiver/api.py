@@ -23,10 +23,11 @@ from providers.stripe_api import (
     ProviderUnavailableError,
     StripeNotConfiguredError,
 )
-from receiver import schemas
+from receiver import responses, schemas
 from receiver.auth import bearer_matches, unauthorized
 from receiver.errors import error
 from receiver.openapi import openapi_document
+from receiver.responses import reply
 from receiver.services import services
 
 blueprint = Blueprint("api", __name__)
@@ -51,7 +52,7 @@ class RequestValidationError(ValueError):
 
 @blueprint.before_request
 def require_token():
-    token = services().settings.api_token
+    token = services().settings.reveal("api_token")
     if not token:
         return error(503, "api_disabled", "API_TOKEN is not set, so the API is closed")
     if not bearer_matches(token):
@@ -149,21 +150,22 @@ def openapi():
 
 @blueprint.get("/users/<user_id>/credits")
 def user_credits(user_id: str):
-    return services().tracker.balance(_user(user_id))
+    return reply(responses.Credits, services().tracker.balance(_user(user_id)))
 
 
 @blueprint.get("/users/<user_id>/ledger")
 def user_ledger(user_id: str):
     user_id = _user(user_id)
     page = _query(schemas.Page)
-    return services().tracker.ledger(user_id, page=page.page, page_size=page.page_size)
+    return reply(responses.Ledger, services().tracker.ledger(user_id, page=page.page, page_size=page.page_size))
 
 
 @blueprint.post("/users/<user_id>/spend")
 def user_spend(user_id: str):
     user_id = _user(user_id)
     spend = _body(schemas.Spend)
-    return services().tracker.spend(user_id, spend.credits, idempotency_key=spend.idempotency_key, reason=spend.reason)
+    result = services().tracker.spend(user_id, spend.credits, idempotency_key=spend.idempotency_key, reason=spend.reason)
+    return reply(responses.SpendResult, result)
 
 
 @blueprint.post("/payments")
@@ -182,7 +184,7 @@ def create_payment():
         expires_at=body.expires_at,
         metadata=body.metadata,
     )
-    return payment, 201 if created else 200
+    return reply(responses.PaymentSummary, payment), 201 if created else 200
 
 
 @blueprint.post("/checkout")
@@ -197,34 +199,35 @@ def create_checkout():
         cancel_url=body.cancel_url,
         idempotency_key=headers.idempotency_key,
     )
-    return result, 201
+    return reply(responses.Checkout, result), 201
 
 
 @blueprint.post("/payments/verify")
 def verify_payment():
     body = _body(schemas.VerifyPayment)
-    return services().tracker.verify(body.session_id)
+    return reply(responses.Verification, services().tracker.verify(body.session_id))
 
 
 @blueprint.get("/payments/<id:payment_id>")
 def get_payment(payment_id: int):
-    return services().tracker.get(payment_id)
+    return reply(responses.Payment, services().tracker.get(payment_id))
 
 
 @blueprint.get("/payments")
 def list_payments():
     query = _query(schemas.ListPayments)
-    return services().tracker.history(
+    payments = services().tracker.history(
         user_id=query.user_id,
         status=query.status.value if query.status else None,
         page=query.page,
         page_size=query.page_size,
     )
+    return reply(responses.PaymentList, payments)
 
 
 @blueprint.get("/stats")
 def stats():
-    return services().tracker.stats(_query(schemas.StatsQuery).user_id)
+    return reply(responses.Stats, services().tracker.stats(_query(schemas.StatsQuery).user_id))
 
 
 # -- dead letters -------------------------------------------------------------------
@@ -250,18 +253,20 @@ def list_dead_letters():
     letters, total = services().dead_letters.list(
         _dead_letter_filters(query), limit=query.page_size, offset=(query.page - 1) * query.page_size
     )
-    return {"dead_letters": letters, "total_count": total, "page": query.page, "page_size": query.page_size}
+    page = {"dead_letters": letters, "total_count": total, "page": query.page, "page_size": query.page_size}
+    return reply(responses.DeadLetterList, page)
 
 
 @blueprint.get("/dead-letters/<id:dead_letter_id>")
 def show_dead_letter(dead_letter_id: int):
-    return services().dead_letters.show(dead_letter_id)
+    return reply(responses.DeadLetterDetail, services().dead_letters.show(dead_letter_id))
 
 
 @blueprint.post("/dead-letters/<id:dead_letter_id>/replay")
 def replay_dead_letter(dead_letter_id: int):
     result = services().dead_letters.replay(dead_letter_id, _actor())
-    return {"id": result.dead_letter_id, "outcome": result.outcome, "event_status": result.event_status, "error": result.error}
+    outcome = {"id": result.dead_letter_id, "outcome": result.outcome, "event_status": result.event_status, "error": result.error}
+    return reply(responses.ReplayResult, outcome)
 
 
 @blueprint.post("/dead-letters/replay")
@@ -271,18 +276,18 @@ def replay_dead_letters():
     filters = _dead_letter_filters(body)
     if body.dry_run:
         ids = services().dead_letters.matching(filters)
-        return {"dry_run": True, "matched": len(ids), "ids": ids}
+        return reply(responses.DryRun, {"dry_run": True, "matched": len(ids), "ids": ids})
     params = body.model_dump(mode="json", exclude={"dry_run"}, exclude_none=True)
     job = services().jobs.replay_dead_letters(filters, params, _actor())
-    return job, 202, {"Location": f"{request.script_root}/api/jobs/{job['id']}"}
+    return reply(responses.Job, job), 202, {"Location": f"{request.script_root}/api/jobs/{job['id']}"}
 
 
 @blueprint.get("/jobs/<id:job_id>")
 def show_job(job_id: int):
-    return services().jobs.get(job_id)
+    return reply(responses.Job, services().jobs.get(job_id))
 
 
 @blueprint.post("/dead-letters/<id:dead_letter_id>/discard")
 def discard_dead_letter(dead_letter_id: int):
     body = _body(schemas.DiscardDeadLetter)
-    return services().dead_letters.discard(dead_letter_id, _actor(), body.reason)
+    return reply(responses.DeadLetter, services().dead_letters.discard(dead_letter_id, _actor(), body.reason))

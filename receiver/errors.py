@@ -9,11 +9,14 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from receiver.responses import Error
+
 log = logging.getLogger("payhooks.receiver")
 
 
 def error(status: int, code: str, message: str, **extra):
-    response = jsonify({"error": code, "message": message, **extra})
+    body = Error(error=code, message=message, **extra).model_dump(mode="json", exclude_none=True)
+    response = jsonify(body)
     response.status_code = status
     return response
 

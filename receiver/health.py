@@ -52,7 +52,7 @@ def _check(probe) -> str:
 @blueprint.get("/metrics")
 def prometheus_metrics():
     svc = services()
-    token = svc.settings.metrics_token
+    token = svc.settings.reveal("metrics_token")
     if token and not bearer_matches(token):
         return unauthorized("METRICS_TOKEN", "payhooks metrics")
     body, content_type = metrics.render(_state_collector(svc), svc.settings.metrics_dir)

@@ -9,85 +9,39 @@ from __future__ import annotations
 from functools import cache
 
 from pydantic import TypeAdapter
+from pydantic.json_schema import models_json_schema
 
-from receiver import schemas
+from receiver import responses, schemas
 
 REF = "#/components/schemas/{model}"
 
 
-def _obj(properties: dict, required: list[str] | None = None) -> dict:
-    return {"type": "object", "properties": properties, "required": required or list(properties)}
+STR = {"type": "string"}
+
+# What each /api route answers, by model: the schemas below are generated from these.
+RESPONSE_MODELS = (
+    responses.Error, responses.Credits, responses.Ledger, responses.SpendResult, responses.Checkout,
+    responses.PaymentSummary, responses.Payment, responses.PaymentList, responses.Verification, responses.Stats,
+    responses.DeadLetter, responses.DeadLetterDetail, responses.DeadLetterList, responses.ReplayResult,
+    responses.DryRun, responses.Job,
+)
+BODY_MODELS = (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend, schemas.VerifyPayment,
+               schemas.ReplayDeadLetters, schemas.DiscardDeadLetter)
+PARAMETER_MODELS = (schemas.Page, schemas.ListPayments, schemas.StatsQuery, schemas.ListDeadLetters,
+                    schemas.CheckoutHeaders)
 
 
-INT, STR, BOOL = {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
-NSTR, NINT = {"type": ["string", "null"]}, {"type": ["integer", "null"]}
-TIME = {"type": ["string", "null"], "format": "date-time"}
+def _components() -> dict:
+    """Bodies and responses from their models, with every definition they use, under components/schemas."""
+    _, document = models_json_schema(
+        [(model, "serialization") for model in RESPONSE_MODELS] + [(model, "validation") for model in BODY_MODELS],
+        ref_template=REF,
+    )
+    found = document["$defs"]
+    for model in PARAMETER_MODELS:  # their enums (PaymentStatus), which parameters refer to
+        found.update(model.model_json_schema(by_alias=True, ref_template=REF).get("$defs", {}))
+    return {name: _keys_as_property_names(schema) for name, schema in found.items()}
 
-RESPONSES = {
-    "Error": _obj({"error": STR, "message": STR, "fields": {"type": "object", "additionalProperties": STR}}, ["error", "message"]),
-    "Credits": _obj({"user_id": STR, "balance": INT, "total_purchased": INT, "total_refunded": INT, "frozen": INT}),
-    "Payment": _obj(
-        {
-            "id": INT, "provider": STR, "provider_session_id": NSTR, "provider_payment_id": NSTR, "user_id": STR,
-            "status": STR, "credits": INT, "amount_cents": NINT, "currency": NSTR, "paid_amount_cents": NINT,
-            "paid_currency": NSTR, "amount_mismatch": BOOL, "refunded_cents": INT, "credits_granted": INT,
-            "credits_taken_back": INT, "credits_frozen": INT, "package_id": NSTR, "package_name": NSTR, "metadata": {"type": "object"}, "expires_at": TIME,
-            "paid_at": TIME, "created_at": TIME, "updated_at": TIME,
-            "history": {"type": "array", "items": _obj({"from": NSTR, "to": STR, "cause": STR, "at": TIME})},
-            "failed_attempts": {"type": "array", "items": {"type": "object"}},
-            "disputes": {"type": "array", "items": {"type": "object"}},
-            "refunds": {"type": "array", "items": {"type": "object"}},
-            "fraud_warnings": {"type": "array", "items": {"type": "object"}},
-            "net_credits": INT,
-        },
-        ["id", "provider", "user_id", "status", "credits"],
-    ),
-    "PaymentList": _obj(
-        {"payments": {"type": "array", "items": {"$ref": REF.format(model="Payment")}}, "total_count": INT,
-         "page": INT, "page_size": INT, "has_more": BOOL}
-    ),
-    "LedgerEntry": _obj(
-        {"id": INT, "kind": STR, "amount": INT, "shortfall": INT, "payment_id": NINT, "cause": STR,
-         "idempotency_key": STR, "created_at": TIME}
-    ),
-    "Ledger": _obj(
-        {"user_id": STR, "entries": {"type": "array", "items": {"$ref": REF.format(model="LedgerEntry")}},
-         "total_count": INT, "page": INT, "page_size": INT, "has_more": BOOL}
-    ),
-    "SpendResult": _obj(
-        {"entry": {"$ref": REF.format(model="LedgerEntry")}, "user_id": STR, "balance": INT,
-         "total_purchased": INT, "total_refunded": INT, "frozen": INT}
-    ),
-    "Checkout": _obj({"checkout_url": NSTR, "session_id": STR, "payment_id": INT}),
-    "DeadLetter": _obj(
-        {"id": INT, "provider": STR, "event_id": STR, "event_type": STR, "error_class": STR, "error": STR,
-         "attempts": INT, "first_failed_at": TIME, "last_failed_at": TIME, "status": STR, "resolved_by": NSTR,
-         "resolved_at": TIME, "resolution_note": NSTR, "traceback": NSTR, "payload": STR},
-        ["id", "provider", "event_id", "event_type", "error_class", "error", "attempts", "status"],
-    ),
-    "DeadLetterList": _obj(
-        {"dead_letters": {"type": "array", "items": {"$ref": REF.format(model="DeadLetter")}}, "total_count": INT,
-         "page": INT, "page_size": INT}
-    ),
-    "ReplayResult": _obj({"id": INT, "outcome": STR, "event_status": NSTR, "error": NSTR}),
-    "DryRun": _obj({"dry_run": BOOL, "matched": INT, "ids": {"type": "array", "items": INT}}),
-    "Job": _obj(
-        {"id": INT, "kind": STR, "status": {"type": "string", "enum": ["queued", "running", "finished", "failed"]},
-         "total": INT, "done": INT, "outcomes": {"type": "object", "additionalProperties": INT},
-         "params": {"type": "object"}, "error": NSTR, "requested_by": STR, "created_at": TIME,
-         "updated_at": TIME, "started_at": TIME, "finished_at": TIME},
-    ),
-    "Verification": _obj(
-        {"session_id": STR, "payment_verified": BOOL, "status": NSTR, "provider_status": NSTR,
-         "provider_payment_status": NSTR, "credits_added": INT, "balance": NINT}
-    ),
-    "Stats": _obj(
-        {"user_id": NSTR, "payment_count": INT, "payments_by_status": {"type": "object", "additionalProperties": INT},
-         "amount_spent_cents": {"type": "object", "additionalProperties": INT},
-         "amount_refunded_cents": {"type": "object", "additionalProperties": INT},
-         "credits_purchased": INT, "credits_taken_back": INT, "credits_spent": INT}
-    ),
-}
 
 ERRORS = {
     "400": "invalid request (fields names each problem)",
@@ -120,7 +74,7 @@ def _operation(summary: str, ok: dict, *, body: type | None = None, query: type 
     params = [{"name": name, "in": "path", "required": True, "schema": schema} for name, schema in path]
     for where, model in (("query", query), ("header", headers)):
         if model is not None:
-            for name, field in model.model_json_schema(by_alias=True)["properties"].items():
+            for name, field in model.model_json_schema(by_alias=True, ref_template=REF)["properties"].items():
                 params.append({"name": name, "in": where, "required": False, "schema": _not_null(field)})
     if params:
         op["parameters"] = params
@@ -153,21 +107,19 @@ def _keys_as_property_names(schema):
 @cache
 def openapi_document(packages: tuple[str, ...] = ()) -> dict:
     """The document; `packages` are the configured credit package ids, the only ones checkout takes."""
-    bodies = {}
-    for model in (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend, schemas.VerifyPayment,
-                  schemas.ReplayDeadLetters, schemas.DiscardDeadLetter):
-        schema = model.model_json_schema(ref_template=REF)
-        bodies.update(schema.pop("$defs", {}))
-        bodies[model.__name__] = _keys_as_property_names(schema)
+    components = _components()
     if packages:
-        bodies["CreateCheckout"]["properties"]["package_id"] = {"type": "string", "enum": list(packages)}
+        components["CreateCheckout"]["properties"]["package_id"] = {"type": "string", "enum": list(packages)}
     return {
         "openapi": "3.1.0",
         "info": {"title": "payhooks API", "version": "1", "description": "Payments, credits and stats for the application that sells credits."},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": {**bodies, **RESPONSES}},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": components},
         "security": [{"bearer": []}],
         "paths": {
-            "/api/openapi.json": {"get": _operation("This document", {"200": {"description": "OpenAPI 3.1"}})},
+            "/api/openapi.json": {
+                "get": _operation("This document", {"200": {"description": "OpenAPI 3.1", "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["openapi", "paths"]}}}}})
+            },
             "/api/users/{user_id}/credits": {
                 "get": _operation("A user's balance and totals (zeros for an unknown user)", {"200": _response("Credits", "balance")}, path=USER)
             },
@@ -180,7 +132,8 @@ def openapi_document(packages: tuple[str, ...] = ()) -> dict:
             },
             "/api/payments": {
                 "post": _operation("Record a pending payment; idempotent on (provider, session_id) or (provider, payment_id)",
-                                   {"201": _response("Payment", "recorded"), "200": _response("Payment", "already recorded")},
+                                   {"201": _response("PaymentSummary", "recorded"),
+                                    "200": _response("PaymentSummary", "already recorded")},
                                    body=schemas.CreatePayment, extra={"409": "the session is recorded with different details"}),
                 "get": _operation("List payments, newest first", {"200": _response("PaymentList", "a page")}, query=schemas.ListPayments),
             },
@@ -206,7 +159,7 @@ def openapi_document(packages: tuple[str, ...] = ()) -> dict:
                                   {"200": _response("DeadLetterList", "a page")}, query=schemas.ListDeadLetters)
             },
             "/api/dead-letters/{dead_letter_id}": {
-                "get": _operation("One dead letter with its traceback and raw body", {"200": _response("DeadLetter", "it")},
+                "get": _operation("One dead letter with its traceback and raw body", {"200": _response("DeadLetterDetail", "it")},
                                   path=[("dead_letter_id", ROW_ID)], extra={"404": "no such dead letter"})
             },
             "/api/dead-letters/{dead_letter_id}/replay": {

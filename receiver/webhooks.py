@@ -75,7 +75,7 @@ def stripe_webhook():
         secret = stripe.verify_signature(
             body,
             request.headers.get(stripe.SIGNATURE_HEADER),
-            settings.stripe_webhook_secrets,
+            settings.reveal("stripe_webhook_secrets"),
             tolerance=settings.webhook_tolerance_seconds,
             now=time.time(),
         )

@@ -120,7 +120,7 @@ def look_up_session(self: PayhooksTask, provider: str, session_id: str) -> dict:
     """Fetch what the provider's API knows of a session (its line items) and apply the events held for it."""
     runtime = self.runtime
     try:
-        api = StripeAPI(runtime.settings.stripe_api_key, runtime.settings.stripe_api_base)
+        api = StripeAPI(runtime.settings.reveal("stripe_api_key"), runtime.settings.stripe_api_base)
         report = lookups.look_up_session(runtime.unit, api, provider, session_id)
     except StripeNotConfiguredError as exc:
         log.warning("cannot look up a session's line items: %s", exc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import pytest
@@ -227,8 +226,7 @@ def fake():
 @pytest.fixture
 def stripe_settings(settings, fake):
     """Settings pointing the Stripe client at the fake, with one credit package."""
-    return dataclasses.replace(
-        settings,
+    return settings.replace(
         stripe_api_key=STRIPE_API_KEY,
         stripe_api_base=fake.url,
         credit_packages={"starter": STARTER},

@@ -274,7 +274,7 @@ def stripe_setup(url: str, dry_run: bool, recreate: bool, keep_old: bool, descri
         raise click.UsageError("--keep-old only makes sense with --recreate")
     settings = _settings()
     try:
-        api = StripeAPI(settings.stripe_api_key, settings.stripe_api_base)
+        api = StripeAPI(settings.reveal("stripe_api_key"), settings.stripe_api_base)
         the_plan = setup.plan(
             api.list_webhook_endpoints(),
             url,

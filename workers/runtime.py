@@ -49,7 +49,7 @@ class Runtime:
 
     def recovery(self) -> Recovery:
         """Sweeps, reconciliation and verify; StripeNotConfiguredError without STRIPE_API_KEY."""
-        return Recovery(self.unit, StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base))
+        return Recovery(self.unit, StripeAPI(self.settings.reveal("stripe_api_key"), self.settings.stripe_api_base))
 
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.unit)

@@ -12,7 +12,6 @@ receiver, Redis and Celery workers.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import random
 
@@ -186,7 +185,7 @@ def test_flow_corpus_end_to_end(process_env, test_services, settings, database, 
             env = {**process_env, "REDIS_URL": url, "FRAUD_POLICY": policy, "PAYHOOKS_CONFIG": _config_file(tmp_path, group),
                    "STRIPE_API_KEY": "sk_test_corpus", "STRIPE_API_BASE": stripe_fake.url, "EVENT_BATCH_SIZE": "20"}
             workers.append(processes.celery_worker(env, name=f"corpus-{policy}"))
-            receiver = create_app(dataclasses.replace(settings, redis_url=url)).test_client()
+            receiver = create_app(settings.replace(redis_url=url)).test_client()
             for flow in group:
                 unit = UnitOfWork(database, Rules())
                 for recorded in flow.config.recorded:

@@ -9,7 +9,6 @@ The app runs in process on a real Redis database no worker consumes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -112,7 +111,7 @@ def receiver(settings, test_services):
     url = test_services.redis_url.rsplit("/", 1)[0] + "/3"
     queue = redis.Redis.from_url(url)
     queue.flushdb()
-    app = create_app(dataclasses.replace(settings, redis_url=url, webhook_max_bytes=MAX_BYTES))
+    app = create_app(settings.replace(redis_url=url, webhook_max_bytes=MAX_BYTES))
     yield app.test_client(), queue
     queue.flushdb()
 

@@ -863,13 +863,11 @@ def test_a_job_picked_up_again_resumes_where_it_stopped_and_runs_once(database):
 
 
 def test_a_job_that_cannot_be_queued_is_failed_and_the_api_says_503(settings, database):
-    import dataclasses
-
     from infra.embedded import free_port
     from receiver import create_app
 
     crashed_checkout(database, uid("user_noqueue"), 5)
-    app = create_app(dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    app = create_app(settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
 
     response = app.test_client().post("/api/dead-letters/replay", json={}, headers=AUTH)
 

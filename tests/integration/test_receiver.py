@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import pytest
@@ -19,7 +18,7 @@ from transport.queue import EVENTS, Envelope
 @pytest.fixture
 def quiet(settings, test_services):
     """Settings on a broker database no worker consumes, so tests can read what was queued."""
-    return dataclasses.replace(settings, redis_url=test_services.redis_url.rsplit("/", 1)[0] + "/1")
+    return settings.replace(redis_url=test_services.redis_url.rsplit("/", 1)[0] + "/1")
 
 
 @pytest.fixture
@@ -90,7 +89,7 @@ def test_bad_deliveries_get_400_and_never_reach_the_queue(case, client, queue):
 
 
 def test_body_over_the_limit_is_413_before_reading(quiet, queue):
-    small = create_app(dataclasses.replace(quiet, webhook_max_bytes=1024))
+    small = create_app(quiet.replace(webhook_max_bytes=1024))
     body = encode(completed_event())
     assert len(body) > 1024
 
@@ -102,7 +101,7 @@ def test_body_over_the_limit_is_413_before_reading(quiet, queue):
 
 
 def test_no_configured_secret_is_503_so_the_provider_retries(quiet, queue):
-    unconfigured = create_app(dataclasses.replace(quiet, stripe_webhook_secrets=()))
+    unconfigured = create_app(quiet.replace(stripe_webhook_secrets=()))
     body = encode(completed_event())
 
     response = unconfigured.test_client().post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET))
@@ -113,7 +112,7 @@ def test_no_configured_secret_is_503_so_the_provider_retries(quiet, queue):
 
 
 def test_unreachable_broker_is_503_fast(quiet):
-    nowhere = create_app(dataclasses.replace(quiet, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    nowhere = create_app(quiet.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     body = encode(completed_event())
 
     started = time.monotonic()
@@ -136,7 +135,7 @@ def test_health_and_readiness(client, quiet):
     assert ready.status_code == 200
     assert ready.get_json()["checks"] == {"redis": "ok", "database": "ok"}
 
-    broken = create_app(dataclasses.replace(quiet, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    broken = create_app(quiet.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     not_ready = broken.test_client().get("/readyz")
     assert not_ready.status_code == 503
     assert not_ready.get_json()["checks"]["database"] == "ok"
@@ -155,7 +154,7 @@ def test_api_needs_the_bearer_token(client):
 
 
 def test_api_is_closed_without_a_configured_token(quiet):
-    closed = create_app(dataclasses.replace(quiet, api_token=None))
+    closed = create_app(quiet.replace(api_token=None))
     response = closed.test_client().get("/api/users/u/credits", headers={"Authorization": "Bearer "})
     assert response.status_code == 503
     assert response.get_json()["error"] == "api_disabled"
@@ -171,7 +170,7 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
     [("all", 200, 200), ("webhooks", 200, 404), ("api", 404, 200)],
 )
 def test_web_routes_choose_what_a_process_serves(quiet, queue, routes, webhooks, api):
-    client = create_app(dataclasses.replace(quiet, web_routes=routes)).test_client()
+    client = create_app(quiet.replace(web_routes=routes)).test_client()
     body = encode(completed_event())
 
     assert client.post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET)).status_code == webhooks
@@ -181,7 +180,7 @@ def test_web_routes_choose_what_a_process_serves(quiet, queue, routes, webhooks,
 
 
 def test_api_bodies_have_their_own_smaller_limit(quiet):
-    client = create_app(dataclasses.replace(quiet, api_max_bytes=1000)).test_client()
+    client = create_app(quiet.replace(api_max_bytes=1000)).test_client()
     big = {"reason": "x" * 2000}
 
     response = client.post("/api/dead-letters/1/discard", json=big, headers=AUTH)
@@ -212,7 +211,7 @@ def test_the_procfile_api_process_serves_only_the_api(process_env):
 
 def test_metrics_want_the_metrics_token_when_one_is_set(quiet):
     token = "m" * 40
-    client = create_app(dataclasses.replace(quiet, metrics_token=token)).test_client()
+    client = create_app(quiet.replace(metrics_token=token)).test_client()
 
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer " + "n" * 40}).status_code == 401

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
+import re
+from pathlib import Path
 
 import pytest
+from pydantic import SecretStr, ValidationError
 
-from infra import settings as settings_module
-from infra.settings import MIB, MIN_TOKEN_LENGTH, Settings, SettingsError, redact_url
+from infra.settings import (
+    ENVIRONMENT,
+    FILE_SETTINGS,
+    MIB,
+    MIN_TOKEN_LENGTH,
+    CreditPackage,
+    Settings,
+    SettingsError,
+    redact_url,
+)
 from models.enums import ClawbackPolicy, FraudPolicy, ZeroAmountInvoices
 from models.rules import Plan, Rules
 
@@ -56,7 +66,7 @@ def test_without_an_environ_argument_reads_os_environ(monkeypatch):
 
 def test_settings_are_frozen():
     s = Settings.from_env({})
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         s.port = 1  # type: ignore[misc]
 
 
@@ -73,7 +83,7 @@ def test_string_settings_are_stripped():
     s = Settings.from_env({"DATABASE_URL": "  postgresql://h/db  ", "API_TOKEN": f" {TOKEN} "})
 
     assert s.database_url == "postgresql://h/db"
-    assert s.api_token == TOKEN
+    assert s.api_token.get_secret_value() == TOKEN
 
 
 # -- STRIPE_WEBHOOK_SECRET ------------------------------------------------------
@@ -91,18 +101,18 @@ def test_string_settings_are_stripped():
     ],
     ids=["single", "two", "whitespace", "empty-items", "mostly-empty", "only-separators"],
 )
-def test_webhook_secret_list_becomes_a_tuple(raw, expected):
+def test_webhook_secret_list_becomes_a_tuple_of_secrets(raw, expected):
     s = Settings.from_env({"STRIPE_WEBHOOK_SECRET": raw})
 
-    assert s.stripe_webhook_secrets == expected
     assert isinstance(s.stripe_webhook_secrets, tuple)
+    assert all(isinstance(secret, SecretStr) for secret in s.stripe_webhook_secrets)
+    assert s.reveal("stripe_webhook_secrets") == expected
 
 
 def test_webhook_secret_order_is_kept():
     # verify_signature reports which secret matched by index: order matters.
     s = Settings.from_env({"STRIPE_WEBHOOK_SECRET": "whsec_new,whsec_old"})
-    assert s.stripe_webhook_secrets[0] == "whsec_new"
-    assert s.stripe_webhook_secrets[1] == "whsec_old"
+    assert s.reveal("stripe_webhook_secrets") == ("whsec_new", "whsec_old")
 
 
 # -- numeric variables ----------------------------------------------------------
@@ -148,10 +158,7 @@ NUMERIC_VARS = INT_VARS + FLOAT_VARS
 
 
 def test_numeric_table_covers_every_numeric_variable():
-    numeric_parsers = (settings_module._positive_int, settings_module._positive_float)
-    numeric = {
-        var for var, (_, parse) in settings_module.ENVIRONMENT.items() if parse in numeric_parsers
-    }
+    numeric = {var for var, name in ENVIRONMENT.items() if Settings.model_fields[name].annotation in (int, float)}
     assert numeric == {var for var, *_ in NUMERIC_VARS}
 
 
@@ -165,7 +172,7 @@ def test_numeric_variable_is_parsed(var, field, raw, expected):
 
 @pytest.mark.parametrize("var", [var for var, *_ in INT_VARS])
 def test_integer_variable_tolerates_surrounding_whitespace(var):
-    field = settings_module.ENVIRONMENT[var][0]
+    field = ENVIRONMENT[var]
     assert getattr(Settings.from_env({var: " 4000 "}), field) == 4000
 
 
@@ -298,26 +305,38 @@ def test_empty_config_file_gives_defaults(tmp_path, text):
 
 
 @pytest.mark.parametrize(
-    "key",
+    ("key", "var"),
     [
-        "api_token",
-        "stripe_webhook_secrets",
-        "stripe_api_key",
-        "sentry_dsn",
-        "database_url",
-        "redis_url",
-        "secret_fields",
+        ("api_token", "API_TOKEN"),
+        ("stripe_webhook_secrets", "STRIPE_WEBHOOK_SECRET"),
+        ("stripe_api_key", "STRIPE_API_KEY"),
+        ("sentry_dsn", "SENTRY_DSN"),
+        ("metrics_token", "METRICS_TOKEN"),
+        ("database_url", "DATABASE_URL"),
+        ("redis_url", "REDIS_URL"),
+        ("metrics_dir", "PROMETHEUS_MULTIPROC_DIR"),
     ],
 )
-def test_config_file_may_not_hold_secrets_or_urls(tmp_path, key):
-    env = _config(tmp_path, f"{key}: should-not-be-here\n")
+def test_config_file_may_not_hold_secrets_or_urls(tmp_path, key, var):
+    env = _config(tmp_path, f"port: 9100\n{key}: should-not-be-here\n")
 
     with pytest.raises(SettingsError) as excinfo:
         Settings.from_env(env)
 
     message = str(excinfo.value)
-    assert "PAYHOOKS_CONFIG" in message
-    assert key in message
+    assert message == (
+        f"PAYHOOKS_CONFIG: {env['PAYHOOKS_CONFIG']} may not hold secrets or connection URLs ['{key}']; "
+        f"set {var} in the environment"
+    )
+    assert "should-not-be-here" not in message
+
+
+def test_the_file_may_hold_every_setting_but_secrets_and_connections():
+    secret_or_connection = {
+        "database_url", "redis_url", "metrics_dir", "stripe_webhook_secrets", "stripe_api_key", "api_token",
+        "sentry_dsn", "metrics_token",
+    }
+    assert FILE_SETTINGS == set(Settings.model_fields) - secret_or_connection
 
 
 def test_config_file_secret_is_rejected_even_if_environment_also_sets_it(tmp_path):
@@ -328,13 +347,31 @@ def test_config_file_secret_is_rejected_even_if_environment_also_sets_it(tmp_pat
         Settings.from_env(env)
 
 
-def test_config_file_unknown_key_is_rejected(tmp_path):
-    env = _config(tmp_path, "port: 9100\nprot: 9101\n")
+@pytest.mark.parametrize("key", ["prot", "secret_fields"])
+def test_config_file_unknown_key_is_rejected(tmp_path, key):
+    env = _config(tmp_path, f"port: 9100\n{key}: 9101\n")
 
     with pytest.raises(SettingsError) as excinfo:
         Settings.from_env(env)
 
-    assert "prot" in str(excinfo.value)
+    assert str(excinfo.value) == (
+        f"PAYHOOKS_CONFIG: unknown or secret settings ['{key}']; the file may hold {sorted(FILE_SETTINGS)}"
+    )
+
+
+def test_config_file_credit_packages_and_environment_over_business_rules(tmp_path):
+    env = _config(
+        tmp_path,
+        "credit_packages:\n  starter: {name: Starter, credits: 100, amount_cents: 999}\n"
+        "zero_amount_invoices: grant\nfraud_policy: freeze\n",
+    )
+    env["FRAUD_POLICY"] = "off"
+
+    s = Settings.from_env(env)
+
+    assert s.credit_packages == {"starter": CreditPackage("starter", "Starter", 100, 999, "usd")}
+    assert s.zero_amount_invoices is ZeroAmountInvoices.GRANT
+    assert s.fraud_policy is FraudPolicy.OFF
 
 
 def test_config_file_invalid_value_names_file_and_key(tmp_path):
@@ -648,7 +685,17 @@ SECRET_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("render", [repr, str, lambda s: f"{s}", lambda s: f"{s!r}"])
+def _pretty(settings) -> str:
+    from rich.pretty import pretty_repr
+
+    return pretty_repr(settings)
+
+
+@pytest.mark.parametrize(
+    "render",
+    [repr, str, lambda s: f"{s}", lambda s: f"{s!r}", _pretty, lambda s: repr(s.replace(port=9000))],
+    ids=["repr", "str", "format", "format-r", "rich", "replaced"],
+)
 def test_repr_never_shows_secrets(render):
     s = Settings.from_env(SECRET_ENV)
     text = render(s)
@@ -672,6 +719,25 @@ def test_repr_marks_set_secrets_and_redacts_urls():
     assert "redis_url='redis://:***@localhost:6379/0'" in text
     assert "port=8000" in text  # ordinary settings are still shown
     assert "secret_fields" not in text
+
+
+def test_secrets_are_secret_strings_and_urls_stay_plain():
+    s = Settings.from_env(SECRET_ENV)
+
+    for name in ("stripe_api_key", "api_token", "metrics_token", "sentry_dsn"):
+        assert isinstance(getattr(s, name), SecretStr), name
+    assert s.api_token.get_secret_value() == SECRET_ENV["API_TOKEN"]
+    assert s.reveal("sentry_dsn") == SECRET_ENV["SENTRY_DSN"]
+    assert s.database_url == SECRET_ENV["DATABASE_URL"]  # the code that connects needs it whole
+    assert "sk_test_keyCCC" not in s.model_dump_json()
+
+
+def test_direct_construction_takes_plain_strings_for_secrets():
+    s = Settings(api_token=TOKEN, stripe_webhook_secrets=("whsec_a", " whsec_b "), sentry_dsn="")
+
+    assert s.api_token == SecretStr(TOKEN)
+    assert s.reveal("stripe_webhook_secrets") == ("whsec_a", "whsec_b")
+    assert s.sentry_dsn is None
 
 
 def test_repr_of_unset_secrets_says_so():
@@ -772,8 +838,8 @@ def test_the_development_and_test_tokens_are_long_enough():
     from tests.conftest import API_TOKEN
     from workers.cli import DEV_API_TOKEN
 
-    assert Settings.from_env({"API_TOKEN": DEV_API_TOKEN}).api_token == DEV_API_TOKEN
-    assert Settings.from_env({"API_TOKEN": API_TOKEN}).api_token == API_TOKEN
+    assert Settings.from_env({"API_TOKEN": DEV_API_TOKEN}).reveal("api_token") == DEV_API_TOKEN
+    assert Settings.from_env({"API_TOKEN": API_TOKEN}).reveal("api_token") == API_TOKEN
 
 
 # -- the web process ------------------------------------------------------------------
@@ -801,3 +867,182 @@ def test_web_settings_defaults_and_parsing():
 def test_web_settings_refuse_bad_values(var, raw):
     with pytest.raises(SettingsError, match=var):
         Settings.from_env({var: raw})
+
+
+# -- replace: a copy validated like any other -----------------------------------------
+
+
+def test_replace_changes_only_what_it_is_given():
+    s = Settings.from_env({"API_TOKEN": TOKEN, "PORT": "9000"})
+
+    changed = s.replace(redis_url="redis://h:1/0", webhook_max_bytes=1024)
+
+    assert (changed.redis_url, changed.webhook_max_bytes, changed.port) == ("redis://h:1/0", 1024, 9000)
+    assert changed.api_token == s.api_token
+    assert s.redis_url is None  # the original is untouched
+    assert s.replace() == s
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"port": 0}, "port=0 is invalid: must be a positive integer"),
+        ({"web_routes": "admin"}, "web_routes='admin' is invalid: must be one of all, webhooks, api"),
+        ({"broker_visibility_timeout": 100}, "RETRY_BACKOFF_MAX_SECONDS must stay below BROKER_VISIBILITY_TIMEOUT"),
+        ({"api_token": "tiny5"}, "API_TOKEN must be at least 32 characters (it is 5)"),
+        ({"prot": 1}, "prot"),
+    ],
+)
+def test_replace_validates(changes, message):
+    with pytest.raises(SettingsError) as excinfo:
+        Settings().replace(**changes)
+
+    assert message in str(excinfo.value)
+    assert "tiny5" not in str(excinfo.value)
+
+
+def test_a_bad_secret_is_refused_without_echoing_it():
+    with pytest.raises(SettingsError) as excinfo:
+        Settings(stripe_webhook_secrets=42)
+
+    assert str(excinfo.value).startswith("stripe_webhook_secrets is invalid:")
+    assert "42" not in str(excinfo.value)
+
+
+# -- every message a user saw before pydantic-settings, word for word -----------------
+
+ENVIRONMENT_MESSAGES = [
+    ({"PORT": "abc"}, "PORT='abc' is invalid: invalid literal for int() with base 10: 'abc'"),
+    ({"PORT": "0"}, "PORT='0' is invalid: must be a positive integer"),
+    ({"WEB_CONCURRENCY": "1.5"}, "WEB_CONCURRENCY='1.5' is invalid: invalid literal for int() with base 10: '1.5'"),
+    ({"PUBLISH_TIMEOUT_SECONDS": "nan"}, "PUBLISH_TIMEOUT_SECONDS='nan' is invalid: must be a positive number"),
+    ({"RETRY_BACKOFF_BASE_SECONDS": "-1"}, "RETRY_BACKOFF_BASE_SECONDS='-1' is invalid: must be a positive number"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is invalid: must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is invalid: must be json or text"),
+    ({"WEB_ROUTES": "admin"}, "WEB_ROUTES='admin' is invalid: must be one of all, webhooks, api"),
+    ({"CLAWBACK_POLICY": "zz"}, "CLAWBACK_POLICY='zz' is invalid: must be one of ['allow_negative', 'floor_at_zero']"),
+    ({"FRAUD_POLICY": "block"}, "FRAUD_POLICY='block' is invalid: must be one of ['off', 'freeze']"),
+    ({"ZERO_AMOUNT_INVOICES": "always"}, "ZERO_AMOUNT_INVOICES='always' is invalid: must be one of ['skip', 'grant']"),
+    ({"API_TOKEN": "x" * 31}, "API_TOKEN must be at least 32 characters (it is 31): a short bearer token can be "
+     "guessed; generate one with `openssl rand -hex 32`"),
+    ({"METRICS_TOKEN": "y" * 5}, "METRICS_TOKEN must be at least 32 characters (it is 5): a short bearer token can be "
+     "guessed; generate one with `openssl rand -hex 32`"),
+    ({"RETENTION_INBOX_DAYS": "30"}, "RETENTION_INBOX_DAYS must be at least 35: providers redeliver for days and list "
+     "events for 30, and an inbox id pruned earlier would let a late copy be applied twice"),
+    ({"CONSUMER_HEARTBEAT_SECONDS": "6", "CONSUMER_DEAD_AFTER_SECONDS": "10"}, "CONSUMER_DEAD_AFTER_SECONDS must be "
+     "at least twice CONSUMER_HEARTBEAT_SECONDS, or a live consumer that misses one beat is taken for dead"),
+    ({"BROKER_VISIBILITY_TIMEOUT": "120"}, "RETRY_BACKOFF_MAX_SECONDS must stay below BROKER_VISIBILITY_TIMEOUT "
+     "(300.0 >= 120), or Redis redelivers a waiting retry"),
+]
+FILE_MESSAGES = [
+    ("publish_attempts: 0\n", "{path}:publish_attempts=0 is invalid: must be a positive integer"),
+    ("port: 1.9\n", "{path}:port=1.9 is invalid: must be a whole number"),
+    ("web_concurrency: true\n", "{path}:web_concurrency=True is invalid: must be a whole number"),
+    ("- port\n", "PAYHOOKS_CONFIG: {path} must hold a mapping of settings"),
+    ("credit_catalog: [a]\n", "{path}:credit_catalog=['a'] is invalid: must map price ids to credits per unit"),
+    ("credit_catalog:\n  p:\n", "{path}:credit_catalog={'p': None} is invalid: int() argument must be a string, "
+     "a bytes-like object or a real number, not 'NoneType'"),
+    ("subscription_plans: [a]\n", "{path}:subscription_plans=['a'] is invalid: must map price ids to credits per period"),
+    ("subscription_plans:\n  p:\n    credits: 5\n    extra: 1\n", "{path}:subscription_plans={'p': {'credits': 5, "
+     "'extra': 1}} is invalid: plan 'p' takes credits and/or zero_amount_invoices"),
+    ("subscription_plans:\n  p:\n    zero_amount_invoices: often\n", "{path}:subscription_plans={'p': "
+     "{'zero_amount_invoices': 'often'}} is invalid: must be one of ['skip', 'grant']"),
+    ("credit_packages: [a]\n", "{path}:credit_packages=['a'] is invalid: must map package ids to "
+     "{name, credits, amount_cents, currency}"),
+    ("credit_packages:\n  s: 1\n", "{path}:credit_packages={'s': 1} is invalid: package 's' must be a mapping"),
+    ("credit_packages:\n  s: {name: S}\n", "{path}:credit_packages={'s': {'name': 'S'}} is invalid: package 's' "
+     "lacks credits"),
+    ("credit_packages:\n  s: {credits: 0, amount_cents: 5}\n", "{path}:credit_packages={'s': {'credits': 0, "
+     "'amount_cents': 5}} is invalid: package 's': must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize(("env", "message"), ENVIRONMENT_MESSAGES, ids=lambda v: str(v)[:40])
+def test_environment_messages_are_unchanged(env, message):
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(env)
+
+    assert str(excinfo.value) == message
+
+
+@pytest.mark.parametrize(("text", "message"), FILE_MESSAGES, ids=lambda v: str(v)[:40])
+def test_config_file_messages_are_unchanged(tmp_path, text, message):
+    env = _config(tmp_path, text)
+
+    with pytest.raises(SettingsError) as excinfo:
+        Settings.from_env(env)
+
+    assert str(excinfo.value) == message.replace("{path}", env["PAYHOOKS_CONFIG"])
+
+
+def test_unreadable_config_file_messages_are_unchanged(tmp_path):
+    missing, binary = tmp_path / "nope.yaml", tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00port: 1\n")
+
+    def message(path) -> str:
+        with pytest.raises(SettingsError) as excinfo:
+            Settings.from_env({"PAYHOOKS_CONFIG": str(path)})
+        return str(excinfo.value)
+
+    assert message(missing) == f"PAYHOOKS_CONFIG: cannot read {missing}: No such file or directory"
+    assert message(tmp_path) == f"PAYHOOKS_CONFIG: cannot read {tmp_path}: Is a directory"
+    assert message(binary) == f"PAYHOOKS_CONFIG: {binary} is not UTF-8 text"
+    assert message(Path(_config(tmp_path, "port: [1\n")["PAYHOOKS_CONFIG"])).startswith(
+        f"PAYHOOKS_CONFIG: {tmp_path / 'payhooks.yaml'} is not valid YAML: "
+    )
+
+
+def test_require_message_is_unchanged():
+    with pytest.raises(SettingsError) as excinfo:
+        Settings().require("stripe_api_key", "reconciliation calls the Stripe API")
+
+    assert str(excinfo.value) == "STRIPE_API_KEY is not set; reconciliation calls the Stripe API"
+
+
+# -- one declaration per setting, and the README table agrees with it -------------------
+
+
+def test_every_setting_is_documented_where_it_is_declared():
+    for name, field in Settings.model_fields.items():
+        assert field.description, name
+
+
+def _readme_settings_rows() -> list[tuple[list[str], str]]:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = []
+    for line in readme.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and re.fullmatch(r"[`A-Z0-9_*, ]+", cells[0]):
+            rows.append((re.findall(r"`([A-Z0-9_*]+)`", cells[0]), cells[2]))
+    return rows
+
+
+def test_readme_settings_table_names_every_variable_and_only_real_ones():
+    rows = _readme_settings_rows()
+    named = [var for variables, _ in rows for var in variables]
+    wildcards = [var[:-1] for var in named if var.endswith("*")]
+
+    for var in ENVIRONMENT:
+        assert var in named or any(var.startswith(prefix) for prefix in wildcards), f"{var} is not in the README"
+    for var in named:
+        if not var.endswith("*"):
+            assert var in ENVIRONMENT, f"the README documents {var}, which nothing reads"
+
+
+def test_readme_defaults_match_the_declared_ones():
+    checked = 0
+    for variables, defaults in _readme_settings_rows():
+        values = [value.split(" ")[0] for value in defaults.split(", ")]
+        if len(values) != len(variables):
+            continue
+        for var, shown in zip(variables, values, strict=True):
+            if var not in ENVIRONMENT:
+                continue
+            default = Settings.model_fields[ENVIRONMENT[var]].default
+            if isinstance(default, (int, float)) and re.fullmatch(r"[0-9.]+", shown):
+                assert float(shown) == default, var
+                checked += 1
+            elif isinstance(default, str) and default:
+                assert shown == default, var
+                checked += 1
+    assert checked >= 20
