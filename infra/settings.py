@@ -252,6 +252,8 @@ class Settings:
     reconcile_interval_seconds: int = 600
     reconcile_overlap_seconds: int = 600
     reconcile_initial_lookback_seconds: int = 3 * 24 * 3600
+    # Manual payments (application/manual.py): still pending after this many days, expired by the beat.
+    manual_payment_expire_after_days: int = 14
 
     secret_fields: tuple[str, ...] = field(
         default=("stripe_webhook_secrets", "stripe_api_key", "api_token", "sentry_dsn", "metrics_token"),
@@ -382,6 +384,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "RECONCILE_INTERVAL_SECONDS": ("reconcile_interval_seconds", _positive_int),
     "RECONCILE_OVERLAP_SECONDS": ("reconcile_overlap_seconds", _positive_int),
     "RECONCILE_INITIAL_LOOKBACK_SECONDS": ("reconcile_initial_lookback_seconds", _positive_int),
+    "MANUAL_PAYMENT_EXPIRE_AFTER_DAYS": ("manual_payment_expire_after_days", _positive_int),
 }
 
 # Settings the YAML file may hold: everything but secrets and URLs.
@@ -430,6 +433,7 @@ FILE_SETTINGS = {
     "reconcile_interval_seconds": _positive_int,
     "reconcile_overlap_seconds": _positive_int,
     "reconcile_initial_lookback_seconds": _positive_int,
+    "manual_payment_expire_after_days": _positive_int,
 }
 
 

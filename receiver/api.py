@@ -12,6 +12,7 @@ from werkzeug.routing import IntegerConverter
 
 from application.dlq import DeadLetterNotFoundError
 from application.jobs import JobNotFoundError, JobNotQueuedError
+from application.manual import IdempotencyConflictError, MarkRefusedError
 from application.tracker import ConflictError, InvalidRequestError, NotFoundError
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus
@@ -108,6 +109,16 @@ def not_found(exc: Exception):
 @blueprint.errorhandler(ProviderConflictError)
 def conflict(exc: Exception):
     return error(409, "conflict", str(exc))
+
+
+@blueprint.errorhandler(MarkRefusedError)
+def refused(exc: MarkRefusedError):
+    return error(409, "invalid_transition", str(exc))
+
+
+@blueprint.errorhandler(IdempotencyConflictError)
+def idempotency_conflict(exc: IdempotencyConflictError):
+    return error(409, "idempotency_conflict", str(exc))
 
 
 @blueprint.errorhandler(InsufficientCreditsError)
@@ -216,10 +227,50 @@ def list_payments():
     query = _query(schemas.ListPayments)
     return services().tracker.history(
         user_id=query.user_id,
+        provider=query.provider,
         status=query.status.value if query.status else None,
         page=query.page,
         page_size=query.page_size,
     )
+
+
+# -- manual payments ----------------------------------------------------------------
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    return _validate(schemas.CheckoutHeaders, {} if key is None else {"Idempotency-Key": key}).idempotency_key
+
+
+@blueprint.post("/payments/manual")
+def create_manual_payment():
+    body = _body(schemas.CreateManualPayment)
+    payment, created = services().manual.record(**body.model_dump(), actor=_actor(), key=_idempotency_key())
+    return payment, 201 if created else 200
+
+
+@blueprint.post("/payments/<id:payment_id>/mark-paid")
+def mark_paid(payment_id: int):
+    body = _body(schemas.MarkPaid)
+    return services().manual.mark_paid(payment_id, **body.model_dump(), actor=_actor(), key=_idempotency_key())
+
+
+@blueprint.post("/payments/<id:payment_id>/mark-failed")
+def mark_failed(payment_id: int):
+    body = _body(schemas.MarkUnpaid)
+    return services().manual.mark_failed(payment_id, reason=body.reason, actor=_actor(), key=_idempotency_key())
+
+
+@blueprint.post("/payments/<id:payment_id>/cancel")
+def cancel_payment(payment_id: int):
+    body = _body(schemas.MarkUnpaid)
+    return services().manual.cancel(payment_id, reason=body.reason, actor=_actor(), key=_idempotency_key())
+
+
+@blueprint.post("/payments/<id:payment_id>/refund")
+def refund_payment(payment_id: int):
+    body = _body(schemas.RefundManual)
+    return services().manual.refund(payment_id, **body.model_dump(), actor=_actor(), key=_idempotency_key())
 
 
 @blueprint.get("/stats")

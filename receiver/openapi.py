@@ -33,7 +33,7 @@ RESPONSES = {
             "paid_currency": NSTR, "amount_mismatch": BOOL, "refunded_cents": INT, "credits_granted": INT,
             "credits_taken_back": INT, "credits_frozen": INT, "package_id": NSTR, "package_name": NSTR, "metadata": {"type": "object"}, "expires_at": TIME,
             "paid_at": TIME, "created_at": TIME, "updated_at": TIME,
-            "history": {"type": "array", "items": _obj({"from": NSTR, "to": STR, "cause": STR, "at": TIME})},
+            "history": {"type": "array", "items": _obj({"from": NSTR, "to": STR, "cause": STR, "actor": NSTR, "reason": NSTR, "at": TIME})},
             "failed_attempts": {"type": "array", "items": {"type": "object"}},
             "disputes": {"type": "array", "items": {"type": "object"}},
             "refunds": {"type": "array", "items": {"type": "object"}},
@@ -155,7 +155,8 @@ def openapi_document(packages: tuple[str, ...] = ()) -> dict:
     """The document; `packages` are the configured credit package ids, the only ones checkout takes."""
     bodies = {}
     for model in (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend, schemas.VerifyPayment,
-                  schemas.ReplayDeadLetters, schemas.DiscardDeadLetter):
+                  schemas.ReplayDeadLetters, schemas.DiscardDeadLetter, schemas.CreateManualPayment,
+                  schemas.MarkPaid, schemas.MarkUnpaid, schemas.RefundManual):
         schema = model.model_json_schema(ref_template=REF)
         bodies.update(schema.pop("$defs", {}))
         bodies[model.__name__] = _keys_as_property_names(schema)
@@ -189,6 +190,29 @@ def openapi_document(packages: tuple[str, ...] = ()) -> dict:
                                    {"200": _response("Verification", "what the provider says, applied")},
                                    body=schemas.VerifyPayment,
                                    extra={"404": "the provider has no such session", "502": "the provider refused the request"})
+            },
+            "/api/payments/manual": {
+                "post": _operation("Record a manual payment (bank transfer, cash, other), pending until marked; "
+                                   "idempotent under the Idempotency-Key",
+                                   {"201": _response("Payment", "recorded"), "200": _response("Payment", "already recorded under this key")},
+                                   body=schemas.CreateManualPayment, headers=schemas.CheckoutHeaders,
+                                   extra={"409": "the Idempotency-Key was used to record a different payment"})
+            },
+            **{
+                f"/api/payments/{{payment_id}}/{action}": {
+                    "post": _operation(summary, {"200": _response("Payment", "the payment, with its history")},
+                                       path=[("payment_id", ROW_ID)], body=body, headers=schemas.CheckoutHeaders,
+                                       extra={"404": "no such payment",
+                                              "409": "not a manual payment, not in a state this applies to, "
+                                                     "or the Idempotency-Key was used for a different request"})
+                }
+                for action, summary, body in (
+                    ("mark-paid", "Mark a manual payment paid: completed, its credits granted once", schemas.MarkPaid),
+                    ("mark-failed", "Mark a manual payment failed", schemas.MarkUnpaid),
+                    ("cancel", "Cancel a manual payment", schemas.MarkUnpaid),
+                    ("refund", "Refund a paid manual payment, fully or in part; credits taken back in proportion",
+                     schemas.RefundManual),
+                )
             },
             "/api/payments/{payment_id}": {
                 "get": _operation("A payment with its history", {"200": _response("Payment", "the payment")},
