@@ -120,6 +120,9 @@ def test_a_mark_the_payment_is_not_in_a_state_for_is_refused_and_changes_nothing
     assert (refused.status_code, refused.get_json()["error"]) == (409, "invalid_transition")
     assert "not paid" in refused.get_json()["message"]
     api(client, f"/api/payments/{pid}/mark-paid", {})
+    too_much = api(client, f"/api/payments/{pid}/refund", {"amount_cents": 1001})
+    assert (too_much.status_code, too_much.get_json()["error"]) == (409, "invalid_transition")
+    assert "1000 left to refund" in too_much.get_json()["message"]
     api(client, f"/api/payments/{pid}/refund", {})
     before = counts(database)
 
@@ -217,6 +220,22 @@ def _expiry(database, pid: int):
     session_id = _session_of(database, pid)
     return Incoming(manual.mark(manual.EXPIRED, session_id, id=manual.expiry_id(session_id), actor="sweep",
                                 now=datetime.now(UTC)), "sweep")
+
+
+def test_the_stripe_sweep_leaves_manual_payments_alone(client, database, fake):
+    """They have no provider to ask: they must not take the sweep's batch (oldest first) from Stripe's."""
+    from application.recovery import Recovery
+    from application.unit import UnitOfWork
+    from models.rules import Rules
+    from providers.stripe_api import StripeAPI
+    from tests.conftest import STRIPE_API_KEY
+
+    pid = record(client).get_json()["id"]
+    recovery = Recovery(UnitOfWork(database, Rules()), StripeAPI(STRIPE_API_KEY, fake.url, max_network_retries=0))
+    report = recovery.sweep_pending(min_age=timedelta(0), expiry_grace=timedelta(0), now=datetime.now(UTC) + timedelta(days=1))
+    assert report.checked == 0
+    with database.transaction() as session:
+        assert session.scalar(select(Payment.next_check_at).where(Payment.id == pid)) is None
 
 
 # -- the command line ------------------------------------------------------------------------
