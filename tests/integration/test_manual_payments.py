@@ -214,6 +214,23 @@ def test_pending_manual_payments_expire_by_age_once_and_may_still_be_paid(client
     assert (late.status_code, late.get_json()["status"]) == (200, "completed")
 
 
+def test_the_worker_runs_the_expiry_the_beat_schedules(client, database, settings, worker):
+    from workers.celery_app import beat_schedule, make_celery
+    from workers.queues import EXPIRE_MANUAL_PAYMENTS
+
+    assert beat_schedule(settings)["expire-manual-payments"]["task"] == EXPIRE_MANUAL_PAYMENTS
+    pid = record(client).get_json()["id"]
+    with database.transaction() as session:
+        session.execute(update(Payment).where(Payment.id == pid).values(created_at=func.now() - timedelta(days=15)))
+    make_celery(settings).send_task(EXPIRE_MANUAL_PAYMENTS, argsrepr="()")
+
+    def expired() -> bool:
+        with database.transaction() as session:
+            return session.scalar(select(Payment.status).where(Payment.id == pid)) == "expired"
+
+    wait_until(expired, what="the worker's expiry of the overdue manual payment")
+
+
 def _expiry(database, pid: int):
     from application.batch import Incoming
 
