@@ -138,7 +138,7 @@ def payment_paid(event: ProviderEvent) -> Change:
     data = event.data["data"]
     return PaymentSucceeded(
         _ref(event),
-        Purchase(),
+        Purchase(line_items=()),  # the mark says all there is: no catalog or API to ask about a payment nobody recorded
         paid_amount_cents=_amount(data, "amount_cents", required=False),
         paid_currency=_str(data, "currency"),
         reference=_str(data, "reference"),

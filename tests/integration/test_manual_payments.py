@@ -157,6 +157,19 @@ def _session_of(database, pid: int) -> str:
         return session.scalar(select(Payment.provider_session_id).where(Payment.id == pid))
 
 
+def test_a_mark_for_a_payment_nobody_recorded_is_a_dead_letter_not_a_lookup(database, settings):
+    """Marks arrive only through the API and CLI, which check; one put on the queue by hand is kept for an operator."""
+    from application.batch import Incoming
+    from application.unit import unit_of_work
+    from models.tables import DeadLetter
+
+    event = manual.mark(manual.PAID, "man_nobody", id=manual.event_id("stray"), actor="op", now=datetime.now(UTC))
+    result = unit_of_work(database, settings).apply_one(Incoming(event, "webhook"))
+    assert (result.status, result.error_class) == (EventStatus.FAILED, "permanent")
+    with database.transaction() as session:
+        assert session.execute(select(DeadLetter.provider, DeadLetter.provider_event_id)).all() == [("manual", event.id)]
+
+
 def test_only_manual_payments_take_marks_and_unknown_ones_are_404(client):
     stripe_payment = client.post("/api/payments", headers=AUTH, json={
         "user_id": "u", "amount_cents": 100, "currency": "usd", "credits": 1, "session_id": "cs_test_x"}).get_json()

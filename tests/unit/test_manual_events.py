@@ -41,9 +41,9 @@ def test_a_mark_is_an_event_of_the_manual_provider_with_its_actor_and_reason():
 
 
 @pytest.mark.parametrize(("event_type", "data", "change"), [
-    (manual.PAID, {"reference": "TR-1"}, PaymentSucceeded(REF, Purchase(), reference="TR-1")),
+    (manual.PAID, {"reference": "TR-1"}, PaymentSucceeded(REF, Purchase(line_items=()), reference="TR-1")),
     (manual.PAID, {"amount_cents": 900, "currency": "eur"},
-     PaymentSucceeded(REF, Purchase(), paid_amount_cents=900, paid_currency="eur")),
+     PaymentSucceeded(REF, Purchase(line_items=()), paid_amount_cents=900, paid_currency="eur")),
     (manual.FAILED, None, PaymentFailed(REF, code="manual", message=canaries.NAME)),
     (manual.CANCELLED, None, PaymentCanceled(REF, reason=canaries.NAME)),
     (manual.EXPIRED, None, PaymentExpired(REF)),
