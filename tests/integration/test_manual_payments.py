@@ -88,6 +88,15 @@ def test_pending_paid_partially_then_fully_refunded_through_the_api(client, data
     assert client.get("/api/payments?provider=stripe", headers=AUTH).get_json()["total_count"] == 0
 
 
+def test_a_providers_own_events_name_the_provider_as_actor(database):
+    from tests.support.apply import apply_batch
+    from tests.support.stripe_events import completed_event
+
+    apply_batch(database, [completed_event(user_id="user_stripe", credits="10")])
+    with database.transaction() as session:
+        assert session.execute(select(PaymentStatusHistory.actor, PaymentStatusHistory.reason)).all() == [("stripe", None)]
+
+
 def test_the_same_key_is_one_mark_and_a_different_request_under_it_is_a_conflict(client, database):
     first, again = record(client, key="rec-k"), record(client, key="rec-k")
     assert (first.status_code, again.status_code) == (201, 200)
