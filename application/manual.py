@@ -71,12 +71,12 @@ class ManualPayments:
         key: str | None = None,
     ) -> tuple[dict, bool]:
         """Record a manual payment, pending until marked; (payment, created)."""
-        asked = {"method": method, "reference": reference}
+        asked = {"method": method, "reference": reference, "note": reason}
         try:
             payment, created = self.tracker.create_pending_payment(
                 user_id=user_id, amount_cents=amount_cents, currency=currency, credits=credits,
                 session_id=manual.session_id(key), provider=manual.NAME,
-                metadata={**asked, "recorded_by": actor, "note": reason},
+                metadata={**asked, "recorded_by": actor},
             )
         except ConflictError:
             raise IdempotencyConflictError("this idempotency key was used to record a different payment") from None

@@ -101,7 +101,7 @@ def test_the_same_key_is_one_mark_and_a_different_request_under_it_is_a_conflict
     first, again = record(client, key="rec-k"), record(client, key="rec-k")
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.get_json()["id"] == again.get_json()["id"]
-    for different in ({"credits": 99}, {"reference": "other"}, {"method": "cash"}):
+    for different in ({"credits": 99}, {"reference": "other"}, {"method": "cash"}, {"reason": "another"}):
         conflict = record(client, key="rec-k", **different)
         assert (conflict.status_code, conflict.get_json()["error"]) == (409, "idempotency_conflict"), different
     pid = first.get_json()["id"]
