@@ -109,6 +109,8 @@ def apply_change(step: Step, event: ProviderEvent, change: Change, rules: Rules)
             names_buyer = ref.session_id or purchase.user_id or purchase.credits
             row = _payment(step, provider, ref, purchase, cause, rules, create=RECORD if names_buyer else RECORD_IF_KNOWN)
             row = _paid(step, row, change.paid_amount_cents, change.paid_currency, at)
+            if change.reference and "paid_reference" not in row.details:
+                row = row.changed(details={**row.details, "paid_reference": change.reference})
             step.settle(row, cause, rules)
         case PaymentProcessing(ref=ref, purchase=purchase):
             row = _payment(step, provider, ref, purchase, cause, rules, create=RECORD_IF_KNOWN)

@@ -24,7 +24,7 @@ import logging
 import traceback
 import uuid
 from collections import Counter, defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,7 +39,7 @@ from application.apply import (
     subject_keys,
     subscription_refs,
 )
-from application.world import World
+from application.world import Step, World
 from models import dead_letters, history, inbox, keys, ledger, outbox, payments, subscriptions
 from models.enums import ErrorClass, EventStatus
 from models.errors import LookupNeededError, NotReadyError, StaleEventError, UnknownPaymentError
@@ -299,6 +299,7 @@ def _apply_one(world: World, item: _Work, rules: Rules, report: BatchReport) -> 
         log.exception("unexpected failure applying an event")
         _fail(item, ErrorClass.UNEXPECTED, f"{exc.__class__.__name__}: {exc}", traceback.format_exc())
         return
+    _sign(step, item.event)
     world.commit(step)
     item.payment_ids = tuple(step.payment_ids)
     item.credits = tuple((p.kind.value, p.amount) for p in step.effects.postings)
@@ -307,6 +308,14 @@ def _apply_one(world: World, item: _Work, rules: Rules, report: BatchReport) -> 
         item.status, item.error, item.hold_key = EventStatus.PROCESSED, None, None
     else:
         item.status, item.error, item.hold_key = EventStatus.IGNORED, applied.reason, None
+
+
+def _sign(step: Step, event: ProviderEvent) -> None:
+    """Each status change names who made it: the operator of a manual mark, else the provider."""
+    actor = event.actor or event.provider
+    step.effects.status_changes = [
+        replace(change, actor=actor, reason=event.reason) for change in step.effects.status_changes
+    ]
 
 
 def _keys_of(world: World, payment_ids: list[int]) -> set[str]:

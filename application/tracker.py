@@ -218,7 +218,8 @@ class PaymentTracker:
             return paid_at is not None
 
     def history(
-        self, user_id: str | None = None, status: str | None = None, page: int = 1, page_size: int = 20
+        self, user_id: str | None = None, status: str | None = None, page: int = 1, page_size: int = 20,
+        provider: str | None = None,
     ) -> dict:
         """Payments, newest first: {"payments", "total_count", "page", "page_size", "has_more"}."""
         page, page_size = _page(page, page_size)
@@ -229,6 +230,8 @@ class PaymentTracker:
             query = query.where(Payment.user_id == user_id)
         if status is not None:
             query = query.where(Payment.status == status)
+        if provider is not None:
+            query = query.where(Payment.provider == provider)
         with self.database.transaction() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery()))
             rows = session.scalars(
@@ -362,7 +365,7 @@ def payment_view(session, payment: Payment, with_history: bool = True) -> dict:
     }
     if with_history:
         view["history"] = [
-            {"from": h.from_status, "to": h.to_status, "cause": h.cause, "at": _time(h.at)}
+            {"from": h.from_status, "to": h.to_status, "cause": h.cause, "actor": h.actor, "reason": h.reason, "at": _time(h.at)}
             for h in session.scalars(
                 select(PaymentStatusHistory).where(PaymentStatusHistory.payment_id == payment.id).order_by(PaymentStatusHistory.id)
             )

@@ -375,6 +375,10 @@ class Settings(BaseSettings):
     reconcile_initial_lookback_seconds: PositiveInt = _setting(
         3 * 24 * 3600, "RECONCILE_INITIAL_LOOKBACK_SECONDS", "How far back the first reconciliation reaches"
     )
+    manual_payment_expire_after_days: PositiveInt = _setting(
+        14, "MANUAL_PAYMENT_EXPIRE_AFTER_DAYS",
+        "A manual payment still pending after this many days is expired by the beat (application/manual.py)",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -23,9 +23,10 @@ class Attempt:
 
 _HISTORY = text(
     """
-    INSERT INTO payment_status_history (payment_id, from_status, to_status, cause)
+    INSERT INTO payment_status_history (payment_id, from_status, to_status, cause, actor, reason)
     SELECT * FROM unnest(CAST(:payment_ids AS bigint[]), CAST(:from_statuses AS text[]),
-                         CAST(:to_statuses AS text[]), CAST(:causes AS text[]))
+                         CAST(:to_statuses AS text[]), CAST(:causes AS text[]),
+                         CAST(:actors AS text[]), CAST(:reasons AS text[]))
     """
 )
 
@@ -47,6 +48,8 @@ def record_status_changes(session: Session, changes: Sequence[StatusChange]) -> 
                 "from_statuses": [c.from_status for c in changes],
                 "to_statuses": [c.to_status for c in changes],
                 "causes": [c.cause for c in changes],
+                "actors": [c.actor for c in changes],
+                "reasons": [c.reason for c in changes],
             },
         )
 

@@ -71,6 +71,8 @@ class StatusChange:
     from_status: str
     to_status: str
     cause: str
+    actor: str | None = None  # who: the provider, or the operator behind a manual mark
+    reason: str | None = None  # why, when a person said
 
 
 @dataclass(frozen=True)

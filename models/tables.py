@@ -117,6 +117,8 @@ class PaymentStatusHistory(Base):
     from_status: Mapped[str | None] = mapped_column(String(32))
     to_status: Mapped[str] = mapped_column(String(32))
     cause: Mapped[str] = mapped_column(String(255))
+    actor: Mapped[str | None] = mapped_column(String(255))  # the provider, or the operator of a manual mark
+    reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = _now()
 
 

@@ -39,6 +39,10 @@ class ProviderEvent:
     created: datetime | None
     data: dict
     raw: str
+    # Who made it happen and why, for the payment's history: an operator's name and
+    # reason for a manual mark; None for a provider's own event (the provider is the actor).
+    actor: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class PaymentSucceeded:
     purchase: Purchase
     paid_amount_cents: int | None = None  # what was actually captured
     paid_currency: str | None = None
+    reference: str | None = None  # what the money arrived under, when a person says so (a bank transfer's reference)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from providers import paypal, stripe
+from providers import manual, paypal, stripe
 
-PROVIDERS: dict[str, ModuleType] = {stripe.NAME: stripe, paypal.NAME: paypal}
+PROVIDERS: dict[str, ModuleType] = {stripe.NAME: stripe, paypal.NAME: paypal, manual.NAME: manual}
 
 
 class UnknownProviderError(LookupError):

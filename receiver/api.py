@@ -12,6 +12,7 @@ from werkzeug.routing import IntegerConverter
 
 from application.dlq import DeadLetterNotFoundError
 from application.jobs import JobNotFoundError, JobNotQueuedError
+from application.manual import IdempotencyConflictError, MarkRefusedError
 from application.tracker import ConflictError, InvalidRequestError, NotFoundError
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus
@@ -109,6 +110,16 @@ def not_found(exc: Exception):
 @blueprint.errorhandler(ProviderConflictError)
 def conflict(exc: Exception):
     return error(409, "conflict", str(exc))
+
+
+@blueprint.errorhandler(MarkRefusedError)
+def refused(exc: MarkRefusedError):
+    return error(409, "invalid_transition", str(exc))
+
+
+@blueprint.errorhandler(IdempotencyConflictError)
+def idempotency_conflict(exc: IdempotencyConflictError):
+    return error(409, "idempotency_conflict", str(exc))
 
 
 @blueprint.errorhandler(InsufficientCreditsError)
@@ -218,11 +229,55 @@ def list_payments():
     query = _query(schemas.ListPayments)
     payments = services().tracker.history(
         user_id=query.user_id,
+        provider=query.provider,
         status=query.status.value if query.status else None,
         page=query.page,
         page_size=query.page_size,
     )
     return reply(responses.PaymentList, payments)
+
+
+# -- manual payments ----------------------------------------------------------------
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    return _validate(schemas.CheckoutHeaders, {} if key is None else {"Idempotency-Key": key}).idempotency_key
+
+
+@blueprint.post("/payments/manual")
+def create_manual_payment():
+    body = _body(schemas.CreateManualPayment)
+    payment, created = services().manual.record(**body.model_dump(), actor=_actor(), key=_idempotency_key())
+    return reply(responses.PaymentSummary, payment), 201 if created else 200
+
+
+@blueprint.post("/payments/<id:payment_id>/mark-paid")
+def mark_paid(payment_id: int):
+    body = _body(schemas.MarkPaid)
+    payment = services().manual.mark_paid(payment_id, **body.model_dump(), actor=_actor(), key=_idempotency_key())
+    return reply(responses.Payment, payment)
+
+
+@blueprint.post("/payments/<id:payment_id>/mark-failed")
+def mark_failed(payment_id: int):
+    body = _body(schemas.MarkUnpaid)
+    payment = services().manual.mark_failed(payment_id, reason=body.reason, actor=_actor(), key=_idempotency_key())
+    return reply(responses.Payment, payment)
+
+
+@blueprint.post("/payments/<id:payment_id>/cancel")
+def cancel_payment(payment_id: int):
+    body = _body(schemas.MarkUnpaid)
+    payment = services().manual.cancel(payment_id, reason=body.reason, actor=_actor(), key=_idempotency_key())
+    return reply(responses.Payment, payment)
+
+
+@blueprint.post("/payments/<id:payment_id>/refund")
+def refund_payment(payment_id: int):
+    body = _body(schemas.RefundManual)
+    payment = services().manual.refund(payment_id, **body.model_dump(), actor=_actor(), key=_idempotency_key())
+    return reply(responses.Payment, payment)
 
 
 @blueprint.get("/stats")

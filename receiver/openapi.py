@@ -26,7 +26,8 @@ RESPONSE_MODELS = (
     responses.DryRun, responses.Job,
 )
 BODY_MODELS = (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend, schemas.VerifyPayment,
-               schemas.ReplayDeadLetters, schemas.DiscardDeadLetter)
+               schemas.ReplayDeadLetters, schemas.DiscardDeadLetter, schemas.CreateManualPayment,
+               schemas.MarkPaid, schemas.MarkUnpaid, schemas.RefundManual)
 PARAMETER_MODELS = (schemas.Page, schemas.ListPayments, schemas.StatsQuery, schemas.ListDeadLetters,
                     schemas.CheckoutHeaders)
 
@@ -142,6 +143,30 @@ def openapi_document(packages: tuple[str, ...] = ()) -> dict:
                                    {"200": _response("Verification", "what the provider says, applied")},
                                    body=schemas.VerifyPayment,
                                    extra={"404": "the provider has no such session", "502": "the provider refused the request"})
+            },
+            "/api/payments/manual": {
+                "post": _operation("Record a manual payment (bank transfer, cash, other), pending until marked; "
+                                   "idempotent under the Idempotency-Key",
+                                   {"201": _response("PaymentSummary", "recorded"),
+                                    "200": _response("PaymentSummary", "already recorded under this key")},
+                                   body=schemas.CreateManualPayment, headers=schemas.CheckoutHeaders,
+                                   extra={"409": "the Idempotency-Key was used to record a different payment"})
+            },
+            **{
+                f"/api/payments/{{payment_id}}/{action}": {
+                    "post": _operation(summary, {"200": _response("Payment", "the payment, with its history")},
+                                       path=[("payment_id", ROW_ID)], body=body, headers=schemas.CheckoutHeaders,
+                                       extra={"404": "no such payment",
+                                              "409": "not a manual payment, not in a state this applies to, "
+                                                     "or the Idempotency-Key was used for a different request"})
+                }
+                for action, summary, body in (
+                    ("mark-paid", "Mark a manual payment paid: completed, its credits granted once", schemas.MarkPaid),
+                    ("mark-failed", "Mark a manual payment failed", schemas.MarkUnpaid),
+                    ("cancel", "Cancel a manual payment", schemas.MarkUnpaid),
+                    ("refund", "Refund a paid manual payment, fully or in part; credits taken back in proportion",
+                     schemas.RefundManual),
+                )
             },
             "/api/payments/{payment_id}": {
                 "get": _operation("A payment with its history", {"200": _response("Payment", "the payment")},

@@ -127,6 +127,8 @@ class StatusChange(Response):
     from_: PaymentStatus | None = Field(alias="from")
     to: PaymentStatus
     cause: str
+    actor: str | None  # who: the provider, or the operator who marked a manual payment
+    reason: str | None
     at: Time
 
 

@@ -158,7 +158,7 @@ class CreateCheckout(Strict):
 
 
 class CheckoutHeaders(Strict):
-    """Headers of POST /api/checkout: the key the provider deduplicates the creation by."""
+    """An Idempotency-Key header: POST /api/checkout passes it to the provider; manual payments dedupe by it."""
 
     model_config = ConfigDict(extra="ignore")
     idempotency_key: Annotated[
@@ -168,6 +168,7 @@ class CheckoutHeaders(Strict):
 
 class ListPayments(Strict):
     user_id: Id | None = None
+    provider: Id | None = None
     status: PaymentStatus | None = None
     page: int = Field(default=1, ge=1, le=MAX_PAGE)
     page_size: int = Field(default=20, ge=1, le=100)
@@ -221,3 +222,44 @@ class ReplayDeadLetters(DeadLetterFilters):
 
 class DiscardDeadLetter(Strict):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=NOT_BLANK)]
+
+
+# -- manual payments ------------------------------------------------------------------
+
+Amount = Whole(1, 10**12)
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=NOT_BLANK)]
+
+
+class CreateManualPayment(Strict):
+    """Record a payment made outside any provider (a bank transfer, cash), pending until marked paid."""
+
+    user_id: Id
+    credits: Whole(1, 10**12)
+    amount_cents: Amount
+    currency: Currency
+    method: Literal["bank_transfer", "cash", "other"]
+    reference: Text255 | None = None
+    reason: Reason | None = None
+
+
+class MarkPaid(Strict):
+    """The money arrived; an amount or currency other than the recorded one is kept as a mismatch."""
+
+    reference: Text255 | None = None
+    amount_cents: Amount | None = None
+    currency: Currency | None = None
+    reason: Reason | None = None
+
+
+class MarkUnpaid(Strict):
+    """Mark a manual payment failed or cancelled."""
+
+    reason: Reason | None = None
+
+
+class RefundManual(Strict):
+    """Give back part (amount_cents) or, without an amount, all that is left of a paid manual payment."""
+
+    amount_cents: Amount | None = None
+    reason: Reason | None = None
+

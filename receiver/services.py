@@ -6,6 +6,7 @@ from flask import current_app
 
 from application.dlq import DeadLetters
 from application.jobs import Jobs
+from application.manual import ManualPayments
 from application.tracker import PaymentTracker
 from application.unit import UnitOfWork, unit_of_work
 from infra.settings import Settings
@@ -74,6 +75,10 @@ class Services:
         if self._tracker is None:
             self._tracker = PaymentTracker(self.unit, self.settings)
         return self._tracker
+
+    @property
+    def manual(self) -> ManualPayments:
+        return ManualPayments(self.tracker)
 
 
 def services() -> Services:

@@ -10,11 +10,14 @@ from celery import shared_task
 from application import lookups
 from application.errors import is_transient
 from application.held import retry_held
+from application.manual import ManualPayments
+from application.tracker import PaymentTracker
 from infra import metrics
 from models import retention
 from providers.stripe_api import ProviderUnavailableError, StripeAPI, StripeNotConfiguredError
 from tasks.base import PayhooksTask
 from workers.queues import (
+    EXPIRE_MANUAL_PAYMENTS,
     LOOK_UP_SESSION,
     PRUNE_INBOX,
     RECONCILE_EVENTS,
@@ -128,3 +131,14 @@ def look_up_session(self: PayhooksTask, provider: str, session_id: str) -> dict:
     except ProviderUnavailableError as exc:
         raise self.retry_later(exc) from exc
     return {"applied": sum(r.status == "processed" for r in report.results)}
+
+
+@shared_task(bind=True, base=PayhooksTask, name=EXPIRE_MANUAL_PAYMENTS)
+def expire_manual_payments(self: PayhooksTask) -> dict:
+    """Manual payments pending for longer than MANUAL_PAYMENT_EXPIRE_AFTER_DAYS: expired, each by an event of its own."""
+    settings = self.runtime.settings
+    manual = ManualPayments(PaymentTracker(self.runtime.unit, settings))
+    expired = manual.expire_overdue(max_age=timedelta(days=settings.manual_payment_expire_after_days))
+    if expired:
+        log.info("expired %d manual payments pending for more than %d days", len(expired), settings.manual_payment_expire_after_days)
+    return {"expired": len(expired)}

@@ -40,6 +40,7 @@ from infra.settings import Settings
 from transport.queue import Claims
 from workers.consumer import Consumer, rejected_item
 from workers.queues import (
+    EXPIRE_MANUAL_PAYMENTS,
     LOOK_UP_SESSION,
     MAINTENANCE_QUEUE,
     PRUNE_INBOX,
@@ -102,6 +103,7 @@ def beat_schedule(settings: Settings) -> dict:
         "sweep-pending": every(SWEEP_PENDING, settings.sweep_interval_seconds),
         "reconcile-events": every(RECONCILE_EVENTS, settings.reconcile_interval_seconds),
         "prune-inbox": every(PRUNE_INBOX, settings.retention_interval_seconds),
+        "expire-manual-payments": every(EXPIRE_MANUAL_PAYMENTS, settings.sweep_interval_seconds),
     }
 
 

@@ -606,5 +606,157 @@ def parked_requeue() -> None:
     click.echo(f"{requeue_parked(_queue_client()):,} parked events back on the queue")
 
 
+# -- payments ------------------------------------------------------------------------------
+
+
+def _manual():
+    from application.manual import ManualPayments
+    from application.tracker import PaymentTracker
+
+    settings = _settings()
+    settings.require("database_url", "payments live in PostgreSQL")
+    return ManualPayments(PaymentTracker.from_settings(settings))
+
+
+def _currency(ctx, param, value: str | None) -> str | None:
+    if value is not None and not (len(value) == 3 and value.isascii() and value.isalpha()):
+        raise click.BadParameter("a three-letter ISO currency code, such as EUR")
+    return value.lower() if value else None
+
+
+def _mark_options(command):
+    for option in reversed([
+        click.argument("payment_id", type=click.IntRange(1)),
+        click.option("--reason", default=None, help="Why (kept in the payment's history)."),
+        click.option("--key", default=None, help="Idempotency key: the same key twice is one mark."),
+        click.option("--actor", default=None, help="Who, for the history (default: cli:$USER)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the payment as JSON."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _operate(call, as_json: bool) -> None:
+    """Run one operation on a payment; print it, or the reason it was refused (exit 1)."""
+    import json
+
+    from application.tracker import ConflictError, NotFoundError
+
+    try:
+        payment = call()
+    except (ConflictError, NotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(payment, indent=2))
+        return
+    click.echo(
+        f"payment {payment['id']} ({payment['provider']}, user {payment['user_id']}): {payment['status']}; "
+        f"{payment['amount_cents']} {payment['currency']} for {payment['credits']} credits, "
+        f"granted {payment['credits_granted']}, taken back {payment['credits_taken_back']}"
+    )
+    for row in payment.get("history", [])[-1:]:
+        click.echo(f"  last change: {row['from']} -> {row['to']} by {row['actor']} at {row['at']}")
+
+
+@main.group()
+def payments() -> None:
+    """Payments: list them; record manual ones (bank transfer, cash) and mark them paid, failed, cancelled or refunded.
+
+    Each mark goes through the same rules, history and ledger as a provider's
+    event, with who (--actor, default cli:$USER) and why (--reason) in the
+    history. Amounts are in the currency's minor unit (cents).
+    """
+
+
+@payments.command("list")
+@click.option("--provider", default=None, help="Only this provider's payments (stripe, paypal, manual).")
+@click.option("--status", default=None, help="Only payments in this status (pending, completed, …).")
+@click.option("--user", "user_id", default=None, help="Only this user's payments.")
+@click.option("--limit", type=click.IntRange(1, 100), default=50, show_default=True)
+def payments_list(provider, status, user_id, limit) -> None:
+    """Payments, newest first."""
+    from application.tracker import InvalidRequestError
+
+    try:
+        page = _manual().tracker.history(user_id=user_id, status=status, provider=provider, page_size=limit)
+    except InvalidRequestError as exc:
+        raise click.ClickException(str(exc)) from None
+    for p in page["payments"]:
+        click.echo(f"{p['id']:>6}  {p['provider']:<7} {p['status']:<18} {p['user_id']:<20} "
+                   f"{p['amount_cents']} {p['currency']}  {p['credits']} credits  {p['created_at'][:19]}")
+    click.echo(f"{len(page['payments'])} shown of {page['total_count']}")
+
+
+@payments.command("create-manual")
+@click.option("--user", "user_id", required=True, help="Who is buying the credits.")
+@click.option("--credits", type=click.IntRange(1), required=True)
+@click.option("--amount", "amount_cents", type=click.IntRange(1), required=True, help="The price, in minor units (cents).")
+@click.option("--currency", callback=_currency, required=True)
+@click.option("--method", type=click.Choice(["bank_transfer", "cash", "other"]), required=True)
+@click.option("--reference", default=None, help="The transfer's reference, a receipt number…")
+@click.option("--reason", default=None, help="A note kept with the payment.")
+@click.option("--key", default=None, help="Idempotency key: the same key twice records one payment.")
+@click.option("--actor", default=None, help="Who, for the record (default: cli:$USER).")
+@click.option("--json", "as_json", is_flag=True, help="Print the payment as JSON.")
+def payments_create_manual(user_id, credits, amount_cents, currency, method, reference, reason, key, actor, as_json) -> None:
+    """Record a manual payment, pending until marked paid (or expired after MANUAL_PAYMENT_EXPIRE_AFTER_DAYS)."""
+    _operate(lambda: _manual().record(
+        user_id=user_id, credits=credits, amount_cents=amount_cents, currency=currency, method=method,
+        reference=reference, reason=reason, key=key, actor=actor or _actor(),
+    )[0], as_json)
+
+
+@payments.command("mark-paid")
+@_mark_options
+@click.option("--reference", default=None, help="What the money arrived under (a bank transfer's reference).")
+@click.option("--amount", "amount_cents", type=click.IntRange(1), default=None,
+              help="What arrived, in minor units, if not the recorded amount (kept as a mismatch).")
+@click.option("--currency", callback=_currency, default=None, help="What it arrived in, if not the recorded currency.")
+def payments_mark_paid(payment_id, reason, key, actor, as_json, reference, amount_cents, currency) -> None:
+    """The money arrived: complete the payment and grant its credits, once."""
+    _operate(lambda: _manual().mark_paid(
+        payment_id, reference=reference, amount_cents=amount_cents, currency=currency,
+        reason=reason, key=key, actor=actor or _actor(),
+    ), as_json)
+
+
+@payments.command("mark-failed")
+@_mark_options
+def payments_mark_failed(payment_id, reason, key, actor, as_json) -> None:
+    """The money did not come (a bounced transfer); it may still be marked paid later."""
+    _operate(lambda: _manual().mark_failed(payment_id, reason=reason, key=key, actor=actor or _actor()), as_json)
+
+
+@payments.command("cancel")
+@_mark_options
+def payments_cancel(payment_id, reason, key, actor, as_json) -> None:
+    """Cancel an unpaid manual payment."""
+    _operate(lambda: _manual().cancel(payment_id, reason=reason, key=key, actor=actor or _actor()), as_json)
+
+
+@payments.command("refund")
+@_mark_options
+@click.option("--amount", "amount_cents", type=click.IntRange(1), default=None,
+              help="How much went back, in minor units (default: all that is left).")
+def payments_refund(payment_id, reason, key, actor, as_json, amount_cents) -> None:
+    """Refund a paid manual payment, in full or in part; its credits are taken back in proportion."""
+    _operate(lambda: _manual().refund(
+        payment_id, amount_cents=amount_cents, reason=reason, key=key, actor=actor or _actor(),
+    ), as_json)
+
+
+@payments.command("expire-manual")
+@click.option("--dry-run", is_flag=True, help="List what would expire, change nothing.")
+def payments_expire_manual(dry_run: bool) -> None:
+    """Expire manual payments pending for longer than MANUAL_PAYMENT_EXPIRE_AFTER_DAYS now (the beat does it too)."""
+    from datetime import timedelta
+
+    manual = _manual()
+    days = manual.tracker.settings.manual_payment_expire_after_days
+    expired = manual.expire_overdue(max_age=timedelta(days=days), dry_run=dry_run)
+    click.echo(f"{'would expire' if dry_run else 'expired'} {len(expired)} manual payments pending for more than {days} days"
+               + (f": {', '.join(map(str, expired))}" if expired else ""))
+
+
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ LOOK_UP_SESSION = "payhooks.look_up_session"
 SWEEP_PENDING = "payhooks.sweep_pending"
 RECONCILE_EVENTS = "payhooks.reconcile_events"
 PRUNE_INBOX = "payhooks.prune_inbox"
+EXPIRE_MANUAL_PAYMENTS = "payhooks.expire_manual_payments"
 REPLAY_DEAD_LETTERS = "payhooks.replay_dead_letters"  # a bulk replay job (application/jobs.py)
 
 ROUTES = {

@@ -108,7 +108,7 @@ def test_times_are_written_as_the_application_writes_them(moment):
 
 
 def test_the_status_history_keeps_its_from_key():
-    change = {"from": None, "to": "completed", "cause": "evt_1", "at": "2026-11-29T22:41:45+00:00"}
+    change = {"from": None, "to": "completed", "cause": "evt_1", "actor": "stripe", "reason": None, "at": "2026-11-29T22:41:45+00:00"}
 
     assert responses.reply(responses.StatusChange, change) == change
 

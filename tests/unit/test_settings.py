@@ -137,6 +137,7 @@ INT_VARS = [
     ("RECONCILE_INTERVAL_SECONDS", "reconcile_interval_seconds", "300", 300),
     ("RECONCILE_OVERLAP_SECONDS", "reconcile_overlap_seconds", "900", 900),
     ("RECONCILE_INITIAL_LOOKBACK_SECONDS", "reconcile_initial_lookback_seconds", "86400", 86400),
+    ("MANUAL_PAYMENT_EXPIRE_AFTER_DAYS", "manual_payment_expire_after_days", "30", 30),
     ("EVENT_BATCH_SIZE", "event_batch_size", "250", 250),
     ("RETENTION_PAYLOAD_DAYS", "retention_payload_days", "14", 14),
     ("RETENTION_INBOX_DAYS", "retention_inbox_days", "60", 60),
