@@ -70,8 +70,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     soak.add_argument("--senders", type=int, default=8, help="concurrent senders (default 8)")
     soak.add_argument("--rate", type=float, default=200.0,
                       help="deliveries/s, all senders together; 0 = as fast as answered (default 200)")
-    soak.add_argument("--fault-every", type=float, nargs=2, default=(1.0, 4.0), metavar=("MIN", "MAX"),
-                      help="seconds between faults, drawn uniformly (default 1 4)")
+    soak.add_argument("--fault-every", type=float, nargs=2, default=(2.0, 6.0), metavar=("MIN", "MAX"),
+                      help="seconds between faults, drawn uniformly (default 2 6)")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= MAX_SECONDS or not 0 <= args.warmup <= MAX_SECONDS:
         parser.error(f"--seconds and --warmup must be within (0, {MAX_SECONDS}]")

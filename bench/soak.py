@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import collections
 import random
+import re
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -55,7 +57,7 @@ from providers.stripe import sign
 from tests.support import processes, services
 from tests.support.canaries import API_TOKEN, STRIPE_API_KEY, WEBHOOK_SECRET
 from tests.support.fake_stripe import FakeStripe
-from tests.support.processes import BIN, Process
+from tests.support.processes import BIN, Process, wait_until
 from tests.support.stripe_events import SHAPES, encode
 from tests.support.stripe_flows import Flow, build, serve
 from transport import queue
@@ -101,7 +103,8 @@ class SoakOptions:
     workers: int = 2  # Celery worker instances (Procfile `worker`, scaled)
     concurrency: int = 1  # each one's prefork children
     web_concurrency: int = 2
-    fault_interval: tuple[float, float] = (1.0, 4.0)  # seconds between faults, uniformly drawn
+    fault_interval: tuple[float, float] = (2.0, 6.0)  # seconds between faults, uniformly drawn
+    max_faults: int = 0  # stop after this many (0: fault until every delivery is accepted)
     down_for: tuple[float, float] = (0.2, 2.0)  # how long a killed process stays down
     # Deliveries/s for all senders together (0: as fast as the receiver answers). Paced so that
     # sending, and so the faults, span the processing rather than finish before it.
@@ -123,9 +126,12 @@ class SoakReport:
     seconds_sending: float
     seconds_total: float  # first POST to the last event settled
     last_fault_to_last_grant: float | None
-    last_fault_to_settled: float
+    last_fault_to_settled: float  # to the last event's processed_at
+    last_fault_to_drained: float  # to when the soak saw every event settled and every queue empty (polled)
     checks: dict[str, tuple[object, object]]  # name -> (found, expected)
     problems: list[str]
+    exits: collections.Counter = field(default_factory=collections.Counter)  # processes that exited on their own
+    exit_reasons: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -169,7 +175,12 @@ def config_file(flows: list[Flow], path: Path) -> Path:
 
 
 class Stack:
-    """The Procfile's processes on one machine, and the means to break each."""
+    """The Procfile's processes on one machine, the means to break each, and a supervisor.
+
+    The supervisor restarts a worker or receiver that exited on its own, as a
+    process manager does (Heroku, systemd, compose's ``restart: unless-stopped``),
+    and counts it: such an exit is a finding of the soak, not a fault it injected.
+    """
 
     def __init__(self, options: SoakOptions, services_, env: dict[str, str], workdir: Path) -> None:
         self.options = options
@@ -181,6 +192,11 @@ class Stack:
         self.workers: list[Process | None] = [None] * options.workers
         self.beat: Process | None = None
         self.lock = threading.Lock()
+        self.restarting: set[str] = set()  # components a fault or the supervisor is restarting
+        self.exits: collections.Counter = collections.Counter()  # component -> exits on its own
+        self.exit_reasons: list[str] = []
+        self.stopping = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
 
     @property
     def url(self) -> str:
@@ -192,16 +208,65 @@ class Stack:
         self.start_web()
         self.beat = Process("beat", [str(BIN / "celery"), "-A", "workers", "beat", "--loglevel", "INFO",
                                      "--schedule", str(self.workdir / "celerybeat-schedule")], self.env).start()
+        self._supervisor.start()
 
     def start_worker(self, index: int) -> None:
-        self.workers[index] = processes.celery_worker(self.env, concurrency=self.options.concurrency,
-                                                      name=f"soak-worker-{index}")
+        """The Procfile's worker command as it is (mingle and gossip on), named apart from its peers on this host."""
+        assignments, argv = processes.procfile_command("worker")
+        env = {**self.env, **assignments, "WORKER_CONCURRENCY": str(self.options.concurrency)}
+        argv = [_expand(word, env) for word in argv]
+        argv = [str(BIN / argv[0]), *argv[1:], "--hostname", f"soak-worker-{index}@%h"]
+        worker = Process(f"soak-worker-{index}", argv, env).start()
+        self.workers[index] = worker
+        wait_until(lambda: worker.saw(" ready.") or worker.proc.poll() is not None, 60, what="celery worker ready")
 
     def start_web(self) -> None:
         self.web = processes.gunicorn(self.env, self.port, workers=self.options.web_concurrency)
 
+    def _components(self):
+        yield "web", self.web, self.start_web
+        for index, worker in enumerate(self.workers):
+            yield f"worker-{index}", worker, lambda index=index: self.start_worker(index)
+
+    def _supervise(self) -> None:
+        while not self.stopping.wait(0.5):
+            for name, process, restart in list(self._components()):
+                with self.lock:
+                    if name in self.restarting or process is None or process.proc.poll() is None:
+                        continue
+                    self.restarting.add(name)
+                try:
+                    self.exits[name] += 1
+                    self.exit_reasons.append(f"{name} exited ({process.proc.returncode}): {_last_error(process)}")
+                    restart()
+                except Exception as exc:
+                    self.exit_reasons.append(f"{name} could not be restarted: {exc.__class__.__name__}")
+                finally:
+                    with self.lock:
+                        self.restarting.discard(name)
+
+    def _claim(self, name: str) -> bool:
+        with self.lock:
+            if name in self.restarting:
+                return False
+            self.restarting.add(name)
+            return True
+
+    def _release(self, name: str) -> None:
+        with self.lock:
+            self.restarting.discard(name)
+
     def stop(self) -> None:
-        for process in [self.beat, self.web, *self.workers]:
+        self.stopping.set()
+        if self._supervisor.is_alive():
+            self._supervisor.join(30)
+        if self.web is not None and self.web.proc.poll() is None:
+            self.web.signal_group(signal.SIGINT)  # gunicorn's quick shutdown: no wait on idle keep-alive connections
+            try:
+                self.web.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.web.kill()
+        for process in [self.beat, *self.workers]:
             if process is not None:
                 process.stop(timeout=15)
 
@@ -210,23 +275,38 @@ class Stack:
 
     # the faults
 
-    def inject(self, kind: str, rng: random.Random) -> None:
+    def inject(self, kind: str, rng: random.Random) -> bool:
+        """Inject one fault (and restart what it killed); False if there was nothing to break just now."""
         down = rng.uniform(*self.options.down_for)
         if kind == "child":
-            worker = rng.choice([w for w in self.workers if w is not None])
-            children = psutil.Process(worker.proc.pid).children()
+            running = [w for w in self.workers if w is not None and w.proc.poll() is None]
+            children = [child for w in running for child in psutil.Process(w.proc.pid).children()]
             if not children:
-                raise RuntimeError("a worker without pool children")
+                return False
             rng.choice(children).send_signal(signal.SIGKILL)
         elif kind == "worker":
-            index = rng.randrange(len(self.workers))
-            self.workers[index].kill()
-            time.sleep(down)
-            self.start_worker(index)
+            free = [i for i in range(len(self.workers)) if self._claim(f"worker-{i}")]
+            if not free:
+                return False
+            index = rng.choice(free)
+            for other in free:
+                if other != index:
+                    self._release(f"worker-{other}")
+            try:
+                self.workers[index].kill()
+                time.sleep(down)
+                self.start_worker(index)
+            finally:
+                self._release(f"worker-{index}")
         elif kind == "web":
-            self.web.kill()
-            time.sleep(down)
-            self.start_web()
+            if not self._claim("web"):
+                return False
+            try:
+                self.web.kill()
+                time.sleep(down)
+                self.start_web()
+            finally:
+                self._release("web")
         elif kind == "redis":
             server = self.services.redis
             server.process.send_signal(signal.SIGKILL)
@@ -239,6 +319,21 @@ class Stack:
                              "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         else:
             raise ValueError(kind)
+        return True
+
+
+def _last_error(process: Process) -> str:
+    """The message of the last CRITICAL or ERROR line a process logged (its first line only: no traceback)."""
+    for line in reversed(list(process.output)):
+        if '"level":"CRITICAL"' in line or '"level":"ERROR"' in line:
+            start = line.find('"message":"')
+            return line[start + 11:].split('"', 1)[0][:200] if start >= 0 else line[:200]
+    return "no error logged"
+
+
+def _expand(word: str, env: dict[str, str]) -> str:
+    """A Procfile word with its ``${NAME:-default}`` filled in, as the shell would."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), word)
 
 
 def dsn(url: str) -> str:
@@ -261,6 +356,7 @@ class Senders:
         self.answers: collections.Counter = collections.Counter()
         self.posts = 0
         self.accepted = 0
+        self.rejected = 0  # answered 4xx: never expected of a correctly signed event
         self.total = len(deliveries)
         self.done = threading.Event()
         self.finished_at = 0.0  # wall clock, when the last delivery was accepted
@@ -297,7 +393,7 @@ class Senders:
             body = self._take()
             if body is None:
                 with self.lock:
-                    if self.accepted == self.total:
+                    if self.accepted + self.rejected == self.total:
                         self.finished_at = self.finished_at or time.time()
                         self.done.set()
                         return
@@ -316,9 +412,12 @@ class Senders:
                 if status == 200:
                     self.accepted += 1
             if status != 200:
-                if status not in (503, "error") and status < 500:
-                    raise RuntimeError(f"a delivery was answered {status}: the soak's events must all be accepted")
+                if status not in (503, "error") and status < 500:  # a verdict, not a failure to retry: a bug here
+                    with self.lock:
+                        self.rejected += 1
+                    continue
                 self._later(body)
+        session.close()
 
     def run(self) -> None:
         threads = [threading.Thread(target=self.run_one, daemon=True) for _ in range(self.options.senders)]
@@ -329,7 +428,12 @@ class Senders:
 
 
 class Driver:
-    """Faults at random intervals while the senders run; every kind at least once."""
+    """Faults at random intervals while the senders run; every kind at least once.
+
+    Each fault runs on a thread of its own (kill, stay down, restart), so faults
+    overlap: Redis may go while a worker is starting, the database's connections
+    be cut while the receiver is down. Only one fault of a kind runs at a time.
+    """
 
     def __init__(self, stack: Stack, senders: Senders, options: SoakOptions, rng: random.Random, say) -> None:
         self.stack, self.senders, self.options, self.say = stack, senders, options, say
@@ -337,25 +441,52 @@ class Driver:
         self.counts: collections.Counter = collections.Counter()
         self.last_fault_at = 0.0  # wall clock, when the last fault's process or server was back
         self.errors: list[str] = []
+        self.busy: set[str] = set()
+        self.lock = threading.Lock()
 
     def run(self) -> None:
         first_round = list(FAULTS)
         self.rng.shuffle(first_round)
+        threads = []
+        started = 0
         while first_round or not self.senders.done.is_set():
+            if self.options.max_faults and started >= self.options.max_faults:
+                break
             if self.senders.done.wait(self.rng.uniform(*self.options.fault_interval)) and not first_round:
                 break
-            kind = first_round.pop() if first_round else self.rng.choice(FAULTS)
-            started = time.monotonic()
-            try:
-                self.stack.inject(kind, self.rng)
-            except Exception as exc:  # a fault that could not be injected (or restarted) is a result too
-                self.errors.append(f"{kind}: {exc.__class__.__name__}: {exc}")
-                self.say(f"  fault {kind} failed: {exc.__class__.__name__}: {exc}")
-                continue
+            with self.lock:
+                free = [kind for kind in (first_round or FAULTS) if kind not in self.busy]
+                if not free:
+                    continue
+                kind = free[0] if first_round else self.rng.choice(free)
+                if first_round:
+                    first_round.remove(kind)
+                self.busy.add(kind)
+            thread = threading.Thread(target=self._fault, args=(kind, random.Random(self.rng.random())), daemon=True)
+            thread.start()
+            threads.append(thread)
+            started += 1
+        for thread in threads:
+            thread.join()
+
+    def _fault(self, kind: str, rng: random.Random) -> None:
+        started = time.monotonic()
+        try:
+            if not self.stack.inject(kind, rng):
+                return
+        except Exception as exc:  # a fault that could not be injected (or restarted) is a result too
+            self.errors.append(f"{kind}: {exc.__class__.__name__}: {exc}")
+            self.say(f"  fault {kind} failed: {exc.__class__.__name__}: {exc}")
+            return
+        finally:
+            with self.lock:
+                self.busy.discard(kind)
+        with self.lock:
             self.counts[kind] += 1
-            self.last_fault_at = time.time()
-            self.say(f"  fault {sum(self.counts.values()):>3}: {kind:<8} ({time.monotonic() - started:.1f} s); "
-                     f"{self.senders.accepted:,}/{self.senders.total:,} deliveries accepted")
+            self.last_fault_at = max(self.last_fault_at, time.time())
+            number = sum(self.counts.values())
+        self.say(f"  fault {number:>3}: {kind:<8} (back after {time.monotonic() - started:.1f} s); "
+                 f"{self.senders.accepted:,}/{self.senders.total:,} deliveries accepted")
 
 
 # -- the checks ----------------------------------------------------------------------------
@@ -368,23 +499,42 @@ def settled_count(conn: psycopg.Connection, ids: list[str]) -> int:
     ).fetchone()[0]
 
 
-def wait_settled(url: str, ids: list[str], timeout: float, say) -> bool:
-    """Poll until every event is settled; give up after `timeout` seconds without progress."""
-    last, progressed = -1, time.monotonic()
+def wait_settled(url: str, redis_url: str, ids: list[str], timeout: float, say) -> bool:
+    """Poll until every event is settled and nothing is left on a queue or a claims list (the
+    duplicates a killed consumer held come back when a peer sees it dead); give up after
+    `timeout` seconds without progress."""
+    last, progressed = None, time.monotonic()
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
     while True:
         try:
             with psycopg.connect(dsn(url), autocommit=True, connect_timeout=5) as conn:
                 done = settled_count(conn, ids)
-        except psycopg.OperationalError:
-            done = last
-        if done == len(ids):
+            left = queue.depth(client) + queue.claimed(client) + queue.parked(client)
+        except (psycopg.OperationalError, redis.RedisError):
+            done, left = last or (0, -1)
+        if done == len(ids) and left == 0:
             return True
-        if done != last:
-            last, progressed = done, time.monotonic()
+        if (done, left) != last:
+            last, progressed = (done, left), time.monotonic()
         if time.monotonic() - progressed > timeout:
-            say(f"  gave up: {done:,}/{len(ids):,} settled, no progress for {timeout:.0f} s")
+            say(f"  gave up: {done:,}/{len(ids):,} settled, {left} items on queues, no progress for {timeout:.0f} s")
             return False
         time.sleep(0.25)
+
+
+def celery_answers(redis_url: str, workers: int) -> int:
+    """How many Celery workers answer a ping: their consumers still read the broker after the faults."""
+    from celery import Celery
+
+    app = Celery("soak-probe", broker=redis_url)
+    try:
+        for _ in range(10):
+            replies = app.control.ping(timeout=2.0)
+            if len(replies) >= workers:
+                break
+        return len(replies)
+    finally:
+        app.close()
 
 
 def check(url: str, redis_url: str, flows: list[Flow]) -> tuple[dict, float | None, float]:
@@ -458,6 +608,7 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
     say(f"soak: {len(flows):,} flows, {len(events):,} events, {len(deliveries):,} deliveries; "
         f"{options.workers} worker(s) × {options.concurrency}, WEB_CONCURRENCY={options.web_concurrency}, "
         f"{options.senders} senders, a fault every {options.fault_interval[0]:g}–{options.fault_interval[1]:g} s")
+    setup_started = time.monotonic()
     own_services = stack_services is None
     started_services = services.start() if own_services else stack_services
     workdir = Path(started_services.redis.directory)
@@ -479,6 +630,7 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
             })
             stack = Stack(options, started_services, env, workdir)
             stack.start()
+            say(f"  processes up {time.monotonic() - setup_started:.1f} s after the start")
             senders = Senders(stack, deliveries, options, rng)
             driver = Driver(stack, senders, options, rng, say)
             started = time.time()
@@ -490,21 +642,31 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
             say(f"  all {len(deliveries):,} deliveries accepted in {sent_at - started:.1f} s "
                 f"({senders.posts:,} POSTs: {dict(senders.answers)}); faults stopped; waiting for the work to settle")
             ids = [evt["id"] for evt in events]
-            settled = wait_settled(started_services.database_url, ids, options.settle_timeout, say)
+            settled = wait_settled(started_services.database_url, started_services.redis_url, ids,
+                                   options.settle_timeout, say)
+            emptied_at = time.time()
             checks, last_grant, last_settled = check(started_services.database_url, started_services.redis_url, flows)
+            checks["Celery workers answering a ping after the faults"] = (
+                celery_answers(started_services.redis_url, options.workers), options.workers)
             problems = list(driver.errors)
+            if senders.rejected:
+                problems.append(f"{senders.rejected} deliveries were answered 4xx")
             if not settled:
                 problems.append("not every event settled")
             for process in stack.outputs():
                 if process.saw("consumer thread crashed"):
                     problems.append(f"{process.name}: a consumer thread crashed")
+            for reason in stack.exit_reasons:
+                say(f"  exited on its own (restarted by the soak's supervisor): {reason}")
             last_fault = driver.last_fault_at or started
             return SoakReport(
                 options=options, flows=len(flows), events=len(events), deliveries=len(deliveries),
                 posts=senders.posts, answers=senders.answers, faults=driver.counts,
                 seconds_sending=sent_at - started, seconds_total=max(last_settled, sent_at) - started,
                 last_fault_to_last_grant=(last_grant - last_fault) if last_grant else None,
-                last_fault_to_settled=max(0.0, last_settled - last_fault), checks=checks, problems=problems,
+                last_fault_to_settled=max(0.0, last_settled - last_fault),
+                last_fault_to_drained=max(0.0, emptied_at - last_fault), checks=checks, problems=problems,
+                exits=stack.exits, exit_reasons=list(stack.exit_reasons),
             )
     finally:
         if stack is not None:
@@ -534,6 +696,10 @@ def print_report(report: SoakReport) -> None:
     print(f"\nchaos soak — {report.events:,} events in {report.flows:,} flows, {report.deliveries:,} deliveries "
           f"({report.posts:,} POSTs; answers {dict(report.answers)})")
     print(f"  faults injected              {sum(report.faults.values())}: {faults}")
+    exits = ", ".join(f"{name} {count}" for name, count in sorted(report.exits.items())) or "none"
+    print(f"  exited on their own          {exits}   (restarted, as a process manager would)")
+    for reason in report.exit_reasons:
+        print(f"    {reason}")
     print(f"  sending (all accepted)       {report.seconds_sending:8.1f} s")
     print(f"  end to end                   {report.events_per_second:8.1f} events/s "
           f"({report.events:,} settled {report.seconds_total:.1f} s after the first POST)")
@@ -541,6 +707,7 @@ def print_report(report: SoakReport) -> None:
     print("  last fault → last grant      " + (
         f"{grant:8.1f} s" if grant is not None and grant >= 0 else "     n/a (every grant came before the last fault)"))
     print(f"  last fault → last settled    {report.last_fault_to_settled:8.1f} s")
+    print(f"  last fault → queues empty    {report.last_fault_to_drained:8.1f} s   (polled every 0.25 s)")
     for name, (found, expected) in report.checks.items():
         mark = "ok" if found == expected else "FAILED"
         print(f"  {name:<66} {found!s:>8}  expected {expected!s:<6} {mark}")
