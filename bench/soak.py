@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import psutil
 import psycopg
 import redis
@@ -132,6 +133,8 @@ class SoakReport:
     problems: list[str]
     exits: collections.Counter = field(default_factory=collections.Counter)  # processes that exited on their own
     exit_reasons: list[str] = field(default_factory=list)
+    # Per flow: from the first 200 of its last event to its last event applied (seconds)
+    flow_latencies: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -346,8 +349,11 @@ def dsn(url: str) -> str:
 class Senders:
     """Deliver every body until it is answered 200, as Stripe does (retrying later otherwise)."""
 
-    def __init__(self, stack: Stack, deliveries: list[bytes], options: SoakOptions, rng: random.Random) -> None:
+    def __init__(self, stack: Stack, deliveries: list[bytes], options: SoakOptions, rng: random.Random,
+                 event_of: dict[bytes, str]) -> None:
         self.stack = stack
+        self.event_of = event_of
+        self.accepted_at: dict[str, float] = {}  # event id -> wall clock of its first 200
         self.pending: collections.deque[bytes] = collections.deque(deliveries)
         self.retry_at: list[tuple[float, bytes]] = []
         self.options = options
@@ -411,6 +417,7 @@ class Senders:
                 self.answers[status] += 1
                 if status == 200:
                     self.accepted += 1
+                    self.accepted_at.setdefault(self.event_of[body], time.time())
             if status != 200:
                 if status not in (503, "error") and status < 500:  # a verdict, not a failure to retry: a bug here
                     with self.lock:
@@ -604,6 +611,7 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
     flows = make_flows(options.events, rng)
     events = [evt for flow in flows for evt in flow.events]
     deliveries = [encode(evt) for evt in events for _ in range(rng.randint(1, 3))]
+    event_of = {body: orjson.loads(body)["id"] for body in set(deliveries)}
     rng.shuffle(deliveries)
     say(f"soak: {len(flows):,} flows, {len(events):,} events, {len(deliveries):,} deliveries; "
         f"{options.workers} worker(s) × {options.concurrency}, WEB_CONCURRENCY={options.web_concurrency}, "
@@ -631,7 +639,7 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
             stack = Stack(options, started_services, env, workdir)
             stack.start()
             say(f"  processes up {time.monotonic() - setup_started:.1f} s after the start")
-            senders = Senders(stack, deliveries, options, rng)
+            senders = Senders(stack, deliveries, options, rng, event_of)
             driver = Driver(stack, senders, options, rng, say)
             started = time.time()
             sending = threading.Thread(target=senders.run, daemon=True)
@@ -646,6 +654,9 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
                                    options.settle_timeout, say)
             emptied_at = time.time()
             checks, last_grant, last_settled = check(started_services.database_url, started_services.redis_url, flows)
+            latencies = flow_latencies(started_services.database_url, flows, senders.accepted_at)
+            checks["flows applied > 60 s after their last event was accepted (DESIGN.md invariant 7)"] = (
+                sum(wait > 60 for wait in latencies), 0)
             checks["Celery workers answering a ping after the faults"] = (
                 celery_answers(started_services.redis_url, options.workers), options.workers)
             problems = list(driver.errors)
@@ -666,13 +677,33 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
                 last_fault_to_last_grant=(last_grant - last_fault) if last_grant else None,
                 last_fault_to_settled=max(0.0, last_settled - last_fault),
                 last_fault_to_drained=max(0.0, emptied_at - last_fault), checks=checks, problems=problems,
-                exits=stack.exits, exit_reasons=list(stack.exit_reasons),
+                exits=stack.exits, exit_reasons=list(stack.exit_reasons), flow_latencies=latencies,
             )
     finally:
         if stack is not None:
             stack.stop()
         if own_services:
             started_services.close()
+
+
+def flow_latencies(url: str, flows: list[Flow], accepted_at: dict[str, float]) -> list[float]:
+    """How long each flow waited under the faults: from when its last event was first accepted
+    to when its last event was applied (held events count from their release, lookups included)."""
+    ids = [evt["id"] for flow in flows for evt in flow.events]
+    with psycopg.connect(dsn(url), autocommit=True) as conn:
+        applied = dict(conn.execute(
+            "SELECT provider_event_id, extract(epoch FROM processed_at)::float FROM webhook_events "
+            "WHERE provider_event_id = ANY(%s) AND processed_at IS NOT NULL", (ids,)).fetchall())
+    waits = []
+    for flow in flows:
+        events = [evt["id"] for evt in flow.events]
+        if all(e in accepted_at and e in applied for e in events):
+            waits.append(max(0.0, max(applied[e] for e in events) - max(accepted_at[e] for e in events)))
+    return sorted(waits)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 def record_payments(database_url: str, flows: list[Flow]) -> None:
@@ -703,9 +734,13 @@ def print_report(report: SoakReport) -> None:
     print(f"  sending (all accepted)       {report.seconds_sending:8.1f} s")
     print(f"  end to end                   {report.events_per_second:8.1f} events/s "
           f"({report.events:,} settled {report.seconds_total:.1f} s after the first POST)")
+    waits = report.flow_latencies
+    print(f"  accepted → applied, per flow p50 {_quantile(waits, 0.5):.1f} s, p99 {_quantile(waits, 0.99):.1f} s, "
+          f"max {waits[-1] if waits else float('nan'):.1f} s; over 60 s: {sum(w > 60 for w in waits)} of {len(waits):,}")
     grant = report.last_fault_to_last_grant
-    print("  last fault → last grant      " + (
-        f"{grant:8.1f} s" if grant is not None and grant >= 0 else "     n/a (every grant came before the last fault)"))
+    print(f"  last fault → last grant      {grant:8.1f} s" + ("   (negative: the last grant came first)"
+                                                            if grant is not None and grant < 0 else "")
+          if grant is not None else "  last fault → last grant           n/a (no grant)")
     print(f"  last fault → last settled    {report.last_fault_to_settled:8.1f} s")
     print(f"  last fault → queues empty    {report.last_fault_to_drained:8.1f} s   (polled every 0.25 s)")
     for name, (found, expected) in report.checks.items():
