@@ -113,9 +113,10 @@ class Consumer:
     # -- the loop ---------------------------------------------------------------
 
     def run_loop(self) -> None:
-        # At start, and after a claim whose reply never came, our claims may hold items that are
-        # not in hand (a previous life of this consumer, a reply lost after Redis moved them):
-        # they go back to the queue before anything else is claimed, never acknowledged unapplied.
+        # At start, after a claim whose reply never came, and whenever idle, our claims may hold
+        # items that are not in hand (a previous life of this consumer, a reply lost after Redis
+        # moved them): they go back to the queue before anything else is claimed, never
+        # acknowledged unapplied.
         unsure = True
         while not self.stopping.is_set():
             try:
@@ -131,6 +132,7 @@ class Consumer:
                 self.stopping.wait(1.0)
                 continue
             if not items:
+                unsure = True  # idle, nothing in hand: anything on our claims list is a stray; look once a wait
                 continue
             if self._apply_until_done(items):
                 self._ack(items)

@@ -115,3 +115,18 @@ def test_a_consumer_started_before_redis_waits_for_it(database, tmp_path):
         if server is not None:
             server.stop()
         shutil.rmtree(tmp_path / "late-redis", ignore_errors=True)
+
+
+def test_a_stray_on_an_idle_consumers_claims_is_put_back_and_applied(isolated_url, database):
+    """A claim whose server side completed after the client gave up leaves a stray on a live consumer's
+    claims (its heartbeat keeps peers off them): the idle consumer puts it back itself."""
+    claims = queue.Claims(queue.connect(isolated_url, timeout=2.0))
+    running = consumer(claims, database).start()
+    try:
+        time.sleep(1.5)  # started, idle
+        evt = completed_event(user_id="user_stray_claim", credits="7")
+        stray = queue.Envelope("stripe", evt["id"], time.time(), encode(evt)).encode()
+        redis.Redis.from_url(isolated_url).lpush(claims.claims, stray)
+        wait_until(lambda: processed(database) == 1, 10, interval=0.1, what="the stray applied")
+    finally:
+        running.stop()
