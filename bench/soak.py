@@ -111,6 +111,7 @@ class SoakOptions:
     # sending, and so the faults, span the processing rather than finish before it.
     rate: float = 200.0
     settle_timeout: float = 600.0  # give up when nothing settled for this long after the faults stop
+    send_timeout: float = 3600.0  # give up sending (and fail) if not every delivery is accepted by then
     env: dict[str, str] = field(default_factory=dict)  # extra settings for every process
     log: bool = True
 
@@ -133,8 +134,9 @@ class SoakReport:
     problems: list[str]
     exits: collections.Counter = field(default_factory=collections.Counter)  # processes that exited on their own
     exit_reasons: list[str] = field(default_factory=list)
-    # Per flow: from the first 200 of its last event to its last event applied (seconds)
+    # Per flow: from the first 200 of its last event to its last event applied (seconds), sorted
     flow_latencies: list[float] = field(default_factory=list)
+    slowest: list[tuple[float, str]] = field(default_factory=list)  # (wait, flow name and tag) of the slowest
 
     @property
     def ok(self) -> bool:
@@ -206,9 +208,14 @@ class Stack:
         return f"http://127.0.0.1:{self.port}/webhooks/stripe"
 
     def start(self) -> None:
-        for index in range(self.options.workers):
-            self.start_worker(index)
+        starting = [threading.Thread(target=self.start_worker, args=(index,)) for index in range(self.options.workers)]
+        for thread in starting:  # side by side: each waits seconds for its imports on a busy machine
+            thread.start()
         self.start_web()
+        for thread in starting:
+            thread.join()
+        if any(worker is None or worker.proc.poll() is not None for worker in self.workers):
+            raise RuntimeError("a Celery worker did not start")
         self.beat = Process("beat", [str(BIN / "celery"), "-A", "workers", "beat", "--loglevel", "INFO",
                                      "--schedule", str(self.workdir / "celerybeat-schedule")], self.env).start()
         self._supervisor.start()
@@ -366,6 +373,8 @@ class Senders:
         self.total = len(deliveries)
         self.done = threading.Event()
         self.finished_at = 0.0  # wall clock, when the last delivery was accepted
+        self.started = time.monotonic()
+        self.timed_out = False
         self._next_slot = time.monotonic()
 
     def _take(self) -> bytes | None:
@@ -395,7 +404,12 @@ class Senders:
 
     def run_one(self) -> None:
         session = requests.Session()
+        give_up_at = self.started + self.options.send_timeout
         while not self.done.is_set():
+            if time.monotonic() > give_up_at:
+                self.timed_out = True
+                self.done.set()
+                break
             body = self._take()
             if body is None:
                 with self.lock:
@@ -646,7 +660,7 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
             sending.start()
             driver.run()
             sending.join()
-            sent_at = senders.finished_at
+            sent_at = senders.finished_at or time.time()
             say(f"  all {len(deliveries):,} deliveries accepted in {sent_at - started:.1f} s "
                 f"({senders.posts:,} POSTs: {dict(senders.answers)}); faults stopped; waiting for the work to settle")
             ids = [evt["id"] for evt in events]
@@ -654,12 +668,15 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
                                    options.settle_timeout, say)
             emptied_at = time.time()
             checks, last_grant, last_settled = check(started_services.database_url, started_services.redis_url, flows)
-            latencies = flow_latencies(started_services.database_url, flows, senders.accepted_at)
+            named = flow_latencies(started_services.database_url, flows, senders.accepted_at)
+            latencies = [wait for wait, _ in named]
             checks["flows applied > 60 s after their last event was accepted (DESIGN.md invariant 7)"] = (
                 sum(wait > 60 for wait in latencies), 0)
             checks["Celery workers answering a ping after the faults"] = (
                 celery_answers(started_services.redis_url, options.workers), options.workers)
             problems = list(driver.errors)
+            if senders.timed_out:
+                problems.append(f"not every delivery was accepted within {options.send_timeout:.0f} s")
             if senders.rejected:
                 problems.append(f"{senders.rejected} deliveries were answered 4xx")
             if not settled:
@@ -677,7 +694,7 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
                 last_fault_to_last_grant=(last_grant - last_fault) if last_grant else None,
                 last_fault_to_settled=max(0.0, last_settled - last_fault),
                 last_fault_to_drained=max(0.0, emptied_at - last_fault), checks=checks, problems=problems,
-                exits=stack.exits, exit_reasons=list(stack.exit_reasons), flow_latencies=latencies,
+                exits=stack.exits, exit_reasons=list(stack.exit_reasons), flow_latencies=latencies, slowest=named[-3:][::-1],
             )
     finally:
         if stack is not None:
@@ -686,7 +703,7 @@ def run(options: SoakOptions, stack_services=None) -> SoakReport:
             started_services.close()
 
 
-def flow_latencies(url: str, flows: list[Flow], accepted_at: dict[str, float]) -> list[float]:
+def flow_latencies(url: str, flows: list[Flow], accepted_at: dict[str, float]) -> list[tuple[float, str]]:
     """How long each flow waited under the faults: from when its last event was first accepted
     to when its last event was applied (held events count from their release, lookups included)."""
     ids = [evt["id"] for flow in flows for evt in flow.events]
@@ -698,7 +715,8 @@ def flow_latencies(url: str, flows: list[Flow], accepted_at: dict[str, float]) -
     for flow in flows:
         events = [evt["id"] for evt in flow.events]
         if all(e in accepted_at and e in applied for e in events):
-            waits.append(max(0.0, max(applied[e] for e in events) - max(accepted_at[e] for e in events)))
+            wait = max(0.0, max(applied[e] for e in events) - max(accepted_at[e] for e in events))
+            waits.append((wait, f"{flow.name} ({flow.shape}, {events[0].split('_')[1]})"))
     return sorted(waits)
 
 
@@ -737,6 +755,8 @@ def print_report(report: SoakReport) -> None:
     waits = report.flow_latencies
     print(f"  accepted → applied, per flow p50 {_quantile(waits, 0.5):.1f} s, p99 {_quantile(waits, 0.99):.1f} s, "
           f"max {waits[-1] if waits else float('nan'):.1f} s; over 60 s: {sum(w > 60 for w in waits)} of {len(waits):,}")
+    for wait, name in report.slowest:
+        print(f"    slowest: {wait:5.1f} s  {name}")
     grant = report.last_fault_to_last_grant
     print(f"  last fault → last grant      {grant:8.1f} s" + ("   (negative: the last grant came first)"
                                                             if grant is not None and grant < 0 else "")

@@ -24,6 +24,7 @@ def test_a_short_chaos_soak_loses_and_doubles_nothing():
         max_faults=len(soak.FAULTS),  # one of each kind, overlapping: the CI budget allows no more
         down_for=(0.1, 0.3),
         settle_timeout=40.0,
+        send_timeout=120.0,  # fail, not hang, on a machine too loaded to run it
         env={
             "CONSUMER_HEARTBEAT_SECONDS": "0.5",
             "CONSUMER_DEAD_AFTER_SECONDS": "3",
