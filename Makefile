@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/python -m bench $(BENCH_ARGS)
+
+# The chaos soak (bench/soak.py): 10,000 events while workers, the receiver, Redis and
+# PostgreSQL connections are killed at random. Minutes, not in CI (tests/fault/test_soak.py is).
+soak: $(STAMP)
+	PATH="$(BIN):$$PATH" $(BIN)/python -m bench soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

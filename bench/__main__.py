@@ -1,9 +1,11 @@
-"""python -m bench [receiver|e2e|attack|aof|all] [options]   (make bench BENCH_ARGS="...")
+"""python -m bench [receiver|e2e|attack|aof|soak|all] [options]   (make bench BENCH_ARGS="...")
 
 receiver: payhooks' receiver vs its floor (bare Flask: verify + LPUSH), alternated.
 aof:      the receiver into Redis with appendfsync everysec vs always, alternated.
 e2e:      N signed events through receiver, Redis and a Celery worker into PostgreSQL.
 attack:   valid deliveries beside slow and idle clients, per gunicorn worker model.
+soak:     the chaos soak (make soak): N events delivered 1–3 times in shuffled order while
+          workers, the receiver and Redis are SIGKILLed and PostgreSQL connections cut.
 all:      receiver and e2e (the default).
 """
 
@@ -28,7 +30,7 @@ MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a wh
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "aof", "all"), default="all")
+    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "aof", "soak", "all"), default="all")
     parser.add_argument("--web-concurrency", type=int, default=2, metavar="N",
                         help="gunicorn worker processes, receiver and floor alike (default 2)")
     parser.add_argument("--worker-class", choices=("sync", "gevent", "gthread"), default=None,
@@ -60,11 +62,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     e2e.add_argument("--stall", type=float, default=60.0,
                      help="give up when no event was processed for this long (default 60 s; "
                           "900 s after the last POST at most)")
+    soak = parser.add_argument_group("soak")
+    soak.add_argument("--soak-events", type=int, default=10_000, help="events (default 10000)")
+    soak.add_argument("--seed", type=int, default=1, help="workload, order and fault seed (default 1)")
+    soak.add_argument("--soak-workers", type=int, default=2, help="Celery worker instances (default 2)")
+    soak.add_argument("--soak-concurrency", type=int, default=1, help="prefork children each (default 1)")
+    soak.add_argument("--senders", type=int, default=8, help="concurrent senders (default 8)")
+    soak.add_argument("--rate", type=float, default=200.0,
+                      help="deliveries/s, all senders together; 0 = as fast as answered (default 200)")
+    soak.add_argument("--fault-every", type=float, nargs=2, default=(2.0, 6.0), metavar=("MIN", "MAX"),
+                      help="seconds between faults, drawn uniformly (default 2 6)")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= MAX_SECONDS or not 0 <= args.warmup <= MAX_SECONDS:
         parser.error(f"--seconds and --warmup must be within (0, {MAX_SECONDS}]")
     counts = ("rounds", "connections", "events", "post_connections", "worker_concurrency",
-              "web_concurrency")
+              "web_concurrency", "soak_events", "soak_workers", "soak_concurrency", "senders")
     if any(getattr(args, name) < 1 for name in counts) or args.stall <= 0:
         parser.error("counts, and --stall, must be positive")
     return args
@@ -137,19 +149,24 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from bench import aof, attack, e2e, receiver
+    from bench import aof, attack, e2e, receiver, soak
 
     started = datetime.datetime.now(datetime.UTC)
     print(f"payhooks bench {args.command} — {started:%Y-%m-%d %H:%M} UTC — {revision()} — {machine()}",
           flush=True)
     receiver_report = e2e_report = None
     attack_reports = []
-    aof_report = None
+    aof_report = soak_report = None
     try:
         if args.command == "attack":
             attack_reports = attack.run(args)
         if args.command == "aof":
             aof_report = aof.run(args)
+        if args.command == "soak":
+            soak_report = soak.run(soak.SoakOptions(
+                events=args.soak_events, seed=args.seed, senders=args.senders, workers=args.soak_workers,
+                concurrency=args.soak_concurrency, web_concurrency=args.web_concurrency, rate=args.rate,
+                fault_interval=tuple(args.fault_every)))
         if args.command in ("receiver", "all"):
             receiver_report = receiver.run(args)
         if args.command in ("e2e", "all"):
@@ -166,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         attack.print_reports(attack_reports)
     if aof_report:
         aof.print_report(aof_report)
+    if soak_report:
+        soak.print_report(soak_report)
     failed = ((receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
-              or (aof_report and aof_report.errors))
+              or (aof_report and aof_report.errors) or (soak_report and not soak_report.ok))
     return 1 if failed else 0
 
 

@@ -130,6 +130,10 @@ def look_up_session(self: PayhooksTask, provider: str, session_id: str) -> dict:
         return {"skipped": "not configured"}
     except ProviderUnavailableError as exc:
         raise self.retry_later(exc) from exc
+    except Exception as exc:
+        if is_transient(exc):  # the database away or a conflict: the same lookup again, not a wait for the sweep
+            raise self.retry_later(exc) from exc
+        raise
     return {"applied": sum(r.status == "processed" for r in report.results)}
 
 

@@ -5,7 +5,10 @@ is 200 only once it returns). A consumer takes a batch by moving it, in one
 atomic script, from the queue onto a list of its own — its claims — so an
 event is always on exactly one list: there is no moment at which a consumer
 that dies holds an event nobody can see. After the batch has committed, the
-consumer drops its claims (``ack``).
+consumer drops exactly the items it committed (``ack``), never the whole list:
+a claim whose reply was lost (the connection cut after Redis moved the items)
+leaves items on the claims list the consumer never saw, and the consumer puts
+those back at the head of the queue (``requeue``) before it claims again.
 
 Every consumer registers itself with a heartbeat (a sorted set scored by the
 Redis server's clock, so hosts' clocks do not matter). A heartbeat older than
@@ -76,7 +79,16 @@ end
 return {{moved, #dead}}
 """
 
-# A consumer leaving cleanly gives its claims back at once.
+# Claims back to the head of the queue, in the order they were taken.
+_REQUEUE = """
+local moved = 0
+while redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT') do
+  moved = moved + 1
+end
+return moved
+"""
+
+# A consumer leaving cleanly gives its claims back at once and deregisters.
 _RELEASE = """
 local moved = 0
 while redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT') do
@@ -84,6 +96,15 @@ while redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'RIGHT') do
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
 return moved
+"""
+
+# Drop these items (one occurrence each) from the claims: what was committed, nothing else.
+_ACK = """
+local dropped = 0
+for i = 1, #ARGV do
+  dropped = dropped + redis.call('LREM', KEYS[1], 1, ARGV[i])
+end
+return dropped
 """
 
 
@@ -159,6 +180,8 @@ class Claims:
         self._beat = client.register_script(_BEAT)
         self._reclaim = client.register_script(_RECLAIM)
         self._release = client.register_script(_RELEASE)
+        self._requeue = client.register_script(_REQUEUE)
+        self._ack = client.register_script(_ACK)
 
     def claim(self, limit: int, *, block: float = 0.0) -> list[bytes]:
         """Up to ``limit`` items onto our claims; wait up to ``block`` seconds for the first one."""
@@ -170,13 +193,15 @@ class Claims:
             return []
         return [first, *(self._claim(keys=[EVENTS, self.claims, CONSUMERS], args=[self.consumer, limit - 1]) if limit > 1 else [])]
 
-    def held(self) -> list[bytes]:
-        """What we hold (oldest claimed last), e.g. after a restart of the loop."""
-        return self.client.lrange(self.claims, 0, -1)
+    def ack(self, items: list[bytes]) -> int:
+        """These items are durable elsewhere now: drop them, and only them, from our claims."""
+        if not items:
+            return 0
+        return int(self._ack(keys=[self.claims], args=items))
 
-    def ack(self) -> None:
-        """Everything claimed is durable elsewhere now."""
-        self.client.delete(self.claims)
+    def requeue(self) -> int:
+        """Whatever we hold goes back to the head of the queue (items we claimed but are not applying)."""
+        return int(self._requeue(keys=[EVENTS, self.claims]))
 
     def beat(self) -> None:
         self._beat(keys=[CONSUMERS], args=[self.consumer])

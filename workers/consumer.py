@@ -4,6 +4,11 @@ One loop per consumer, on a thread of its own:
 
     claim up to BATCH items (waiting for the first, so a lone event never waits
     for company) → decode → apply them through the unit of work → acknowledge
+    exactly those items
+
+Only what was committed is acknowledged: after a claim that failed (Redis gone
+mid-claim, the reply lost) and at start, whatever this consumer's claims hold
+goes back to the queue before it claims again.
 
 An event that can be neither applied nor dead-lettered (a database constraint
 refusing even its inbox row) is kept aside in ``payhooks:events:parked`` and
@@ -108,26 +113,34 @@ class Consumer:
     # -- the loop ---------------------------------------------------------------
 
     def run_loop(self) -> None:
-        leftover = self.claims.held()  # a previous loop of this consumer stopped between claim and ack
-        if leftover:
-            self._apply_until_done(leftover)
-            self.claims.ack()
+        # At start, after a claim whose reply never came, and whenever idle, our claims may hold
+        # items that are not in hand (a previous life of this consumer, a reply lost after Redis
+        # moved them): they go back to the queue before anything else is claimed, never
+        # acknowledged unapplied.
+        unsure = True
         while not self.stopping.is_set():
             try:
+                if unsure:
+                    returned = self.claims.requeue()
+                    if returned:
+                        log.warning("put %d claimed but unapplied events back on the queue", returned)
+                    unsure = False
                 items = self.claims.claim(self.batch_size, block=1.0)
             except redis.RedisError as exc:
+                unsure = True
                 log.warning("queue unreachable (%s); trying again", exc.__class__.__name__)
                 self.stopping.wait(1.0)
                 continue
             if not items:
+                unsure = True  # idle, nothing in hand: anything on our claims list is a stray; look once a wait
                 continue
             if self._apply_until_done(items):
-                self._ack()
+                self._ack(items)
 
-    def _ack(self) -> None:
+    def _ack(self, items: list[bytes]) -> None:
         while True:
             try:
-                self.claims.ack()
+                self.claims.ack(items)
                 return
             except redis.RedisError as exc:
                 # Applied and committed: a second application is only a duplicate, but keep trying to say so.

@@ -11,13 +11,19 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
+import yaml
 from sqlalchemy import func, select
 
 from models.enums import EventStatus
 from models.tables import CreditAccount, CreditLedger, DeadLetter, WebhookEvent
-from tests.conftest import API_TOKEN, PRIMARY_SECRET
+from tests.conftest import API_TOKEN, PRIMARY_SECRET, STRIPE_API_KEY
+from tests.support import processes
 from tests.support.processes import wait_until
 from tests.support.stripe_events import completed_event, encode, signed_headers
+from tests.support.stripe_flows import build, serve
+from transport import queue
+from workers.queues import LOOK_UP_SESSION
 
 OUTAGE_SECONDS = 15
 EVENTS = 10
@@ -68,3 +74,42 @@ def test_the_api_answers_503_not_500_while_the_database_is_away(client, database
     assert response.status_code == 503
     assert response.get_json()["error"] == "database_unavailable"
     assert int(response.headers["Retry-After"]) > 0
+
+
+def test_a_line_item_lookup_caught_by_an_outage_is_retried_not_left_for_the_sweep(
+    process_env, test_services, database, fake, tmp_path
+):
+    """A Payment Link's session is held for its line items; PostgreSQL goes away while the lookup asks Stripe.
+
+    The lookup must retry like any transient failure and grant once the database
+    is back — not fail, leaving the purchase for the periodic retry of held
+    events (no beat runs here, so that would be never).
+    """
+    flow = build("payment_link")
+    serve(flow, fake)
+    fake.slow(2.0)  # the lookup is still waiting on Stripe when the database goes
+    config = tmp_path / "payhooks.yaml"
+    config.write_text(yaml.safe_dump({"credit_catalog": dict(flow.config.catalog)}))
+    url = test_services.redis_url.rsplit("/", 1)[0] + "/6"
+    redis.Redis.from_url(url).flushdb()
+    env = {**process_env, "REDIS_URL": url, "PAYHOOKS_CONFIG": str(config),
+           "STRIPE_API_KEY": STRIPE_API_KEY, "STRIPE_API_BASE": fake.url}
+    worker = processes.celery_worker(env, name="lookups", concurrency=1)
+    try:
+        publisher = queue.Publisher(queue.connect(url, timeout=1.0), attempts=3)
+        for evt in flow.events:
+            publisher.publish("stripe", evt["id"], encode(evt))
+        wait_until(lambda: worker.saw(f"{LOOK_UP_SESSION}["), 30, what="the lookup task to start")
+        with test_services.refusing_connections(database):
+            time.sleep(4)  # Stripe answers at 2 s; the lookup then finds the database away
+        user = flow.payments[0].user_id
+
+        def granted():
+            with database.transaction() as session:
+                return session.scalar(select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.user_id == user))
+
+        wait_until(lambda: granted() == flow.payments[0].granted, 30, what="the lookup retried and the credits granted")
+    finally:
+        worker.stop()
+        redis.Redis.from_url(url).flushdb()
+    assert not worker.saw("raised unexpected"), worker.log()
