@@ -40,6 +40,12 @@ def _secret_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _id_list(raw: Any) -> tuple[str, ...]:
+    """A comma-separated list (environment) or a list (YAML)."""
+    parts = raw if isinstance(raw, list) else str(raw).split(",")
+    return tuple(str(part).strip() for part in parts if str(part).strip())
+
+
 def _positive_int(raw: Any) -> int:
     if isinstance(raw, (bool, float)):  # YAML's true and 1.9 are not counts
         raise ValueError("must be a whole number")
@@ -82,6 +88,20 @@ def _web_routes(raw: Any) -> str:
     if routes not in WEB_ROUTES:
         raise ValueError(f"must be one of {', '.join(WEB_ROUTES)}")
     return routes
+
+
+PAYPAL_ENVIRONMENTS = ("live", "sandbox")
+PAYPAL_VERIFICATIONS = ("offline", "online")
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = str(raw).strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
 
 
 def _clawback_policy(raw: Any) -> ClawbackPolicy:
@@ -175,6 +195,18 @@ class Settings:
     stripe_webhook_secrets: tuple[str, ...] = ()
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
+    # PayPal (enabled when PAYPAL_WEBHOOK_ID is set): the webhook ids deliveries may be signed
+    # for (several while rotating, or sandbox and live together); REST credentials for capture,
+    # recovery, checkout and online verification; which PayPal (or, in tests, a fake).
+    paypal_webhook_ids: tuple[str, ...] = ()
+    paypal_client_id: str | None = None
+    paypal_client_secret: str | None = None
+    paypal_environment: str = "live"
+    paypal_api_base: str | None = None
+    paypal_verification: str = "offline"
+    paypal_webhook_tolerance_seconds: int = 600
+    # PEM file of trust anchors for PayPal's signing certificates (default: the certifi bundle).
+    paypal_ca_file: str | None = None
     api_token: str | None = None
     sentry_dsn: str | None = None
     port: int = 8000
@@ -254,12 +286,20 @@ class Settings:
     reconcile_initial_lookback_seconds: int = 3 * 24 * 3600
 
     secret_fields: tuple[str, ...] = field(
-        default=("stripe_webhook_secrets", "stripe_api_key", "api_token", "sentry_dsn", "metrics_token"),
+        default=("stripe_webhook_secrets", "stripe_api_key", "paypal_client_secret", "api_token", "sentry_dsn",
+                 "metrics_token"),
         repr=False,
         compare=False,
     )
 
     def __post_init__(self) -> None:
+        if self.paypal_webhook_ids and self.paypal_verification == "online" and not (
+            self.paypal_client_id and self.paypal_client_secret
+        ):
+            raise SettingsError(
+                "PAYPAL_VERIFICATION=online asks PayPal to verify each delivery: "
+                "set PAYPAL_CLIENT_ID and PAYPAL_CLIENT_SECRET, or use offline verification"
+            )
         for name, var in (("api_token", "API_TOKEN"), ("metrics_token", "METRICS_TOKEN")):
             token = getattr(self, name)
             if token is not None and len(token) < MIN_TOKEN_LENGTH:
@@ -312,6 +352,17 @@ class Settings:
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
+    @property
+    def paypal_enabled(self) -> bool:
+        return bool(self.paypal_webhook_ids)
+
+    @property
+    def paypal_api_url(self) -> str:
+        """PAYPAL_API_BASE if set, else the REST API of PAYPAL_ENVIRONMENT."""
+        if self.paypal_api_base:
+            return self.paypal_api_base
+        return "https://api-m.sandbox.paypal.com" if self.paypal_environment == "sandbox" else "https://api-m.paypal.com"
+
     def rules(self) -> Rules:
         return Rules(
             clawback_policy=self.clawback_policy,
@@ -338,6 +389,14 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "STRIPE_WEBHOOK_SECRET": ("stripe_webhook_secrets", _secret_list),
     "STRIPE_API_KEY": ("stripe_api_key", _optional_str),
     "STRIPE_API_BASE": ("stripe_api_base", _optional_str),
+    "PAYPAL_WEBHOOK_ID": ("paypal_webhook_ids", _id_list),
+    "PAYPAL_CLIENT_ID": ("paypal_client_id", _optional_str),
+    "PAYPAL_CLIENT_SECRET": ("paypal_client_secret", _optional_str),
+    "PAYPAL_ENVIRONMENT": ("paypal_environment", _one_of(*PAYPAL_ENVIRONMENTS)),
+    "PAYPAL_API_BASE": ("paypal_api_base", _optional_str),
+    "PAYPAL_VERIFICATION": ("paypal_verification", _one_of(*PAYPAL_VERIFICATIONS)),
+    "PAYPAL_WEBHOOK_TOLERANCE": ("paypal_webhook_tolerance_seconds", _positive_int),
+    "PAYPAL_CA_FILE": ("paypal_ca_file", _optional_str),
     "API_TOKEN": ("api_token", _optional_str),
     "SENTRY_DSN": ("sentry_dsn", _optional_str),
     "PORT": ("port", _positive_int),
@@ -405,6 +464,12 @@ FILE_SETTINGS = {
     "log_format": _log_format,
     "web_concurrency": _positive_int,
     "stripe_api_base": _optional_str,
+    "paypal_webhook_ids": _id_list,
+    "paypal_environment": _one_of(*PAYPAL_ENVIRONMENTS),
+    "paypal_api_base": _optional_str,
+    "paypal_verification": _one_of(*PAYPAL_VERIFICATIONS),
+    "paypal_webhook_tolerance_seconds": _positive_int,
+    "paypal_ca_file": _optional_str,
     "clawback_policy": _clawback_policy,
     "credit_packages": _credit_packages,
     "subscription_plans": _subscription_plans,
