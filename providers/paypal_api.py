@@ -231,21 +231,7 @@ class PayPalAPI:
 
     def fetch_certificate(self, url: str) -> bytes:
         """The PEM at a certificate address (``PAYPAL-CERT-URL``) or a CA's issuer address; no redirects."""
-        parts = urlsplit(url)
-        if (parts.hostname or "").lower() in PAYPAL_API_HOSTS and urlsplit(
-            self._base
-        ).hostname not in PAYPAL_API_HOSTS:
-            url = (
-                self._base + parts.path
-            )  # tests: PayPal's addresses, served by the fake at the API base
-        response = self._send(lambda: self._http.get(url, headers={"Accept": "*/*"}))
-        if response.status_code != 200:
-            raise _classify(response, "certificate download").error
-        if len(response.content) > paypal.MAX_CERT_BYTES:
-            raise ProviderRequestError(
-                "PayPal's certificate is larger than any certificate should be"
-            )
-        return response.content
+        return _download_certificate(self._http, self._base, self._send, url)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -335,6 +321,55 @@ class PayPalAPI:
                     return response
             time.sleep(self._backoff * 2**attempt)
         raise AssertionError("unreachable")
+
+
+class CertificateDownloader:
+    """Downloads of signing certificates, which need no credentials: offline verification works without them.
+
+    Called as ``fetch(url)`` by ``providers.paypal.CertificateSource``; a short
+    timeout and one retry, since a delivery waits for the first download.
+    """
+
+    def __init__(
+        self,
+        api_base: str = LIVE_API_BASE,
+        *,
+        timeout_seconds: float = 5.0,
+        max_retries: int = 1,
+        backoff_seconds: float = 0.1,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._base = api_base.rstrip("/")
+        self._max_retries = max_retries
+        self._backoff = backoff_seconds
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout_seconds),
+            follow_redirects=False,
+            transport=transport,
+            headers={"User-Agent": "payhooks"},
+        )
+
+    def __call__(self, url: str) -> bytes:
+        return _download_certificate(self._http, self._base, self._send, url)
+
+    _send = PayPalAPI._send
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _download_certificate(
+    http: httpx.Client, base: str, send: Callable[[Callable[[], httpx.Response]], httpx.Response], url: str
+) -> bytes:
+    parts = urlsplit(url)
+    if (parts.hostname or "").lower() in PAYPAL_API_HOSTS and urlsplit(base).hostname not in PAYPAL_API_HOSTS:
+        url = base + parts.path  # tests: PayPal's addresses, served by the fake at the API base
+    response = send(lambda: http.get(url, headers={"Accept": "*/*"}))
+    if response.status_code != 200:
+        raise _classify(response, "certificate download").error
+    if len(response.content) > paypal.MAX_CERT_BYTES:
+        raise ProviderRequestError("PayPal's certificate is larger than any certificate should be")
+    return response.content
 
 
 class _Refused(ProviderRequestError):
