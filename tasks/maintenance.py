@@ -12,7 +12,8 @@ from application.errors import is_transient
 from application.held import retry_held
 from infra import metrics
 from models import retention
-from providers.stripe_api import ProviderUnavailableError, StripeAPI, StripeNotConfiguredError
+from providers.paypal_api import PayPalNotConfiguredError
+from providers.stripe_api import ProviderUnavailableError, StripeNotConfiguredError
 from tasks.base import PayhooksTask
 from workers.queues import (
     LOOK_UP_SESSION,
@@ -117,13 +118,12 @@ def prune_inbox(self: PayhooksTask) -> dict:
 
 @shared_task(bind=True, base=PayhooksTask, name=LOOK_UP_SESSION)
 def look_up_session(self: PayhooksTask, provider: str, session_id: str) -> dict:
-    """Fetch what the provider's API knows of a session (its line items) and apply the events held for it."""
+    """Ask the provider what events held for a session wait for (line items, a capture) and apply them."""
     runtime = self.runtime
     try:
-        api = StripeAPI(runtime.settings.stripe_api_key, runtime.settings.stripe_api_base)
-        report = lookups.look_up_session(runtime.unit, api, provider, session_id)
-    except StripeNotConfiguredError as exc:
-        log.warning("cannot look up a session's line items: %s", exc)
+        report = lookups.look_up_session(runtime.unit, runtime.provider_api(provider), provider, session_id)
+    except (StripeNotConfiguredError, PayPalNotConfiguredError) as exc:
+        log.warning("cannot look up %s session %s: %s", provider, session_id, exc)
         return {"skipped": "not configured"}
     except ProviderUnavailableError as exc:
         raise self.retry_later(exc) from exc

@@ -13,6 +13,7 @@ from application.recovery import Recovery
 from application.unit import UnitOfWork, unit_of_work
 from infra.settings import Settings
 from models.db import Database
+from providers.paypal_api import PayPalAPI
 from providers.stripe_api import StripeAPI
 from transport import queue
 
@@ -23,6 +24,7 @@ class Runtime:
         self._db: Database | None = None
         self._unit: UnitOfWork | None = None
         self._redis: redis.Redis | None = None
+        self._paypal_api: PayPalAPI | None = None
         self.follow_ups: list = []  # after-commit hooks the Celery app adds (lookups)
 
     @property
@@ -51,6 +53,18 @@ class Runtime:
         """Sweeps, reconciliation and verify; StripeNotConfiguredError without STRIPE_API_KEY."""
         return Recovery(self.unit, StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base))
 
+    def provider_api(self, provider: str):
+        """The provider's API client (PayPal's is kept: its OAuth token is cached in it).
+
+        StripeNotConfiguredError / PayPalNotConfiguredError without credentials.
+        """
+        if provider == "paypal":
+            if self._paypal_api is None:
+                s = self.settings
+                self._paypal_api = PayPalAPI(s.paypal_client_id, s.paypal_client_secret, s.paypal_api_url)
+            return self._paypal_api
+        return StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base)
+
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.unit)
 
@@ -61,3 +75,4 @@ class Runtime:
         self._db = None
         self._unit = None
         self._redis = None
+        self._paypal_api = None
