@@ -106,6 +106,8 @@ class RateLimit:
 
 
 class Recovery:
+    provider = stripe.NAME
+
     def __init__(self, unit: UnitOfWork, stripe_api: StripeAPI) -> None:
         self.unit = unit
         self.database = unit.database
@@ -127,11 +129,11 @@ class Recovery:
         report = SweepReport()
         with self.database.transaction() as session:
             claimed = claim_for_check(
-                session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size, dry_run=dry_run
+                session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size,
+                dry_run=dry_run, providers=[stripe.NAME],
             )
         limit = RateLimit(calls_per_second)
-        claimed = [(payment_id, session_id, expires_at) for payment_id, provider, session_id, expires_at in claimed
-                   if provider == stripe.NAME]
+        claimed = [(payment_id, session_id, expires_at) for payment_id, _, session_id, expires_at in claimed]
         for index, (payment_id, session_id, expires_at) in enumerate(claimed):
             limit.wait()
             try:

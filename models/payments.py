@@ -9,12 +9,12 @@ with ``SELECT … FOR UPDATE`` in id order, after the batch's advisory locks
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 import orjson
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text, true, update
 from sqlalchemy.orm import Session
 
 from models.enums import PaymentStatus
@@ -188,19 +188,21 @@ def by_session(session: Session, provider: str, provider_session_id: str, *, for
 
 
 def claim_for_check(
-    session: Session, *, now: datetime, older_than: datetime, lease_until: datetime, limit: int, dry_run: bool = False
+    session: Session, *, now: datetime, older_than: datetime, lease_until: datetime, limit: int, dry_run: bool = False,
+    providers: Sequence[str] | None = None,
 ) -> list[tuple[int, str, str, datetime | None]]:
     """Claim up to ``limit`` pending or processing payments for a provider lookup.
 
     ``FOR UPDATE SKIP LOCKED`` keeps concurrent sweeps off each other's rows, and
     the lease (``next_check_at``) keeps them off for a while after this
     transaction commits, so nobody holds a transaction across the provider call.
-    Returns (payment id, provider, session id, expires_at).
+    Returns (payment id, provider, session id, expires_at); only ``providers``' if given.
     """
     due = (
         select(Payment.id)
         .where(
             Payment.status.in_([PaymentStatus.PENDING, PaymentStatus.PROCESSING]),
+            Payment.provider.in_(providers) if providers is not None else true(),
             Payment.provider_session_id.is_not(None),
             Payment.created_at < older_than,
             (Payment.next_check_at.is_(None)) | (Payment.next_check_at < now),

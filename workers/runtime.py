@@ -6,6 +6,8 @@ Built lazily, once per process (after a prefork child is forked, never before:
 
 from __future__ import annotations
 
+import logging
+
 import redis
 
 from application.dlq import DeadLetters
@@ -16,6 +18,8 @@ from models.db import Database
 from providers.paypal_api import PayPalAPI
 from providers.stripe_api import StripeAPI
 from transport import queue
+
+log = logging.getLogger("payhooks.runtime")
 
 
 class Runtime:
@@ -52,6 +56,20 @@ class Runtime:
     def recovery(self) -> Recovery:
         """Sweeps, reconciliation and verify; StripeNotConfiguredError without STRIPE_API_KEY."""
         return Recovery(self.unit, StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base))
+
+    def recoveries(self) -> list:
+        """The recovery of every provider with API credentials (Stripe's, PayPal's); skipped ones are logged."""
+        from application.paypal_recovery import PayPalRecovery
+        from providers.paypal_api import PayPalNotConfiguredError
+        from providers.stripe_api import StripeNotConfiguredError
+
+        found = []
+        for provider, build in (("stripe", self.recovery), ("paypal", lambda: PayPalRecovery(self.unit, self.provider_api("paypal")))):
+            try:
+                found.append(build())
+            except (StripeNotConfiguredError, PayPalNotConfiguredError) as exc:
+                log.info("%s recovery skipped: %s", provider, exc)
+        return found
 
     def provider_api(self, provider: str):
         """The provider's API client (PayPal's is kept: its OAuth token is cached in it).
