@@ -16,6 +16,7 @@ from application.tracker import ConflictError, InvalidRequestError, NotFoundErro
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus
 from models.ledger import InsufficientCreditsError
+from providers.paypal_api import PayPalNotConfiguredError
 from providers.stripe_api import (
     ProviderConflictError,
     ProviderNotFoundError,
@@ -120,6 +121,11 @@ def stripe_not_configured(exc: StripeNotConfiguredError):
     return error(503, "stripe_not_configured", str(exc))
 
 
+@blueprint.errorhandler(PayPalNotConfiguredError)
+def paypal_not_configured(exc: PayPalNotConfiguredError):
+    return error(503, "paypal_not_configured", str(exc))
+
+
 @blueprint.errorhandler(ProviderUnavailableError)
 def provider_unavailable(exc: ProviderUnavailableError):
     response = error(503, "provider_unavailable", str(exc))
@@ -193,6 +199,7 @@ def create_checkout():
     result = services().tracker.create_checkout(
         user_id=body.user_id,
         package_id=body.package_id,
+        provider=body.provider,
         success_url=body.success_url,
         cancel_url=body.cancel_url,
         idempotency_key=headers.idempotency_key,
@@ -216,6 +223,7 @@ def list_payments():
     query = _query(schemas.ListPayments)
     return services().tracker.history(
         user_id=query.user_id,
+        provider=query.provider,
         status=query.status.value if query.status else None,
         page=query.page,
         page_size=query.page_size,
@@ -224,7 +232,8 @@ def list_payments():
 
 @blueprint.get("/stats")
 def stats():
-    return services().tracker.stats(_query(schemas.StatsQuery).user_id)
+    query = _query(schemas.StatsQuery)
+    return services().tracker.stats(query.user_id, provider=query.provider)
 
 
 # -- dead letters -------------------------------------------------------------------

@@ -58,7 +58,7 @@ RESPONSES = {
         {"entry": {"$ref": REF.format(model="LedgerEntry")}, "user_id": STR, "balance": INT,
          "total_purchased": INT, "total_refunded": INT, "frozen": INT}
     ),
-    "Checkout": _obj({"checkout_url": NSTR, "session_id": STR, "payment_id": INT}),
+    "Checkout": _obj({"checkout_url": NSTR, "session_id": STR, "payment_id": INT, "provider": STR}),
     "DeadLetter": _obj(
         {"id": INT, "provider": STR, "event_id": STR, "event_type": STR, "error_class": STR, "error": STR,
          "attempts": INT, "first_failed_at": TIME, "last_failed_at": TIME, "status": STR, "resolved_by": NSTR,
@@ -82,7 +82,7 @@ RESPONSES = {
          "provider_payment_status": NSTR, "credits_added": INT, "balance": NINT}
     ),
     "Stats": _obj(
-        {"user_id": NSTR, "payment_count": INT, "payments_by_status": {"type": "object", "additionalProperties": INT},
+        {"user_id": NSTR, "provider": NSTR, "payment_count": INT, "payments_by_status": {"type": "object", "additionalProperties": INT},
          "amount_spent_cents": {"type": "object", "additionalProperties": INT},
          "amount_refunded_cents": {"type": "object", "additionalProperties": INT},
          "credits_purchased": INT, "credits_taken_back": INT, "credits_spent": INT}

@@ -138,8 +138,8 @@ class CreatePayment(Strict):
     amount_cents: Whole(0, 10**12)
     currency: Currency
     credits: Whole(1, 10**12)
-    provider: Literal["stripe"] = "stripe"
-    # A Checkout Session id, or for PaymentIntent-only integrations the PaymentIntent id (payment_id).
+    provider: Literal["stripe", "paypal"] = "stripe"
+    # A Checkout Session id (a PayPal order id), or for PaymentIntent-only integrations the PaymentIntent id (payment_id).
     session_id: Id | None = None
     payment_id: Id | None = None
     package_id: Id | None = None
@@ -153,6 +153,8 @@ class CreateCheckout(Strict):
 
     user_id: Id
     package_id: Id
+    # stripe: a Checkout Session; paypal: an order to approve (its approval link is checkout_url)
+    provider: Literal["stripe", "paypal"] = "stripe"
     success_url: Url | None = None
     cancel_url: Url | None = None
 
@@ -168,6 +170,7 @@ class CheckoutHeaders(Strict):
 
 class ListPayments(Strict):
     user_id: Id | None = None
+    provider: Id | None = None
     status: PaymentStatus | None = None
     page: int = Field(default=1, ge=1, le=MAX_PAGE)
     page_size: int = Field(default=20, ge=1, le=100)
@@ -180,6 +183,7 @@ class Page(Strict):
 
 class StatsQuery(Strict):
     user_id: Id | None = None
+    provider: Id | None = None
 
 
 class UserPath(Strict):
