@@ -191,10 +191,10 @@ class CertificateSource:
     def get(self, url: str, *, now: float | None = None) -> x509.Certificate:
         """The checked signing certificate at ``url``; SignatureError if it is not PayPal's."""
         now = self._clock() if now is None else now
-        check_cert_url(url, self._hosts)
-        cached = self._trusted.get(url)
+        cached = self._trusted.get(url)  # only addresses that passed check_cert_url are kept
         if cached is not None and now < cached.valid_until:
             return cached.certificate
+        check_cert_url(url, self._hosts)
         with self._lock:  # one download per certificate, however many deliveries wait for it
             cached = self._trusted.get(url)
             if cached is not None and now < cached.valid_until:
