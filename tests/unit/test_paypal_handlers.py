@@ -459,3 +459,14 @@ def test_an_amount_in_an_event_that_is_not_exact_is_invalid_and_never_echoed():
 
 def test_samples_are_json_with_their_sources_noted():
     assert json.loads((pe.FIXTURES_DIR / "events.json").read_text())["_sources"]
+
+
+def test_readme_lists_exactly_the_paypal_event_types_handled():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = re.search(r"<!-- paypal-event-types:start -->(.*?)<!-- paypal-event-types:end -->", readme, re.S)
+    assert block, "README lost its list of PayPal event types"
+    listed = re.findall(r"`([A-Z][A-Z_.-]+)`", block.group(1))
+    assert sorted(listed) == sorted(paypal.HANDLED_TYPES), "update README's list of PayPal event types"
