@@ -390,7 +390,7 @@ def _filters(provider, event_type, since, error, status):
 
 def _filter_options(command):
     for option in reversed([
-        click.option("--provider", default=None, help="Only this provider (stripe)."),
+        click.option("--provider", default=None, help="Only this provider (stripe, paypal)."),
         click.option("--type", "event_type", default=None, help="Only this event type."),
         click.option("--since", default=None, metavar="DURATION|ISO", help="Failed at or after: 2h, 3d, or an ISO time."),
         click.option("--error", default=None, metavar="TEXT", help="Error message contains TEXT (case-insensitive)."),
