@@ -13,6 +13,7 @@
   overlap), ``GET /v1/notifications/webhooks-events``; those of the types we
   handle that the inbox lacks are applied as found by reconciliation. The
   cursor, per provider, moves only after a clean run.
+* ``verify``: one order, now (the buyer is back on the return page before the webhook).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import orjson
 from sqlalchemy import select
 
 from application.batch import EventResult, Incoming
-from application.recovery import RateLimit, SweepReport, _pages
+from application.recovery import RateLimit, SweepReport, _pages, credits_added, verification
 from application.unit import UnitOfWork
 from models.enums import EventStatus
 from models.payments import claim_for_check, release_claims
@@ -173,6 +174,23 @@ class PayPalRecovery:
                 advance_cursor(session, paypal.NAME, newest)
         report["cursor"] = newest.isoformat() if newest else None
         return report
+
+    def verify(self, order_id: str, *, now: datetime | None = None) -> dict:
+        """Ask PayPal about one order now and apply its answer (the return page's check).
+
+        An order approved but not captured yet is captured after this returns
+        (the lookup); ``status`` then still says pending.
+        """
+        now = now or datetime.now(UTC)
+        order = self.api.get_order(order_id)
+        event = order_event("verify", order, now)
+        added = 0
+        if not isinstance(paypal.translate(event), Ignored):
+            result = self._apply(event, source="verify")
+            added = credits_added(self.database, event.id) if not result.duplicate else 0
+        capture = paypal._latest_capture(paypal._first(order.get("purchase_units"))) or {}
+        return verification(self.database, paypal.NAME, order_id, added,
+                            provider_status=order.get("status"), provider_payment_status=capture.get("status"))
 
     def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
         result = self.unit.apply_one(Incoming(event, source))

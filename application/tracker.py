@@ -233,12 +233,16 @@ class PaymentTracker:
         )
         return {"checkout_url": approve, "session_id": order["id"], "payment_id": payment["id"], "provider": "paypal"}
 
-    def verify(self, session_id: str) -> dict:
-        """Ask the provider about a session now and apply its answer (the success page's check).
+    def verify(self, session_id: str, provider: str = "stripe") -> dict:
+        """Ask the provider about a session (a PayPal order) now and apply its answer (the success page's check).
 
         Returns {"payment_verified", "status", "credits_added", "balance", …}. Racing
         the session's webhook is safe: whichever applies first grants, once.
         """
+        if provider == "paypal":
+            from application.paypal_recovery import PayPalRecovery
+
+            return PayPalRecovery(self.unit, self.paypal_api).verify(session_id)
         return Recovery(self.unit, self.stripe_api).verify(session_id)
 
     # -- reading ----------------------------------------------------------------

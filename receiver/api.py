@@ -210,7 +210,7 @@ def create_checkout():
 @blueprint.post("/payments/verify")
 def verify_payment():
     body = _body(schemas.VerifyPayment)
-    return services().tracker.verify(body.session_id)
+    return services().tracker.verify(body.session_id, provider=body.provider)
 
 
 @blueprint.get("/payments/<id:payment_id>")

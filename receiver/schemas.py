@@ -199,9 +199,10 @@ class Spend(Strict):
 
 
 class VerifyPayment(Strict):
-    """Ask the provider about a checkout session now."""
+    """Ask the provider about a checkout session (a PayPal order) now."""
 
     session_id: Id
+    provider: Literal["stripe", "paypal"] = "stripe"
 
 
 class DeadLetterFilters(Strict):

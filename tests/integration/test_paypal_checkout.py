@@ -13,6 +13,7 @@ from application.unit import UnitOfWork
 from models.enums import PaymentStatus
 from models.tables import CreditAccount, Payment
 from providers import paypal
+from providers.paypal_api import PayPalAPI
 from receiver import create_app
 from tests.conftest import API_TOKEN, STARTER
 from tests.support.processes import wait_until
@@ -107,3 +108,14 @@ def test_the_document_offers_paypal_checkout_and_the_provider_filters(shop):
     names = {p["name"] for p in document["paths"]["/api/payments"]["get"]["parameters"]}
     assert "provider" in names
     assert "provider" in {p["name"] for p in document["paths"]["/api/stats"]["get"]["parameters"]}
+
+
+def test_verify_through_the_api_for_a_paypal_order(shop, database, paypal_fake):
+    order_id = checkout(shop, user_id="pp_verify").get_json()["session_id"]
+    paypal_fake.approve(order_id)
+    PayPalAPI(paypal_fake.client_id, paypal_fake.client_secret, paypal_fake.url).capture_order(order_id)
+
+    answer = shop.post("/api/payments/verify", headers=AUTH, json={"session_id": order_id, "provider": "paypal"})
+
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["payment_verified"] and answer.get_json()["balance"] == STARTER.credits

@@ -153,3 +153,16 @@ def test_reconciliation_with_paypal_away_keeps_the_cursor(recovery, fake, databa
         fake.outage(False)
     with database.transaction() as session:
         assert session.scalar(select(ProviderCursor).where(ProviderCursor.provider == "paypal")) is None
+
+
+def test_verify_asks_paypal_about_one_order_and_grants_once(recovery, unit, settings, fake, api, database):
+    order_id = pending_order(unit, settings, api, "u_verify")
+    fake.approve(order_id)
+    api.capture_order(order_id)
+
+    first = recovery.verify(order_id)
+    again = recovery.verify(order_id)
+
+    assert (first["payment_verified"], first["status"], first["credits_added"], first["balance"]) == (True, "completed", 100, 100)
+    assert (first["provider_status"], first["provider_payment_status"]) == ("COMPLETED", "COMPLETED")
+    assert (again["credits_added"], again["balance"]) == (0, 100)
