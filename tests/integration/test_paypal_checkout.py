@@ -16,7 +16,7 @@ from providers import paypal
 from providers.paypal_api import PayPalAPI
 from receiver import create_app
 from tests.conftest import API_TOKEN, STARTER
-from tests.support.processes import wait_until
+from tests.support.processes import wait_until, wait_worker_idle
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -37,7 +37,8 @@ def checkout(shop, key: str | None = None, **body):
                      headers=headers)
 
 
-def test_a_paypal_checkout_is_an_order_to_approve_recorded_pending_then_paid(shop, worker, database, paypal_fake):
+def test_a_paypal_checkout_is_an_order_to_approve_recorded_pending_then_paid(shop, worker, database, paypal_fake,
+                                                                            redis_client):
     response = checkout(shop)
 
     assert response.status_code == 201, response.get_json()
@@ -63,6 +64,7 @@ def test_a_paypal_checkout_is_an_order_to_approve_recorded_pending_then_paid(sho
         return (status, balance) == (PaymentStatus.COMPLETED, STARTER.credits)
 
     wait_until(paid, what="the approved order captured and credited")
+    wait_worker_idle(redis_client)
 
 
 def test_the_same_idempotency_key_makes_one_order(shop, paypal_fake):

@@ -21,7 +21,7 @@ from models.enums import EventStatus, PaymentStatus
 from models.tables import CreditAccount, Payment, WebhookEvent
 from providers import paypal
 from providers.paypal_api import PayPalAPI
-from tests.support.processes import wait_until
+from tests.support.processes import wait_until, wait_worker_idle
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def outcome(database, user_id: str) -> tuple[str | None, int, int]:
     return status, balance, unsettled
 
 
-def test_an_approved_order_is_captured_by_the_worker_once(client, worker, database, paypal_fake, api):
+def test_an_approved_order_is_captured_by_the_worker_once(client, worker, database, paypal_fake, api, redis_client):
     user = f"pp_capture_{uuid.uuid4().hex[:6]}"
     order_id = new_order(api, user)
     approved = paypal_fake.approve(order_id)
@@ -77,6 +77,7 @@ def test_an_approved_order_is_captured_by_the_worker_once(client, worker, databa
     deliver(client, paypal_fake, completed["id"])
     wait_until(lambda: outcome(database, user)[2] == 0, what="capture event settled")
     assert outcome(database, user)[:2] == (PaymentStatus.COMPLETED, 100)
+    wait_worker_idle(redis_client)
 
 
 # -- every flow, in any order, duplicated --------------------------------------------------
@@ -164,7 +165,7 @@ FLOWS: list[Callable] = [
 
 
 @pytest.mark.parametrize("order", ["as_sent", "reversed", "shuffled"])
-def test_every_flow_ends_right_in_any_order_and_duplicated(client, worker, database, paypal_fake, api, order):
+def test_every_flow_ends_right_in_any_order_and_duplicated(client, worker, database, paypal_fake, api, order, redis_client):
     rng = random.Random(order)
     expected, deliveries = {}, []
     for flow in FLOWS:
@@ -196,3 +197,4 @@ def test_every_flow_ends_right_in_any_order_and_duplicated(client, worker, datab
     with database.transaction() as session:
         failed = session.scalar(select(func.count()).select_from(WebhookEvent).where(WebhookEvent.status == EventStatus.FAILED))
     assert failed == 0
+    wait_worker_idle(redis_client)

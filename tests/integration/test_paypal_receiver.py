@@ -11,11 +11,31 @@ import dataclasses
 import datetime as dt
 
 import pytest
+import redis
 
 from providers import paypal
 from receiver import create_app
 from tests.support import paypal_events as pe
 from transport import queue
+
+
+@pytest.fixture
+def quiet(settings, test_services):
+    """Settings on a broker database no worker consumes, so tests can read what was queued."""
+    return dataclasses.replace(settings, redis_url=test_services.redis_url.rsplit("/", 1)[0] + "/1")
+
+
+@pytest.fixture
+def redis_client(quiet):
+    client = redis.Redis.from_url(quiet.redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def client(quiet):
+    return create_app(quiet).test_client()
 
 
 def queued(redis_client) -> list[queue.Envelope]:
@@ -49,8 +69,8 @@ def test_a_signed_delivery_is_enqueued_for_paypal(client, redis_client):
     assert (envelope.provider, envelope.event_id, envelope.body) == ("paypal", event["id"], body)
 
 
-def test_a_rotated_webhook_id_is_accepted(settings, redis_client):
-    app = create_app(dataclasses.replace(settings, paypal_webhook_ids=("OLDWEBHOOKID00001", pe.WEBHOOK_ID)))
+def test_a_rotated_webhook_id_is_accepted(quiet, redis_client):
+    app = create_app(dataclasses.replace(quiet, paypal_webhook_ids=("OLDWEBHOOKID00001", pe.WEBHOOK_ID)))
     _, body, headers = delivery()
     assert app.test_client().post("/webhooks/paypal", data=body, headers=headers).status_code == 200
     assert len(queued(redis_client)) == 1
@@ -90,8 +110,8 @@ def test_a_body_changed_after_signing_is_400(client, redis_client):
     assert queued(redis_client) == []
 
 
-def test_certificates_out_of_reach_is_503_with_retry_after_never_200(settings, paypal_fake, redis_client, no_shared_certificates):
-    client = create_app(settings).test_client()  # a new process: nothing cached in it
+def test_certificates_out_of_reach_is_503_with_retry_after_never_200(quiet, paypal_fake, redis_client, no_shared_certificates):
+    client = create_app(quiet).test_client()  # a new process: nothing cached in it
     _, body, headers = delivery()
     paypal_fake.outage(True, certificates=True)
     try:
@@ -106,9 +126,9 @@ def test_certificates_out_of_reach_is_503_with_retry_after_never_200(settings, p
     assert client.post("/webhooks/paypal", data=body, headers=headers).status_code == 200  # PayPal's retry
 
 
-def test_a_certificate_is_downloaded_once_then_shared_through_redis(settings, paypal_fake, redis_client, no_shared_certificates):
+def test_a_certificate_is_downloaded_once_then_shared_through_redis(quiet, paypal_fake, redis_client, no_shared_certificates):
     before = certificate_downloads(paypal_fake)
-    first, second = create_app(settings).test_client(), create_app(settings).test_client()  # two processes
+    first, second = create_app(quiet).test_client(), create_app(quiet).test_client()  # two processes
 
     for client in (first, second, first, second):
         _, body, headers = delivery()
@@ -120,13 +140,13 @@ def test_a_certificate_is_downloaded_once_then_shared_through_redis(settings, pa
     paypal_fake.outage(True, certificates=True)
     try:
         _, body, headers = delivery()
-        assert create_app(settings).test_client().post("/webhooks/paypal", data=body, headers=headers).status_code == 200
+        assert create_app(quiet).test_client().post("/webhooks/paypal", data=body, headers=headers).status_code == 200
     finally:
         paypal_fake.outage(False)
 
 
-def test_online_verification_asks_paypal_and_is_503_when_it_cannot(settings, paypal_fake, redis_client):
-    client = create_app(dataclasses.replace(settings, paypal_verification="online")).test_client()
+def test_online_verification_asks_paypal_and_is_503_when_it_cannot(quiet, paypal_fake, redis_client):
+    client = create_app(dataclasses.replace(quiet, paypal_verification="online")).test_client()
     approved = paypal_fake.record_event("PAYMENT.CAPTURE.COMPLETED", pe.capture("CAP0000ONLINE0001"))
     body, headers = paypal_fake.delivery(approved["id"])
 
@@ -141,8 +161,8 @@ def test_online_verification_asks_paypal_and_is_503_when_it_cannot(settings, pay
     assert [e.event_id for e in queued(redis_client)] == [approved["id"]]
 
 
-def test_paypal_is_503_not_configured_without_a_webhook_id(settings, redis_client):
-    client = create_app(dataclasses.replace(settings, paypal_webhook_ids=())).test_client()
+def test_paypal_is_503_not_configured_without_a_webhook_id(quiet, redis_client):
+    client = create_app(dataclasses.replace(quiet, paypal_webhook_ids=())).test_client()
     _, body, headers = delivery()
     response = client.post("/webhooks/paypal", data=body, headers=headers)
     assert response.status_code == 503 and response.get_json()["error"] == "not_configured"
