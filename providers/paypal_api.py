@@ -38,7 +38,7 @@ import httpx
 import orjson
 
 from providers import paypal
-from providers.errors import ProviderRequestError, ProviderUnavailableError
+from providers.errors import ProviderNotFoundError, ProviderRequestError, ProviderUnavailableError
 
 LIVE_API_BASE = "https://api-m.paypal.com"
 SANDBOX_API_BASE = "https://api-m.sandbox.paypal.com"
@@ -295,8 +295,8 @@ class PayPalAPI:
             if 200 <= response.status_code < 300:
                 return _json(response) if response.content else {}
             refused = _classify(response, f"{method} {path.split('?')[0]}")
-            if isinstance(refused.error, ProviderRequestError):
-                raise refused
+            if isinstance(refused.error, ProviderRequestError) and not isinstance(refused.error, ProviderNotFoundError):
+                raise refused  # with PayPal's issue codes, for the callers that act on one
             raise refused.error
         raise ProviderRequestError("PayPal refused the credentials (401) twice")
 
@@ -414,10 +414,8 @@ def _classify(response: httpx.Response, what: str) -> _Refused:
             ),
             issues,
         )
-    return _Refused(
-        ProviderRequestError(f"PayPal refused the {what} ({status}): {detail or 'no details'}"),
-        issues,
-    )
+    kind = ProviderNotFoundError if status == 404 else ProviderRequestError
+    return _Refused(kind(f"PayPal refused the {what} ({status}): {detail or 'no details'}"), issues)
 
 
 def _json(response: httpx.Response) -> dict:
@@ -444,7 +442,7 @@ def _link(page: dict, rel: str) -> str | None:
 def _segment(value: str) -> str:
     """An id as a path segment; PayPal's ids are letters, digits and dashes."""
     if not isinstance(value, str) or not value or not all(c.isalnum() or c in "-_" for c in value):
-        raise ValueError("not a PayPal id")
+        raise ProviderNotFoundError("not a PayPal id: PayPal has no such object")  # a ValueError too
     return value
 
 

@@ -121,3 +121,9 @@ def test_verify_through_the_api_for_a_paypal_order(shop, database, paypal_fake):
 
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["payment_verified"] and answer.get_json()["balance"] == STARTER.credits
+
+
+@pytest.mark.parametrize("order_id", ["NOSUCHORDER00001", "not/a paypal id"])
+def test_verify_of_an_order_paypal_does_not_have_is_404(shop, order_id):
+    answer = shop.post("/api/payments/verify", headers=AUTH, json={"session_id": order_id, "provider": "paypal"})
+    assert answer.status_code == 404, answer.get_json()
