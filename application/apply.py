@@ -34,6 +34,7 @@ from models.settlement import UNPAID_RANK, StatusChange
 from models.subscriptions import SubscriptionRow
 from providers.changes import (
     ActionRequired,
+    CaptureRequested,
     Change,
     DisputeClosed,
     DisputeOpened,
@@ -135,6 +136,12 @@ def apply_change(step: Step, event: ProviderEvent, change: Change, rules: Rules)
         case PaymentCanceled(ref=ref):
             row = _payment(step, provider, ref, Purchase(), cause, rules, create=NEVER)
             _unpaid(step, row, S.CANCELLED, event, rules)
+        case CaptureRequested(ref=ref):
+            by_session, _ = step.find(provider, ref.session_id, None)
+            if by_session is not None and (by_session.paid_at is not None or by_session.provider_payment_id):
+                return Applied(False, "the order was captured already")
+            # Captured after the transaction, never inside it (application/lookups.py).
+            raise LookupNeededError(keys.lookup_key(provider, ref.session_id), "the approved order is being captured")
         case PaymentLinked(ref=ref):
             row = _payment(step, provider, replace(ref, payment_id=None), Purchase(), cause, rules, create=NEVER)
             if row.provider_payment_id not in (None, ref.payment_id):

@@ -1,11 +1,11 @@
-"""Facts only the provider's API has: a Checkout Session's line items, for the credit catalog.
+"""Facts only the provider's API has, or acts the provider must be asked for, never inside a transaction.
 
-Payment Links, Pricing Tables and sessions made in the Dashboard carry no
-metadata of ours; what was bought is in the session's line items, which
-webhooks never include. A paid session with neither a recorded payment nor
-credits in its metadata is held under a lookup key (application/apply.py);
-after the transaction, this asks the provider — never inside a transaction —
-and applies the held events again with the line items attached.
+Stripe: Payment Links, Pricing Tables and sessions made in the Dashboard carry
+no metadata of ours; what was bought is in the session's line items, which
+webhooks never include. PayPal: an approved order must be captured by us.
+Either event is held under a lookup key (application/apply.py); after the
+transaction, this asks the provider (``<provider>.look_up``) and applies the
+held events again with its answer attached (``<provider>.with_lookup``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from providers import registry
 
 
 def look_up_session(unit: UnitOfWork, api, provider: str, session_id: str) -> BatchReport:
-    """Fetch the session's line items and apply the events held for them; an empty report if none waits."""
+    """Ask the provider what the held events wait for and apply them with it; an empty report if none waits."""
     with unit.database.transaction() as session:
         waiting = inbox.held_for(session, [keys.lookup_key(provider, session_id)])
     if not waiting:
         return BatchReport()
-    items = api.list_line_items(session_id)  # ProviderUnavailableError propagates: the caller retries
     adapter = registry.get(provider)
+    facts = adapter.look_up(api, session_id)  # ProviderUnavailableError propagates: the caller retries
     return unit.apply(
-        [Incoming(adapter.with_line_items(adapter.parse_event(row.payload), items), "lookup") for row in waiting]
+        [Incoming(adapter.with_lookup(adapter.parse_event(row.payload), facts), "lookup") for row in waiting]
     )

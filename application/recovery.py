@@ -106,6 +106,8 @@ class RateLimit:
 
 
 class Recovery:
+    provider = stripe.NAME
+
     def __init__(self, unit: UnitOfWork, stripe_api: StripeAPI) -> None:
         self.unit = unit
         self.database = unit.database
@@ -127,12 +129,11 @@ class Recovery:
         report = SweepReport()
         with self.database.transaction() as session:
             claimed = claim_for_check(
-                session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size, dry_run=dry_run,
-                providers=(stripe.NAME,),
+                session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size,
+                dry_run=dry_run, providers=[stripe.NAME],
             )
         limit = RateLimit(calls_per_second)
-        claimed = [(payment_id, session_id, expires_at) for payment_id, provider, session_id, expires_at in claimed
-                   if provider == stripe.NAME]
+        claimed = [(payment_id, session_id, expires_at) for payment_id, _, session_id, expires_at in claimed]
         for index, (payment_id, session_id, expires_at) in enumerate(claimed):
             limit.wait()
             try:
@@ -227,24 +228,10 @@ class Recovery:
         if event is not None:
             result = self._apply(event, source="verify")
             credits_added = self._credits_added(event.id) if not result.duplicate else 0
-        with self.database.transaction() as session:
-            payment = session.scalars(
-                select(Payment).where(Payment.provider == stripe.NAME, Payment.provider_session_id == session_id)
-            ).one_or_none()
-            balance = None
-            if payment is not None:
-                balance = int(session.scalar(
-                    select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.user_id == payment.user_id)
-                ))
-        return {
-            "session_id": session_id,
-            "payment_verified": bool(payment is not None and payment.paid_at is not None),
-            "status": payment.status if payment is not None else None,
-            "provider_status": checkout.get("status"),
-            "provider_payment_status": checkout.get("payment_status"),
-            "credits_added": credits_added,
-            "balance": balance,
-        }
+        return verification(
+            self.database, stripe.NAME, session_id, credits_added,
+            provider_status=checkout.get("status"), provider_payment_status=checkout.get("payment_status"),
+        )
 
     # -- shared -----------------------------------------------------------------
 
@@ -255,10 +242,38 @@ class Recovery:
         return result
 
     def _credits_added(self, cause: str) -> int:
-        with self.database.transaction() as session:
-            return int(session.scalar(
-                select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.cause == cause)
+        return credits_added(self.database, cause)
+
+
+def verification(
+    database, provider: str, session_id: str, credits_added: int, *, provider_status, provider_payment_status
+) -> dict:
+    """What verify answers: the payment as it now stands, and what the provider said."""
+    with database.transaction() as session:
+        payment = session.scalars(
+            select(Payment).where(Payment.provider == provider, Payment.provider_session_id == session_id)
+        ).one_or_none()
+        balance = None
+        if payment is not None:
+            balance = int(session.scalar(
+                select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.user_id == payment.user_id)
             ))
+    return {
+        "session_id": session_id,
+        "payment_verified": bool(payment is not None and payment.paid_at is not None),
+        "status": payment.status if payment is not None else None,
+        "provider_status": provider_status,
+        "provider_payment_status": provider_payment_status,
+        "credits_added": credits_added,
+        "balance": balance,
+    }
+
+
+def credits_added(database, cause: str) -> int:
+    with database.transaction() as session:
+        return int(session.scalar(
+            select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.cause == cause)
+        ))
 
 
 def _pages(items: Iterator[dict], size: int) -> Iterator[list[dict]]:

@@ -61,11 +61,12 @@ class InvalidRequestError(ValueError):
 
 
 class PaymentTracker:
-    def __init__(self, unit: UnitOfWork, settings: Settings, stripe_api: StripeAPI | None = None) -> None:
+    def __init__(self, unit: UnitOfWork, settings: Settings, stripe_api: StripeAPI | None = None, paypal_api=None) -> None:
         self.unit = unit
         self.database = unit.database
         self.settings = settings
         self._stripe_api = stripe_api
+        self._paypal_api = paypal_api
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PaymentTracker:
@@ -80,6 +81,16 @@ class PaymentTracker:
         if self._stripe_api is None:
             self._stripe_api = StripeAPI(self.settings.reveal("stripe_api_key"), self.settings.stripe_api_base)
         return self._stripe_api
+
+    @property
+    def paypal_api(self):
+        """PayPalNotConfiguredError without PAYPAL_CLIENT_ID and PAYPAL_CLIENT_SECRET."""
+        if self._paypal_api is None:
+            from providers.paypal_api import PayPalAPI
+
+            s = self.settings
+            self._paypal_api = PayPalAPI(s.paypal_client_id, s.reveal("paypal_client_secret"), s.paypal_api_url)
+        return self._paypal_api
 
     # -- recording checkouts -------------------------------------------------
 
@@ -134,11 +145,12 @@ class PaymentTracker:
         *,
         user_id: str,
         package_id: str,
+        provider: str = "stripe",
         success_url: str | None = None,
         cancel_url: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict:
-        """Create a Stripe Checkout Session for a configured package and record it pending."""
+        """Create a provider checkout (a Stripe Checkout Session, a PayPal order) for a configured package; record it pending."""
         package = self.settings.credit_packages.get(package_id)
         if package is None:
             known = ", ".join(sorted(self.settings.credit_packages)) or "none are configured"
@@ -147,6 +159,10 @@ class PaymentTracker:
         cancel_url = cancel_url or self.settings.checkout_cancel_url
         if not success_url:
             raise InvalidRequestError("success_url", "success_url is required (or set checkout_success_url)")
+        if provider == "paypal":
+            return self._create_paypal_order(user_id, package, success_url, cancel_url, idempotency_key)
+        if provider != "stripe":
+            raise InvalidRequestError("provider", f"checkout is made through stripe or paypal, not {provider!r}")
         metadata = {"user_id": user_id, "package_id": package.id, "credits": str(package.credits)}
         params: dict[str, Any] = {
             "mode": "payment",
@@ -181,14 +197,52 @@ class PaymentTracker:
             package_name=package.name,
             expires_at=datetime.fromtimestamp(expires_at, UTC) if isinstance(expires_at, int) else None,
         )
-        return {"checkout_url": checkout.get("url"), "session_id": checkout["id"], "payment_id": payment["id"]}
+        return {"checkout_url": checkout.get("url"), "session_id": checkout["id"], "payment_id": payment["id"],
+                "provider": "stripe"}
 
-    def verify(self, session_id: str) -> dict:
-        """Ask the provider about a session now and apply its answer (the success page's check).
+    def _create_paypal_order(self, user_id, package, success_url, cancel_url, idempotency_key) -> dict:
+        """A PayPal order whose custom_id names the buyer and the credits; the buyer approves it at checkout_url."""
+        try:
+            order = self.paypal_api.create_order(
+                amount_cents=package.amount_cents,
+                currency=package.currency,
+                user_id=user_id,
+                credits=package.credits,
+                package_id=package.id,
+                description=package.name,
+                return_url=success_url,
+                cancel_url=cancel_url,
+                request_id=f"payhooks-order-{idempotency_key or uuid.uuid4()}",
+            )
+        except ValueError as exc:  # an amount PayPal cannot take, a custom_id too long
+            raise InvalidRequestError("package_id", f"PayPal cannot sell package {package.id!r}: {exc}") from None
+        approve = next(
+            (link.get("href") for link in order.get("links") or []
+             if isinstance(link, dict) and link.get("rel") in ("payer-action", "approve")),
+            None,
+        )
+        payment, _ = self.create_pending_payment(
+            user_id=user_id,
+            amount_cents=package.amount_cents,
+            currency=package.currency,
+            credits=package.credits,
+            session_id=order["id"],
+            provider="paypal",
+            package_id=package.id,
+            package_name=package.name,
+        )
+        return {"checkout_url": approve, "session_id": order["id"], "payment_id": payment["id"], "provider": "paypal"}
+
+    def verify(self, session_id: str, provider: str = "stripe") -> dict:
+        """Ask the provider about a session (a PayPal order) now and apply its answer (the success page's check).
 
         Returns {"payment_verified", "status", "credits_added", "balance", …}. Racing
         the session's webhook is safe: whichever applies first grants, once.
         """
+        if provider == "paypal":
+            from application.paypal_recovery import PayPalRecovery
+
+            return PayPalRecovery(self.unit, self.paypal_api).verify(session_id)
         return Recovery(self.unit, self.stripe_api).verify(session_id)
 
     # -- reading ----------------------------------------------------------------
@@ -270,10 +324,17 @@ class PaymentTracker:
                 "has_more": page * page_size < total,
             }
 
-    def stats(self, user_id: str | None = None) -> dict:
-        """Money spent and refunded per currency, credits bought, taken back and used, payments by status."""
+    def stats(self, user_id: str | None = None, provider: str | None = None) -> dict:
+        """Money spent and refunded per currency, credits bought, taken back and used, payments by status.
+
+        ``provider``: only that provider's payments and the ledger entries of its payments
+        (spends, which belong to no payment, are then left out).
+        """
         where = [Payment.user_id == user_id] if user_id is not None else []
         ledger_where = [CreditLedger.user_id == user_id] if user_id is not None else []
+        if provider is not None:
+            where.append(Payment.provider == provider)
+            ledger_where.append(CreditLedger.payment_id.in_(select(Payment.id).where(Payment.provider == provider)))
         with self.database.transaction() as session:
             by_status = dict(session.execute(select(Payment.status, func.count()).where(*where).group_by(Payment.status)).all())
             currency = func.coalesce(Payment.paid_currency, Payment.currency)
@@ -291,6 +352,7 @@ class PaymentTracker:
             )
         return {
             "user_id": user_id,
+            "provider": provider,
             "payment_count": sum(by_status.values()),
             "payments_by_status": {status.value: by_status.get(status.value, 0) for status in PaymentStatus},
             "amount_spent_cents": {currency or "unknown": int(spent or 0) for currency, spent, _ in money},

@@ -43,6 +43,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     recv.add_argument("--warmup", type=float, default=2.0, help="warm-up per server (default 2)")
     recv.add_argument("--rounds", type=int, default=3, help="A/B rounds (default 3)")
     recv.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    recv.add_argument("--paypal", action="store_true",
+                      help="receiver: PayPal deliveries (certificate cached) vs Stripe deliveries, same server")
     recv.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                       help="load generator: wrk if on the PATH (auto), or the Python client")
     attack = parser.add_argument_group("attack")
@@ -111,6 +113,16 @@ def print_receiver(report) -> None:
     print(f"\nreceiver — {report.worker_class} workers, {report.generator}, {report.connections} connections, "
           f"{report.rounds} rounds × {report.seconds:g} s, medians; body {report.body_bytes:,} B")
     print(f"  {'':<34}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}")
+    if report.mode == "paypal":
+        for label, target in (("receiver, /webhooks/stripe (HMAC)", report.floor),
+                              ("receiver, /webhooks/paypal (RSA)", report.receiver)):
+            print(f"  {label:<34}{target.median('rps'):>8,.0f}{target.median('p50_ms'):>9.2f}"
+                  f"{target.median('p99_ms'):>9.2f}{target.median('cpu_us'):>12,.0f}")
+        rounds = ", ".join(f"{ratio:.0%}" for ratio in report.round_ratios)
+        print(f"  paypal / stripe = {report.ratio:.0%}   (req/s medians; per round: {rounds}; goal ≥ 90%)")
+        if report.errors:
+            print(f"  WARNING: {report.errors} failed requests")
+        return
     for label, target in (("floor (Flask: verify + LPUSH)", report.floor),
                           ("payhooks receiver (Procfile web)", report.receiver)):
         print(f"  {label:<34}{target.median('rps'):>8,.0f}{target.median('p50_ms'):>9.2f}"

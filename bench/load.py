@@ -58,10 +58,15 @@ def describe(generator: str) -> str:
     return f"python asyncio client ({_processes()} processes)"
 
 
-def timed_load(url: str, body: bytes, signature: str, *, connections: int, seconds: float,
+def timed_load(url: str, body: bytes, signature: str | dict[str, str], *, connections: int, seconds: float,
                generator: str) -> LoadResult:
-    """POST the same signed body with `connections` connections for `seconds`."""
+    """POST the same signed body with `connections` connections for `seconds`.
+
+    ``signature``: Stripe's header value, or the signature headers themselves (PayPal's five; Python client only).
+    """
     if generator == "wrk":
+        if isinstance(signature, dict):
+            raise ValueError("the wrk script sends Stripe-Signature only: use --generator python")
         return _wrk(url, body, signature, connections, seconds)
     raw = _raw_request(url, body, signature)
     host, port = _address(url)
@@ -124,13 +129,14 @@ def _address(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 80
 
 
-def _raw_request(url: str, body: bytes, signature: str) -> bytes:
+def _raw_request(url: str, body: bytes, signature: str | dict[str, str]) -> bytes:
     parts = urlsplit(url)
+    headers = signature if isinstance(signature, dict) else {"Stripe-Signature": signature}
     head = (
         f"POST {parts.path or '/'} HTTP/1.1\r\n"
         f"Host: {parts.netloc}\r\n"
         "Content-Type: application/json\r\n"
-        f"Stripe-Signature: {signature}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers.items()) +
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     )

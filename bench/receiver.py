@@ -9,6 +9,12 @@ B: the floor, bench/floor_app.py: verify the signature, LPUSH the raw body, answ
 --front nginx puts an nginx of its own in front of each (the buffering-proxy
 alternative to a non-blocking worker class; CPU per request then counts gunicorn only).
 
+--paypal measures the receiver against itself instead: Stripe deliveries
+(/webhooks/stripe, HMAC) vs PayPal deliveries (/webhooks/paypal, RSA with the
+signing certificate cached after the first delivery) to the same gunicorn.
+The certificate is served once by an in-process fake PayPal; PAYPAL_CA_FILE
+trusts its test root. The Python load generator sends PayPal's five headers.
+
 Both push into one private redis-server that nothing consumes; the lists are
 emptied before every run. After a warm-up of each, A and B alternate (A B, B A,
 A B, ...) and the medians are compared. Each run re-signs the body with the
@@ -20,6 +26,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,10 +52,13 @@ class Target:
     redis: redis.Redis | None = None  # where it pushes; emptied before and after every run
     runs: list[load.LoadResult] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)  # gunicorn CPU time per answered request
+    path: str = "/webhooks/stripe"
+    body: bytes = b""
+    signer: Callable[[bytes], str | dict[str, str]] | None = None  # headers for a body, signed now
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/webhooks/stripe"
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
     def median(self, attribute: str) -> float:
         if attribute == "cpu_us":
@@ -66,6 +76,7 @@ class ReceiverReport:
     seconds: float
     floor: Target
     receiver: Target
+    mode: str = "floor"  # or "paypal": floor is the receiver's Stripe route, receiver its PayPal route
 
     @property
     def ratio(self) -> float:
@@ -81,6 +92,8 @@ class ReceiverReport:
 
 
 def run(args) -> ReceiverReport:
+    if getattr(args, "paypal", False):
+        return run_paypal(args)
     generator = load.choose(args.generator)
     worker_class = args.worker_class or "the config's"
     front = f", behind {args.front}" if args.front else ""
@@ -124,13 +137,66 @@ def run(args) -> ReceiverReport:
                           floor=floor, receiver=receiver)
 
 
+def run_paypal(args) -> ReceiverReport:
+    """The receiver's PayPal route against its Stripe route, same server, alternated."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from tests.support import paypal_events
+    from tests.support.fake_paypal import FakePayPal
+
+    generator = load.choose("python" if args.generator == "auto" else args.generator)
+    print(f"receiver, stripe vs paypal: load generator {load.describe(generator)}, {args.connections} connections, "
+          f"WEB_CONCURRENCY={args.web_concurrency}, {args.worker_class or 'the config'}'s worker class", flush=True)
+    stripe_body = stripe_events.encode(stripe_events.completed_event(user_id="bench_user", credits="100"))
+    paypal_body = paypal_events.encode(paypal_events.event(
+        "PAYMENT.CAPTURE.COMPLETED", paypal_events.capture("BENCHCAPTURE0001", order_id="BENCHORDER000001")))
+    port = free_port()
+    stripe_target = Target("stripe", EVENTS, port, body=stripe_body,
+                           signer=lambda body: sign(body, SECRET, int(time.time())))
+    paypal_target = Target("paypal", EVENTS, port, path="/webhooks/paypal", body=paypal_body,
+                           signer=lambda body: paypal_events.sign_headers(body))
+    with tempfile.TemporaryDirectory(prefix="payhooks-bench-") as tmp, FakePayPal() as fake:
+        roots = Path(tmp) / "roots.pem"
+        roots.write_bytes(fake.pki.root.public_bytes(Encoding.PEM))
+        broker = EmbeddedRedis(Path(tmp) / "redis", appendonly=False)
+        try:
+            broker.start()
+            with group() as processes:
+                env = service_env({
+                    "REDIS_URL": broker.url,
+                    "STRIPE_WEBHOOK_SECRET": SECRET,
+                    "PAYPAL_WEBHOOK_ID": paypal_events.WEBHOOK_ID,
+                    "PAYPAL_API_BASE": fake.url,
+                    "PAYPAL_CA_FILE": str(roots),
+                    "WEB_CONCURRENCY": str(args.web_concurrency),
+                    "PORT": str(port),
+                })
+                gunicorn = [str(BIN / "gunicorn"), "--config", "python:receiver.gunicorn_conf"]
+                if args.worker_class:
+                    gunicorn += ["--worker-class", args.worker_class]
+                pgid = processes.http_server("receiver", [*gunicorn, "receiver.wsgi:app"], env, port).proc.pid
+                for target in (stripe_target, paypal_target):
+                    target.pgid = pgid
+                    target.redis = redis.Redis.from_url(broker.url)
+                alternate(args, generator, stripe_body, paypal_target, stripe_target)
+                downloads = sum(1 for _, path, _ in fake.requests if "/notifications/certs/" in path)
+                print(f"  certificate downloads from the fake PayPal: {downloads} "
+                      f"(one per gunicorn worker at most; the rest from Redis or the process)", flush=True)
+        finally:
+            broker.stop()
+    return ReceiverReport(worker_class=args.worker_class or "config (gevent)", generator=load.describe(generator),
+                          body_bytes=len(paypal_body), connections=args.connections, rounds=args.rounds,
+                          seconds=args.seconds, floor=stripe_target, receiver=paypal_target, mode="paypal")
+
+
 def alternate(args, generator: str, body: bytes, a: Target, b: Target) -> None:
     """A warm-up of each, then --rounds rounds in the order A B, B A, A B..."""
     def measure(target: Target, seconds: float) -> tuple[load.LoadResult, float]:
         target.redis.delete(target.queue)
-        signature = sign(body, SECRET, int(time.time()))
+        sent = target.body or body
+        signature = target.signer(sent) if target.signer else sign(sent, SECRET, int(time.time()))
         cpu_before = cpu_seconds(target.pgid)
-        result = load.timed_load(target.url, body, signature, connections=args.connections,
+        result = load.timed_load(target.url, sent, signature, connections=args.connections,
                                  seconds=seconds, generator=generator)
         cpu_us = (cpu_seconds(target.pgid) - cpu_before) / max(result.requests, 1) * 1e6
         pushed = target.redis.llen(target.queue)

@@ -62,6 +62,26 @@ def _optional_secret(raw: Any) -> SecretStr | None:
     return SecretStr(text) if text else None
 
 
+def _id_list(raw: Any) -> tuple[str, ...]:
+    """A comma-separated list (environment) or a list (YAML)."""
+    parts = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+    return tuple(str(part).strip() for part in parts if str(part).strip())
+
+
+PAYPAL_ENVIRONMENTS = ("live", "sandbox")
+PAYPAL_VERIFICATIONS = ("offline", "online")
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = str(raw).strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
 def _positive_int(raw: Any) -> int:
     if isinstance(raw, (bool, float)):  # YAML's true and 1.9 are not counts
         raise ValueError("must be a whole number")
@@ -251,6 +271,25 @@ class Settings(BaseSettings):
     )
     stripe_api_key: Secret = _setting(None, "STRIPE_API_KEY", "Stripe API key (recovery, reconciliation, checkout)")
     stripe_api_base: OptionalStr = _setting(None, "STRIPE_API_BASE", "Base URL of the Stripe API; unset: Stripe's")
+    # PayPal is enabled when PAYPAL_WEBHOOK_ID is set.
+    paypal_webhook_ids: Annotated[tuple[str, ...], NoDecode, _rule(_id_list)] = _setting(
+        (), "PAYPAL_WEBHOOK_ID", "Webhook ids deliveries may be signed for, comma-separated (rotation, sandbox + live)"
+    )
+    paypal_client_id: OptionalStr = _setting(None, "PAYPAL_CLIENT_ID", "PayPal REST client id (capture, recovery, checkout)")
+    paypal_client_secret: Secret = _setting(None, "PAYPAL_CLIENT_SECRET", "PayPal REST client secret")
+    paypal_environment: Annotated[str, _rule(_one_of(*PAYPAL_ENVIRONMENTS))] = _setting(
+        "live", "PAYPAL_ENVIRONMENT", "live or sandbox: which PayPal REST API"
+    )
+    paypal_api_base: OptionalStr = _setting(None, "PAYPAL_API_BASE", "Base URL of the PayPal API; unset: PAYPAL_ENVIRONMENT's")
+    paypal_verification: Annotated[str, _rule(_one_of(*PAYPAL_VERIFICATIONS))] = _setting(
+        "offline", "PAYPAL_VERIFICATION", "offline (certificates, cached) or online (PayPal's verify endpoint)"
+    )
+    paypal_webhook_tolerance_seconds: PositiveInt = _setting(
+        600, "PAYPAL_WEBHOOK_TOLERANCE", "Age or skew of PAYPAL-TRANSMISSION-TIME accepted, in seconds"
+    )
+    paypal_ca_file: OptionalStr = _setting(
+        None, "PAYPAL_CA_FILE", "PEM trust anchors for PayPal's signing certificates; unset: the certifi bundle"
+    )
     api_token: Secret = _setting(None, "API_TOKEN", "Bearer token for /api/*; unset: /api answers 503")
     sentry_dsn: Secret = _setting(None, "SENTRY_DSN", "Error reporting; unset: off")
     port: PositiveInt = _setting(8000, "PORT", "Receiver port")
@@ -417,6 +456,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.paypal_webhook_ids and self.paypal_verification == "online" and not (
+            self.paypal_client_id and self.paypal_client_secret
+        ):
+            raise SettingsError(
+                "PAYPAL_VERIFICATION=online asks PayPal to verify each delivery: "
+                "set PAYPAL_CLIENT_ID and PAYPAL_CLIENT_SECRET, or use offline verification"
+            )
         for name, var in (("api_token", "API_TOKEN"), ("metrics_token", "METRICS_TOKEN")):
             token = self.reveal(name)
             if token is not None and len(token) < MIN_TOKEN_LENGTH:
@@ -458,6 +504,17 @@ class Settings(BaseSettings):
 
     def __str__(self) -> str:
         return repr(self)
+
+    @property
+    def paypal_enabled(self) -> bool:
+        return bool(self.paypal_webhook_ids)
+
+    @property
+    def paypal_api_url(self) -> str:
+        """PAYPAL_API_BASE if set, else the REST API of PAYPAL_ENVIRONMENT."""
+        if self.paypal_api_base:
+            return self.paypal_api_base
+        return "https://api-m.sandbox.paypal.com" if self.paypal_environment == "sandbox" else "https://api-m.paypal.com"
 
     def rules(self) -> Rules:
         return Rules(

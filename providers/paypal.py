@@ -191,10 +191,10 @@ class CertificateSource:
     def get(self, url: str, *, now: float | None = None) -> x509.Certificate:
         """The checked signing certificate at ``url``; SignatureError if it is not PayPal's."""
         now = self._clock() if now is None else now
-        check_cert_url(url, self._hosts)
-        cached = self._trusted.get(url)
+        cached = self._trusted.get(url)  # only addresses that passed check_cert_url are kept
         if cached is not None and now < cached.valid_until:
             return cached.certificate
+        check_cert_url(url, self._hosts)
         with self._lock:  # one download per certificate, however many deliveries wait for it
             cached = self._trusted.get(url)
             if cached is not None and now < cached.valid_until:
@@ -810,6 +810,25 @@ def with_capture(event: ProviderEvent, order: dict) -> ProviderEvent:
     return replace(event, data={**event.data, "object": order})
 
 
+def look_up(api, order_id: str) -> dict:
+    """What an approval held under the order's lookup key waits for (application/lookups.py): its capture.
+
+    Captured with the same ``PayPal-Request-Id`` every time, so PayPal captures
+    once however often this runs. A capture PayPal refuses (declined, voided,
+    expired) leaves the order as it stands, which is read instead; an order
+    with no capture to apply yet is a ``ProviderRequestError``, and the
+    approval stays held (the periodic retry of held events tries again).
+    """
+    try:
+        order = api.capture_order(order_id, request_id=capture_request_id(order_id))
+    except ProviderRequestError:
+        order = api.get_order(order_id)
+    status = order.get("status")
+    if _latest_capture(_first(order.get("purchase_units"))) is None and status != "VOIDED":
+        raise ProviderRequestError(f"order {order_id} is {_code(status) or 'unknown'} and has no capture yet")
+    return order
+
+
 def payment_capture_completed(event: ProviderEvent) -> Change:
     capture = event.data["object"]
     return _capture_change({**capture, "status": "COMPLETED"}, _capture_order(capture), None)
@@ -911,6 +930,7 @@ HANDLERS: dict[str, Callable[[ProviderEvent], Change]] = {
 }
 
 HANDLED_TYPES = tuple(HANDLERS)
+with_lookup = with_capture
 
 
 def translate(event: ProviderEvent) -> Change:

@@ -38,7 +38,7 @@ import httpx
 import orjson
 
 from providers import paypal
-from providers.errors import ProviderRequestError, ProviderUnavailableError
+from providers.errors import ProviderNotFoundError, ProviderRequestError, ProviderUnavailableError
 
 LIVE_API_BASE = "https://api-m.paypal.com"
 SANDBOX_API_BASE = "https://api-m.sandbox.paypal.com"
@@ -231,21 +231,7 @@ class PayPalAPI:
 
     def fetch_certificate(self, url: str) -> bytes:
         """The PEM at a certificate address (``PAYPAL-CERT-URL``) or a CA's issuer address; no redirects."""
-        parts = urlsplit(url)
-        if (parts.hostname or "").lower() in PAYPAL_API_HOSTS and urlsplit(
-            self._base
-        ).hostname not in PAYPAL_API_HOSTS:
-            url = (
-                self._base + parts.path
-            )  # tests: PayPal's addresses, served by the fake at the API base
-        response = self._send(lambda: self._http.get(url, headers={"Accept": "*/*"}))
-        if response.status_code != 200:
-            raise _classify(response, "certificate download").error
-        if len(response.content) > paypal.MAX_CERT_BYTES:
-            raise ProviderRequestError(
-                "PayPal's certificate is larger than any certificate should be"
-            )
-        return response.content
+        return _download_certificate(self._http, self._base, self._send, url)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -309,8 +295,8 @@ class PayPalAPI:
             if 200 <= response.status_code < 300:
                 return _json(response) if response.content else {}
             refused = _classify(response, f"{method} {path.split('?')[0]}")
-            if isinstance(refused.error, ProviderRequestError):
-                raise refused
+            if isinstance(refused.error, ProviderRequestError) and not isinstance(refused.error, ProviderNotFoundError):
+                raise refused  # with PayPal's issue codes, for the callers that act on one
             raise refused.error
         raise ProviderRequestError("PayPal refused the credentials (401) twice")
 
@@ -335,6 +321,55 @@ class PayPalAPI:
                     return response
             time.sleep(self._backoff * 2**attempt)
         raise AssertionError("unreachable")
+
+
+class CertificateDownloader:
+    """Downloads of signing certificates, which need no credentials: offline verification works without them.
+
+    Called as ``fetch(url)`` by ``providers.paypal.CertificateSource``; a short
+    timeout and one retry, since a delivery waits for the first download.
+    """
+
+    def __init__(
+        self,
+        api_base: str = LIVE_API_BASE,
+        *,
+        timeout_seconds: float = 5.0,
+        max_retries: int = 1,
+        backoff_seconds: float = 0.1,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._base = api_base.rstrip("/")
+        self._max_retries = max_retries
+        self._backoff = backoff_seconds
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout_seconds),
+            follow_redirects=False,
+            transport=transport,
+            headers={"User-Agent": "payhooks"},
+        )
+
+    def __call__(self, url: str) -> bytes:
+        return _download_certificate(self._http, self._base, self._send, url)
+
+    _send = PayPalAPI._send
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _download_certificate(
+    http: httpx.Client, base: str, send: Callable[[Callable[[], httpx.Response]], httpx.Response], url: str
+) -> bytes:
+    parts = urlsplit(url)
+    if (parts.hostname or "").lower() in PAYPAL_API_HOSTS and urlsplit(base).hostname not in PAYPAL_API_HOSTS:
+        url = base + parts.path  # tests: PayPal's addresses, served by the fake at the API base
+    response = send(lambda: http.get(url, headers={"Accept": "*/*"}))
+    if response.status_code != 200:
+        raise _classify(response, "certificate download").error
+    if len(response.content) > paypal.MAX_CERT_BYTES:
+        raise ProviderRequestError("PayPal's certificate is larger than any certificate should be")
+    return response.content
 
 
 class _Refused(ProviderRequestError):
@@ -379,10 +414,8 @@ def _classify(response: httpx.Response, what: str) -> _Refused:
             ),
             issues,
         )
-    return _Refused(
-        ProviderRequestError(f"PayPal refused the {what} ({status}): {detail or 'no details'}"),
-        issues,
-    )
+    kind = ProviderNotFoundError if status == 404 else ProviderRequestError
+    return _Refused(kind(f"PayPal refused the {what} ({status}): {detail or 'no details'}"), issues)
 
 
 def _json(response: httpx.Response) -> dict:
@@ -409,7 +442,7 @@ def _link(page: dict, rel: str) -> str | None:
 def _segment(value: str) -> str:
     """An id as a path segment; PayPal's ids are letters, digits and dashes."""
     if not isinstance(value, str) or not value or not all(c.isalnum() or c in "-_" for c in value):
-        raise ValueError("not a PayPal id")
+        raise ProviderNotFoundError("not a PayPal id: PayPal has no such object")  # a ValueError too
     return value
 
 

@@ -425,6 +425,14 @@ def with_line_items(event: ProviderEvent, items: list[dict]) -> ProviderEvent:
     return replace(event, data={**event.data, "object": session})
 
 
+def look_up(api, session_id: str) -> list[dict]:
+    """What an event held under the session's lookup key waits for (application/lookups.py): its line items."""
+    return api.list_line_items(session_id)
+
+
+with_lookup = with_line_items
+
+
 def _line_items(listing: object) -> tuple[LineItem, ...] | None:
     """Line items, when the object carries them (webhooks never do; the API lists them)."""
     if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):

@@ -17,6 +17,7 @@ from application.tracker import ConflictError, InvalidRequestError, NotFoundErro
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus
 from models.ledger import InsufficientCreditsError
+from providers.paypal_api import PayPalNotConfiguredError
 from providers.stripe_api import (
     ProviderConflictError,
     ProviderNotFoundError,
@@ -132,6 +133,11 @@ def stripe_not_configured(exc: StripeNotConfiguredError):
     return error(503, "stripe_not_configured", str(exc))
 
 
+@blueprint.errorhandler(PayPalNotConfiguredError)
+def paypal_not_configured(exc: PayPalNotConfiguredError):
+    return error(503, "paypal_not_configured", str(exc))
+
+
 @blueprint.errorhandler(ProviderUnavailableError)
 def provider_unavailable(exc: ProviderUnavailableError):
     response = error(503, "provider_unavailable", str(exc))
@@ -206,6 +212,7 @@ def create_checkout():
     result = services().tracker.create_checkout(
         user_id=body.user_id,
         package_id=body.package_id,
+        provider=body.provider,
         success_url=body.success_url,
         cancel_url=body.cancel_url,
         idempotency_key=headers.idempotency_key,
@@ -216,7 +223,7 @@ def create_checkout():
 @blueprint.post("/payments/verify")
 def verify_payment():
     body = _body(schemas.VerifyPayment)
-    return reply(responses.Verification, services().tracker.verify(body.session_id))
+    return reply(responses.Verification, services().tracker.verify(body.session_id, provider=body.provider))
 
 
 @blueprint.get("/payments/<id:payment_id>")
@@ -282,7 +289,8 @@ def refund_payment(payment_id: int):
 
 @blueprint.get("/stats")
 def stats():
-    return reply(responses.Stats, services().tracker.stats(_query(schemas.StatsQuery).user_id))
+    query = _query(schemas.StatsQuery)
+    return reply(responses.Stats, services().tracker.stats(query.user_id, provider=query.provider))
 
 
 # -- dead letters -------------------------------------------------------------------

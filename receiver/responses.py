@@ -90,9 +90,10 @@ class SpendResult(Credits):
 
 
 class Checkout(Response):
-    checkout_url: str | None
-    session_id: str
+    checkout_url: str | None = Field(description="where to send the buyer (PayPal: the order's approval link)")
+    session_id: str = Field(description="Stripe: the Checkout Session; PayPal: the order")
     payment_id: int
+    provider: str
 
 
 class PaymentSummary(Response):
@@ -190,6 +191,7 @@ class Verification(Response):
 
 class Stats(Response):
     user_id: str | None
+    provider: str | None
     payment_count: int
     payments_by_status: dict[str, int]
     amount_spent_cents: dict[str, int] = Field(description="currency -> cents")

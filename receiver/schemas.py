@@ -138,8 +138,8 @@ class CreatePayment(Strict):
     amount_cents: Whole(0, 10**12)
     currency: Currency
     credits: Whole(1, 10**12)
-    provider: Literal["stripe"] = "stripe"
-    # A Checkout Session id, or for PaymentIntent-only integrations the PaymentIntent id (payment_id).
+    provider: Literal["stripe", "paypal"] = "stripe"
+    # A Checkout Session id (a PayPal order id), or for PaymentIntent-only integrations the PaymentIntent id (payment_id).
     session_id: Id | None = None
     payment_id: Id | None = None
     package_id: Id | None = None
@@ -153,6 +153,8 @@ class CreateCheckout(Strict):
 
     user_id: Id
     package_id: Id
+    # stripe: a Checkout Session; paypal: an order to approve (its approval link is checkout_url)
+    provider: Literal["stripe", "paypal"] = "stripe"
     success_url: Url | None = None
     cancel_url: Url | None = None
 
@@ -181,6 +183,7 @@ class Page(Strict):
 
 class StatsQuery(Strict):
     user_id: Id | None = None
+    provider: Id | None = None
 
 
 class UserPath(Strict):
@@ -196,9 +199,10 @@ class Spend(Strict):
 
 
 class VerifyPayment(Strict):
-    """Ask the provider about a checkout session now."""
+    """Ask the provider about a checkout session (a PayPal order) now."""
 
     session_id: Id
+    provider: Literal["stripe", "paypal"] = "stripe"
 
 
 class DeadLetterFilters(Strict):

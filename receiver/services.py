@@ -29,6 +29,7 @@ class Services:
         self._unit: UnitOfWork | None = None
         self._celery = None
         self._tracker: PaymentTracker | None = None
+        self._paypal_verifier = None
 
     @property
     def publisher(self) -> queue.Publisher:
@@ -39,6 +40,16 @@ class Services:
                 attempts=self.settings.publish_attempts,
             )
         return self._publisher
+
+    @property
+    def paypal_verifier(self):
+        """Checks PayPal deliveries (receiver/verifiers.py); its certificates are cached in the queue's Redis."""
+        if self._paypal_verifier is None:
+            from receiver.verifiers import PayPalVerifier
+            from transport.certificates import RedisCertificateStore
+
+            self._paypal_verifier = PayPalVerifier(self.settings, RedisCertificateStore(self.publisher.client))
+        return self._paypal_verifier
 
     @property
     def database(self) -> Database:

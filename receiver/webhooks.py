@@ -16,8 +16,9 @@ from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
 from infra import metrics
 from infra.logs import log_context
-from providers import stripe
+from providers import paypal, stripe
 from providers.changes import InvalidEventError, SignatureError
+from providers.errors import VerificationUnavailableError
 from receiver.errors import error
 from receiver.services import services
 from transport.queue import PublishError
@@ -29,21 +30,30 @@ RETRY_AFTER_SECONDS = 5
 
 
 @functools.cache
-def _delivered(event_type: str, outcome: str):
+def _delivered(provider: str, event_type: str, outcome: str):
     # labels() takes a lock and a dict lookup per call; the hot path reuses the child.
-    return metrics.DELIVERIES.labels(stripe.NAME, event_type, outcome)
+    return metrics.DELIVERIES.labels(provider, event_type, outcome)
 
 
 @functools.cache
-def _matched(secret: int):
-    return metrics.SIGNATURE_MATCHES.labels(stripe.NAME, str(secret))
+def _matched(provider: str, secret: int):
+    return metrics.SIGNATURE_MATCHES.labels(provider, str(secret))
 
 
-_ENQUEUE_SECONDS = metrics.ENQUEUE_SECONDS.labels(stripe.NAME)
+@functools.cache
+def _enqueue_seconds(provider: str):
+    return metrics.ENQUEUE_SECONDS.labels(provider)
 
 
-def _answer(status: int, code: str, message: str, *, event_type: str = "unknown", retry: bool = False):
-    _delivered(event_type, code).inc()
+def _provider() -> str:
+    """The provider a delivery is for, from its route (for the answers made before the view runs)."""
+    return paypal.NAME if request.path.rstrip("/").endswith("/paypal") else stripe.NAME
+
+
+def _answer(
+    status: int, code: str, message: str, *, provider: str | None = None, event_type: str = "unknown", retry: bool = False
+):
+    _delivered(provider or _provider(), event_type, code).inc()
     response = error(status, code, message)
     if retry:
         # Not the sender's fault: ask it to come back rather than drop the event.
@@ -60,7 +70,7 @@ def too_large(exc: RequestEntityTooLarge):
 
 @blueprint.errorhandler(RequestTimeout)
 def too_slow(exc: RequestTimeout):
-    log.warning("stripe delivery cut off: %s", exc.description)
+    log.warning("%s delivery cut off: %s", _provider(), exc.description)
     return _answer(408, "request_timeout", exc.description)
 
 
@@ -69,7 +79,7 @@ def stripe_webhook():
     svc = services()
     settings = svc.settings
     if not settings.stripe_webhook_secrets:
-        return _answer(503, "not_configured", "STRIPE_WEBHOOK_SECRET is not set", retry=True)
+        return _answer(503, "not_configured", "STRIPE_WEBHOOK_SECRET is not set", provider=stripe.NAME, retry=True)
     body = request.get_data()
     try:
         secret = stripe.verify_signature(
@@ -82,19 +92,44 @@ def stripe_webhook():
     except SignatureError as exc:
         metrics.SIGNATURE_FAILURES.labels(stripe.NAME, exc.reason).inc()
         log.warning("rejected stripe delivery: %s", exc)
-        return _answer(400, "invalid_signature", str(exc))
-    _matched(secret).inc()
+        return _answer(400, "invalid_signature", str(exc), provider=stripe.NAME)
+    _matched(stripe.NAME, secret).inc()
+    return _enqueue(stripe, body, "not a Stripe event")
+
+
+@blueprint.post("/webhooks/paypal")
+def paypal_webhook():
+    svc = services()
+    if not svc.settings.paypal_enabled:
+        return _answer(503, "not_configured", "PAYPAL_WEBHOOK_ID is not set", provider=paypal.NAME, retry=True)
+    body = request.get_data()
     try:
-        event = stripe.parse_event(body)
+        webhook_id = svc.paypal_verifier(body, request.headers, time.time())
+    except SignatureError as exc:
+        metrics.SIGNATURE_FAILURES.labels(paypal.NAME, exc.reason).inc()
+        log.warning("rejected paypal delivery: %s", exc)
+        return _answer(400, "invalid_signature", str(exc), provider=paypal.NAME)
+    except VerificationUnavailableError as exc:
+        log.warning("paypal delivery not verified now: %s", exc)
+        return _answer(503, "verification_unavailable", f"{exc}; retry later", provider=paypal.NAME, retry=True)
+    _matched(paypal.NAME, webhook_id).inc()
+    return _enqueue(paypal, body, "not a PayPal event")
+
+
+def _enqueue(provider, body: bytes, what: str):
+    """Parse a verified body and push it onto the events queue; 200 only once it is there."""
+    try:
+        event = provider.parse_event(body)
     except (InvalidEventError, UnicodeDecodeError) as exc:
-        return _answer(400, "invalid_event", f"not a Stripe event: {exc}")
-    with log_context(provider=stripe.NAME, event_id=event.id, event_type=event.type):
+        return _answer(400, "invalid_event", f"{what}: {exc}", provider=provider.NAME)
+    with log_context(provider=provider.NAME, event_id=event.id, event_type=event.type):
         started = time.perf_counter()
         try:
-            svc.publisher.publish(stripe.NAME, event.id, body)
+            services().publisher.publish(provider.NAME, event.id, body)
         except PublishError as exc:
             log.error("could not enqueue: %s", exc)
-            return _answer(503, "broker_unavailable", "the queue is unreachable; retry later", event_type=event.type, retry=True)
-        _ENQUEUE_SECONDS.observe(time.perf_counter() - started)
-    _delivered(event.type, "accepted").inc()
+            return _answer(503, "broker_unavailable", "the queue is unreachable; retry later",
+                           provider=provider.NAME, event_type=event.type, retry=True)
+        _enqueue_seconds(provider.NAME).observe(time.perf_counter() - started)
+    _delivered(provider.NAME, event.type, "accepted").inc()
     return {"received": True, "id": event.id}

@@ -14,7 +14,8 @@ from application.manual import ManualPayments
 from application.tracker import PaymentTracker
 from infra import metrics
 from models import retention
-from providers.stripe_api import ProviderUnavailableError, StripeAPI, StripeNotConfiguredError
+from providers.paypal_api import PayPalNotConfiguredError
+from providers.stripe_api import ProviderUnavailableError, StripeNotConfiguredError
 from tasks.base import PayhooksTask
 from workers.queues import (
     EXPIRE_MANUAL_PAYMENTS,
@@ -45,51 +46,53 @@ def retry_held_events(self: PayhooksTask) -> dict:
 
 @shared_task(bind=True, base=PayhooksTask, name=SWEEP_PENDING)
 def sweep_pending(self: PayhooksTask) -> dict:
+    """Each provider with API credentials checks its own pending payments."""
     settings = self.runtime.settings
-    try:
-        recovery = self.runtime.recovery()
-    except StripeNotConfiguredError as exc:
-        log.warning("sweep skipped: %s", exc)
-        return {"skipped": "not configured"}
-    report = recovery.sweep_pending(
-        min_age=timedelta(seconds=settings.sweep_min_age_seconds),
-        expiry_grace=timedelta(seconds=settings.sweep_expiry_grace_seconds),
-        batch_size=settings.sweep_batch_size,
-        calls_per_second=settings.sweep_calls_per_second,
-    )
-    for outcome in ("completed", "expired", "still_open"):
-        metrics.SWEEP_RESULTS.labels(outcome).inc(getattr(report, outcome))
-    if report.checked or report.errors:
-        log.info(
-            "sweep: checked %d, completed %d, expired %d, still open %d%s",
-            report.checked, report.completed, report.expired, report.still_open,
-            f", provider unavailable: {report.errors[-1]}" if report.unavailable else "",
+    results = {}
+    for recovery in self.runtime.recoveries():
+        report = recovery.sweep_pending(
+            min_age=timedelta(seconds=settings.sweep_min_age_seconds),
+            expiry_grace=timedelta(seconds=settings.sweep_expiry_grace_seconds),
+            batch_size=settings.sweep_batch_size,
+            calls_per_second=settings.sweep_calls_per_second,
         )
-    return {"checked": report.checked, "completed": report.completed, "expired": report.expired,
-            "still_open": report.still_open, "provider_unavailable": report.unavailable}
+        for outcome in ("completed", "expired", "still_open"):
+            metrics.SWEEP_RESULTS.labels(outcome).inc(getattr(report, outcome))
+        if report.checked or report.errors:
+            log.info(
+                "%s sweep: checked %d, completed %d, expired %d, still open %d%s",
+                recovery.provider, report.checked, report.completed, report.expired, report.still_open,
+                f", provider unavailable: {report.errors[-1]}" if report.unavailable else "",
+            )
+        results[recovery.provider] = {
+            "checked": report.checked, "completed": report.completed, "expired": report.expired,
+            "still_open": report.still_open, "provider_unavailable": report.unavailable,
+        }
+    return results or {"skipped": "not configured"}
 
 
 @shared_task(bind=True, base=PayhooksTask, name=RECONCILE_EVENTS)
 def reconcile_events(self: PayhooksTask) -> dict:
+    """Each provider with API credentials lists its events since its own cursor."""
     settings = self.runtime.settings
-    try:
-        recovery = self.runtime.recovery()
-    except StripeNotConfiguredError as exc:
-        log.warning("reconciliation skipped: %s", exc)
-        return {"skipped": "not configured"}
-    try:
-        report = recovery.reconcile_events(
-            overlap=timedelta(seconds=settings.reconcile_overlap_seconds),
-            initial_lookback=timedelta(seconds=settings.reconcile_initial_lookback_seconds),
-        )
-    except ProviderUnavailableError as exc:
-        log.warning("reconciliation failed, cursor unchanged, next run retries: %s", exc)
-        return {"provider_unavailable": True}
-    metrics.RECONCILE_MISSING.set(report["missing"])
-    log_line = log.warning if report["missing"] else log.info
-    log_line("reconciliation since %s: %d listed, %d missing from the inbox, %d applied",
-             report["since"], report["listed"], report["missing"], report["applied"])
-    return {k: report[k] for k in ("listed", "missing", "applied")}
+    results, missing = {}, 0
+    for recovery in self.runtime.recoveries():
+        try:
+            report = recovery.reconcile_events(
+                overlap=timedelta(seconds=settings.reconcile_overlap_seconds),
+                initial_lookback=timedelta(seconds=settings.reconcile_initial_lookback_seconds),
+            )
+        except ProviderUnavailableError as exc:
+            log.warning("%s reconciliation failed, cursor unchanged, next run retries: %s", recovery.provider, exc)
+            results[recovery.provider] = {"provider_unavailable": True}
+            continue
+        missing += report["missing"]
+        log_line = log.warning if report["missing"] else log.info
+        log_line("%s reconciliation since %s: %d listed, %d missing from the inbox, %d applied",
+                 recovery.provider, report["since"], report["listed"], report["missing"], report["applied"])
+        results[recovery.provider] = {k: report[k] for k in ("listed", "missing", "applied")}
+    metrics.RECONCILE_MISSING.set(missing)
+    return results or {"skipped": "not configured"}
 
 
 def prune(db, *, payload_days: int, inbox_days: int, batch_size: int = 1000, now: datetime | None = None) -> dict:
@@ -120,13 +123,12 @@ def prune_inbox(self: PayhooksTask) -> dict:
 
 @shared_task(bind=True, base=PayhooksTask, name=LOOK_UP_SESSION)
 def look_up_session(self: PayhooksTask, provider: str, session_id: str) -> dict:
-    """Fetch what the provider's API knows of a session (its line items) and apply the events held for it."""
+    """Ask the provider what events held for a session wait for (line items, a capture) and apply them."""
     runtime = self.runtime
     try:
-        api = StripeAPI(runtime.settings.reveal("stripe_api_key"), runtime.settings.stripe_api_base)
-        report = lookups.look_up_session(runtime.unit, api, provider, session_id)
-    except StripeNotConfiguredError as exc:
-        log.warning("cannot look up a session's line items: %s", exc)
+        report = lookups.look_up_session(runtime.unit, runtime.provider_api(provider), provider, session_id)
+    except (StripeNotConfiguredError, PayPalNotConfiguredError) as exc:
+        log.warning("cannot look up %s session %s: %s", provider, session_id, exc)
         return {"skipped": "not configured"}
     except ProviderUnavailableError as exc:
         raise self.retry_later(exc) from exc

@@ -7,6 +7,7 @@ import os
 import pytest
 import redis
 import sentry_sdk
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
 
 from infra.sentry import init_sentry
@@ -15,6 +16,7 @@ from models.db import Database
 from models.tables import Base
 from receiver import create_app
 from tests.support import canaries, leaks, processes, services
+from tests.support.fake_paypal import FakePayPal
 from tests.support.fake_stripe import FakeStripe
 
 STARTER = CreditPackage("starter", "Starter", 100, 999, "usd")
@@ -132,9 +134,24 @@ def pytest_testnodedown(node, error):
 
 
 @pytest.fixture(scope="session")
-def settings_env(test_services) -> dict[str, str]:
+def paypal_fake(tmp_path_factory):
+    """One fake PayPal for the run (tests/support/fake_paypal.py): the workers capture orders there."""
+    with FakePayPal() as fake_paypal:
+        roots = tmp_path_factory.mktemp("paypal") / "roots.pem"
+        roots.write_bytes(fake_paypal.pki.root.public_bytes(Encoding.PEM))
+        fake_paypal.roots_file = str(roots)
+        yield fake_paypal
+
+
+@pytest.fixture(scope="session")
+def settings_env(test_services, paypal_fake) -> dict[str, str]:
     """The environment every payhooks process in the tests runs with."""
     return {
+        "PAYPAL_WEBHOOK_ID": ",".join(paypal_fake.webhook_ids),
+        "PAYPAL_CLIENT_ID": paypal_fake.client_id,
+        "PAYPAL_CLIENT_SECRET": paypal_fake.client_secret,
+        "PAYPAL_API_BASE": paypal_fake.url,
+        "PAYPAL_CA_FILE": paypal_fake.roots_file,
         "DATABASE_URL": test_services.database_url,
         "REDIS_URL": test_services.redis_url,
         "STRIPE_WEBHOOK_SECRET": f"{PRIMARY_SECRET},{ROTATED_SECRET}",

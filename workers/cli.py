@@ -137,26 +137,36 @@ def _fill_dev_secrets(env: dict[str, str]) -> None:
         click.echo("development secrets in use: the receiver listens on 127.0.0.1 only")
 
 
-def _recovery():
+def _recovery(provider: str = "stripe"):
+    from providers.paypal_api import PayPalNotConfiguredError
     from providers.stripe_api import StripeNotConfiguredError
     from workers.runtime import Runtime
 
     runtime = Runtime(_settings())
     try:
+        if provider == "paypal":
+            from application.paypal_recovery import PayPalRecovery
+
+            return runtime.settings, PayPalRecovery(runtime.unit, runtime.provider_api("paypal"))
         return runtime.settings, runtime.recovery()
-    except StripeNotConfiguredError as exc:
+    except (StripeNotConfiguredError, PayPalNotConfiguredError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+_PROVIDER = click.option("--provider", type=click.Choice(["stripe", "paypal"]), default="stripe", show_default=True,
+                         help="Whose payments or events.")
 
 
 @main.command()
 @click.option("--min-age", type=click.IntRange(min=0), default=None, metavar="SECONDS",
               help="Only payments older than this (default: SWEEP_MIN_AGE_SECONDS).")
 @click.option("--dry-run", is_flag=True, help="Ask the provider and print, change nothing.")
-def sweep(min_age: int | None, dry_run: bool) -> None:
+@_PROVIDER
+def sweep(min_age: int | None, dry_run: bool, provider: str) -> None:
     """Check pending payments with the provider now: credit the paid, expire the expired."""
     from datetime import timedelta
 
-    settings, recovery = _recovery()
+    settings, recovery = _recovery(provider)
     report = recovery.sweep_pending(
         min_age=timedelta(seconds=settings.sweep_min_age_seconds if min_age is None else min_age),
         expiry_grace=timedelta(seconds=settings.sweep_expiry_grace_seconds),
@@ -181,13 +191,14 @@ def sweep(min_age: int | None, dry_run: bool) -> None:
 @click.option("--since", default=None, metavar="DURATION|ISO",
               help="Reach back this far instead of the stored cursor: 2h, 3d, 90m, or 2026-11-01T00:00:00Z.")
 @click.option("--dry-run", is_flag=True, help="List what is missing, apply nothing, leave the cursor.")
-def reconcile(since: str | None, dry_run: bool) -> None:
+@_PROVIDER
+def reconcile(since: str | None, dry_run: bool, provider: str) -> None:
     """Find provider events missing from the inbox and apply them."""
     from datetime import timedelta
 
     from providers.stripe_api import ProviderUnavailableError
 
-    settings, recovery = _recovery()
+    settings, recovery = _recovery(provider)
     try:
         report = recovery.reconcile_events(
             overlap=timedelta(seconds=settings.reconcile_overlap_seconds),
@@ -379,7 +390,7 @@ def _filters(provider, event_type, since, error, status):
 
 def _filter_options(command):
     for option in reversed([
-        click.option("--provider", default=None, help="Only this provider (stripe)."),
+        click.option("--provider", default=None, help="Only this provider (stripe, paypal)."),
         click.option("--type", "event_type", default=None, help="Only this event type."),
         click.option("--since", default=None, metavar="DURATION|ISO", help="Failed at or after: 2h, 3d, or an ISO time."),
         click.option("--error", default=None, metavar="TEXT", help="Error message contains TEXT (case-insensitive)."),

@@ -6,6 +6,8 @@ Built lazily, once per process (after a prefork child is forked, never before:
 
 from __future__ import annotations
 
+import logging
+
 import redis
 
 from application.dlq import DeadLetters
@@ -13,8 +15,11 @@ from application.recovery import Recovery
 from application.unit import UnitOfWork, unit_of_work
 from infra.settings import Settings
 from models.db import Database
+from providers.paypal_api import PayPalAPI
 from providers.stripe_api import StripeAPI
 from transport import queue
+
+log = logging.getLogger("payhooks.runtime")
 
 
 class Runtime:
@@ -23,6 +28,7 @@ class Runtime:
         self._db: Database | None = None
         self._unit: UnitOfWork | None = None
         self._redis: redis.Redis | None = None
+        self._paypal_api: PayPalAPI | None = None
         self.follow_ups: list = []  # after-commit hooks the Celery app adds (lookups)
 
     @property
@@ -51,6 +57,32 @@ class Runtime:
         """Sweeps, reconciliation and verify; StripeNotConfiguredError without STRIPE_API_KEY."""
         return Recovery(self.unit, StripeAPI(self.settings.reveal("stripe_api_key"), self.settings.stripe_api_base))
 
+    def recoveries(self) -> list:
+        """The recovery of every provider with API credentials (Stripe's, PayPal's); skipped ones are logged."""
+        from application.paypal_recovery import PayPalRecovery
+        from providers.paypal_api import PayPalNotConfiguredError
+        from providers.stripe_api import StripeNotConfiguredError
+
+        found = []
+        for provider, build in (("stripe", self.recovery), ("paypal", lambda: PayPalRecovery(self.unit, self.provider_api("paypal")))):
+            try:
+                found.append(build())
+            except (StripeNotConfiguredError, PayPalNotConfiguredError) as exc:
+                log.info("%s recovery skipped: %s", provider, exc)
+        return found
+
+    def provider_api(self, provider: str):
+        """The provider's API client (PayPal's is kept: its OAuth token is cached in it).
+
+        StripeNotConfiguredError / PayPalNotConfiguredError without credentials.
+        """
+        if provider == "paypal":
+            if self._paypal_api is None:
+                s = self.settings
+                self._paypal_api = PayPalAPI(s.paypal_client_id, s.reveal("paypal_client_secret"), s.paypal_api_url)
+            return self._paypal_api
+        return StripeAPI(self.settings.reveal("stripe_api_key"), self.settings.stripe_api_base)
+
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.unit)
 
@@ -61,3 +93,4 @@ class Runtime:
         self._db = None
         self._unit = None
         self._redis = None
+        self._paypal_api = None

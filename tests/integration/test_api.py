@@ -99,7 +99,7 @@ def test_create_pending_payment_is_idempotent_and_detects_conflicts(client):
         (pending(currency="dollars"), "currency"),
         (pending(credits=0), "credits"),
         (pending(credits="many"), "credits"),
-        (pending(provider="paypal"), "provider"),
+        (pending(provider="square"), "provider"),
         (pending(expires_at="tomorrow"), "expires_at"),
         (pending(surprise=1), "surprise"),
     ],

@@ -50,6 +50,7 @@ WEBHOOK_SECRET = "whsec_c4n4ryPr1maryQx7"
 ROTATED_WEBHOOK_SECRET = "whsec_c4n4ryR0tatedZk9"
 API_TOKEN = "tok-c4n4ry-Jw5apiV2-long-enough-for-the-minimum"
 STRIPE_API_KEY = "sk_test_c4n4ryK3yZq8Hn"
+PAYPAL_CLIENT_SECRET = "EfakeSecret0c4n4ryPP"  # tests/support/fake_paypal.py's default
 
 # name -> the distinctive part searched for
 TOKENS: dict[str, str] = {
@@ -66,6 +67,7 @@ TOKENS: dict[str, str] = {
     "rotated webhook secret": ROTATED_WEBHOOK_SECRET.removeprefix("whsec_"),
     "API token": API_TOKEN,
     "Stripe API key": STRIPE_API_KEY.removeprefix("sk_test_"),
+    "PayPal client secret": PAYPAL_CLIENT_SECRET,
 }
 PATTERNS: dict[str, str] = {
     "card last4": rf"last4\W{{1,8}}{CARD_LAST4}\b",

@@ -57,6 +57,7 @@ from flask import Flask, Response, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from providers import paypal
+from tests.support import canaries
 from tests.support import paypal_events as pe
 from tests.support.canaries import EMAIL, NAME
 
@@ -87,7 +88,7 @@ class FakePayPal:
         self,
         *,
         client_id: str = "AfakeClientId0c4n4ryPP",
-        client_secret: str = "EfakeSecret0c4n4ryPP",
+        client_secret: str = canaries.PAYPAL_CLIENT_SECRET,
         webhook_ids: tuple[str, ...] = (pe.WEBHOOK_ID,),
         token_lifetime: int = 32400,
         pki: pe.TestPKI | None = None,

@@ -36,6 +36,17 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval:
         time.sleep(interval)
 
 
+def wait_worker_idle(redis_client, timeout: float = 30.0) -> None:
+    """Until the workers hold nothing (no event claimed, no task queued or running), so a test's
+    TRUNCATE does not meet a worker's transaction left over from the test before."""
+    def idle():
+        claims = sum(redis_client.llen(key) for key in redis_client.scan_iter("payhooks:claims:*"))
+        return not (redis_client.llen("payhooks:events") or claims or redis_client.llen("maintenance")
+                    or redis_client.hlen("unacked"))
+
+    wait_until(idle, timeout, what="the workers idle")
+
+
 class Process:
     """A child process in its own process group, its output kept for failure reports."""
 

@@ -459,3 +459,57 @@ def test_an_amount_in_an_event_that_is_not_exact_is_invalid_and_never_echoed():
 
 def test_samples_are_json_with_their_sources_noted():
     assert json.loads((pe.FIXTURES_DIR / "events.json").read_text())["_sources"]
+
+
+def test_readme_lists_exactly_the_paypal_event_types_handled():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = re.search(r"<!-- paypal-event-types:start -->(.*?)<!-- paypal-event-types:end -->", readme, re.S)
+    assert block, "README lost its list of PayPal event types"
+    listed = re.findall(r"`([A-Z][A-Z_.-]+)`", block.group(1))
+    assert sorted(listed) == sorted(paypal.HANDLED_TYPES), "update README's list of PayPal event types"
+
+
+class _CaptureAPI:
+    """What application/lookups.py hands paypal.look_up: capture_order and get_order."""
+
+    def __init__(self, *, captured: dict | None = None, order: dict | None = None, refuse: bool = False) -> None:
+        self.captured, self.order, self.refuse, self.calls = captured, order, refuse, []
+
+    def capture_order(self, order_id, *, request_id):
+        self.calls.append(("capture", order_id, request_id))
+        if self.refuse:
+            from providers.errors import ProviderRequestError
+
+            raise ProviderRequestError("PayPal refused the capture (422): UNPROCESSABLE_ENTITY, ORDER_NOT_APPROVED")
+        return self.captured
+
+    def get_order(self, order_id):
+        self.calls.append(("get", order_id))
+        return self.order
+
+
+def test_look_up_captures_with_the_order_s_own_request_id():
+    order = pe.order("ORDLOOKUP0000001", status="COMPLETED", captures=[pe.capture("CAPLOOKUP0000001")])
+    api = _CaptureAPI(captured=order)
+    assert paypal.look_up(api, "ORDLOOKUP0000001") is order
+    assert api.calls == [("capture", "ORDLOOKUP0000001", paypal.capture_request_id("ORDLOOKUP0000001"))]
+    approval = paypal.parse_event(pe.encode(pe.event("CHECKOUT.ORDER.APPROVED", pe.order("ORDLOOKUP0000001"))))
+    assert isinstance(paypal.translate(paypal.with_lookup(approval, order)), PaymentSucceeded)
+
+
+def test_look_up_reads_a_refused_order_and_applies_what_it_says():
+    voided = pe.order("ORDLOOKUP0000002", status="VOIDED")
+    api = _CaptureAPI(order=voided, refuse=True)
+    assert paypal.look_up(api, "ORDLOOKUP0000002") is voided
+    assert [call[0] for call in api.calls] == ["capture", "get"]
+
+
+def test_look_up_of_an_order_with_no_capture_yet_is_refused_not_looped():
+    from providers.errors import ProviderRequestError
+
+    api = _CaptureAPI(order=pe.order("ORDLOOKUP0000003", status="APPROVED"), refuse=True)
+    with pytest.raises(ProviderRequestError, match="no capture"):
+        paypal.look_up(api, "ORDLOOKUP0000003")

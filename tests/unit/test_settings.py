@@ -121,6 +121,7 @@ INT_VARS = [
     ("PORT", "port", "9001", 9001),
     ("WEB_CONCURRENCY", "web_concurrency", "4", 4),
     ("STRIPE_WEBHOOK_TOLERANCE", "webhook_tolerance_seconds", "60", 60),
+    ("PAYPAL_WEBHOOK_TOLERANCE", "paypal_webhook_tolerance_seconds", "120", 120),
     ("WEBHOOK_MAX_BYTES", "webhook_max_bytes", "2048", 2048),
     ("API_MAX_BYTES", "api_max_bytes", "4096", 4096),
     ("WEB_WORKER_CONNECTIONS", "web_worker_connections", "200", 200),
@@ -335,7 +336,7 @@ def test_config_file_may_not_hold_secrets_or_urls(tmp_path, key, var):
 def test_the_file_may_hold_every_setting_but_secrets_and_connections():
     secret_or_connection = {
         "database_url", "redis_url", "metrics_dir", "stripe_webhook_secrets", "stripe_api_key", "api_token",
-        "sentry_dsn", "metrics_token",
+        "sentry_dsn", "metrics_token", "paypal_client_secret",
     }
     assert FILE_SETTINGS == set(Settings.model_fields) - secret_or_connection
 
@@ -664,6 +665,7 @@ def test_dead_after_guard_applies_to_config_file_and_direct_construction(tmp_pat
 SECRET_ENV = {
     "STRIPE_WEBHOOK_SECRET": "whsec_primaryAAA,whsec_rotatedBBB",
     "STRIPE_API_KEY": "sk_test_keyCCC",
+    "PAYPAL_CLIENT_SECRET": "paypalSecretJJJ",
     "API_TOKEN": "api-token-DDD-0123456789abcdef0123456789",
     "METRICS_TOKEN": "metrics-token-GGG-0123456789abcdef01234567",
     "STRIPE_API_BASE": "https://proxyuser:proxypwHHH@stripe-proxy.internal/v1",
@@ -673,6 +675,7 @@ SECRET_ENV = {
     "REDIS_URL": "redis://:redispwFFF@localhost:6379/0",
 }
 SECRET_VALUES = [
+    "paypalSecretJJJ",
     "whsec_primaryAAA",
     "whsec_rotatedBBB",
     "sk_test_keyCCC",
@@ -1047,3 +1050,48 @@ def test_readme_defaults_match_the_declared_ones():
                 assert shown == default, var
                 checked += 1
     assert checked >= 20
+
+
+# -- PayPal -------------------------------------------------------------------
+
+
+def test_paypal_is_off_until_a_webhook_id_is_set():
+    s = Settings.from_env({})
+    assert not s.paypal_enabled
+    assert (s.paypal_environment, s.paypal_verification) == ("live", "offline")
+    assert s.paypal_api_url == "https://api-m.paypal.com"
+
+
+def test_paypal_settings_are_parsed():
+    s = Settings.from_env({
+        "PAYPAL_WEBHOOK_ID": " 8PT597110X687430L , 1JE4291016473214C ",
+        "PAYPAL_CLIENT_ID": "client",
+        "PAYPAL_CLIENT_SECRET": "secret",
+        "PAYPAL_ENVIRONMENT": "Sandbox",
+        "PAYPAL_VERIFICATION": "online",
+    })
+    assert s.paypal_enabled
+    assert s.paypal_webhook_ids == ("8PT597110X687430L", "1JE4291016473214C")
+    assert s.paypal_api_url == "https://api-m.sandbox.paypal.com"
+    assert s.replace(paypal_api_base="http://127.0.0.1:9").paypal_api_url == "http://127.0.0.1:9"
+
+
+def test_paypal_webhook_ids_may_be_a_yaml_list(tmp_path):
+    s = Settings.from_env(_config(tmp_path, "paypal_webhook_ids: [A1, B2]\npaypal_environment: sandbox\n"))
+    assert s.paypal_webhook_ids == ("A1", "B2")
+
+
+@pytest.mark.parametrize(("var", "raw"), [("PAYPAL_ENVIRONMENT", "prod"), ("PAYPAL_VERIFICATION", "none")])
+def test_unknown_paypal_choice_names_the_variable(var, raw):
+    with pytest.raises(SettingsError, match=var):
+        Settings.from_env({var: raw})
+
+
+def test_online_verification_needs_credentials():
+    with pytest.raises(SettingsError, match="PAYPAL_CLIENT_ID"):
+        Settings.from_env({"PAYPAL_WEBHOOK_ID": "W1", "PAYPAL_VERIFICATION": "online"})
+
+
+def test_paypal_client_secret_may_not_come_from_the_config_file(tmp_path):
+    with pytest.raises(SettingsError, match="paypal_client_secret"):
+        Settings.from_env(_config(tmp_path, "paypal_client_secret: nope\n"))

@@ -1,0 +1,199 @@
+"""Recovery for PayPal: what application/recovery.py does for Stripe, through PayPal's APIs.
+
+* ``sweep_pending``: PayPal payments still pending or processing after a
+  minimum age are read through the Orders API (``GET /v2/checkout/orders/<id>``),
+  claimed as the Stripe sweep claims its own (``SKIP LOCKED`` and a lease, no
+  transaction across a call). The order as it stands becomes a synthetic
+  ``CHECKOUT.ORDER.APPROVED`` event (``sweep:<order>:<order status>:<capture
+  status>``) applied like any other: a capture completed, pending or declined
+  is applied as such; a voided order is cancelled; an approval nobody
+  captured (its webhook lost) asks for the capture, after commit, through the
+  lookup mechanism; an order the buyer has not approved is left alone.
+* ``reconcile_events``: PayPal's webhook events since the cursor (minus an
+  overlap), ``GET /v1/notifications/webhooks-events``; those of the types we
+  handle that the inbox lacks are applied as found by reconciliation. The
+  cursor, per provider, moves only after a clean run.
+* ``verify``: one order, now (the buyer is back on the return page before the webhook).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from sqlalchemy import select
+
+from application.batch import EventResult, Incoming
+from application.recovery import RateLimit, SweepReport, _pages, credits_added, verification
+from application.unit import UnitOfWork
+from models.enums import EventStatus
+from models.payments import claim_for_check, release_claims
+from models.reconciliation import advance_cursor, read_cursor
+from models.tables import WebhookEvent
+from providers import paypal
+from providers.changes import (
+    CaptureRequested,
+    Ignored,
+    PaymentCanceled,
+    PaymentFailed,
+    PaymentProcessing,
+    PaymentSucceeded,
+    ProviderEvent,
+)
+from providers.errors import ProviderUnavailableError
+
+log = logging.getLogger("payhooks.recovery")
+
+OUTCOMES = {
+    PaymentSucceeded: "completed",
+    PaymentProcessing: "still open",
+    PaymentFailed: "failed",
+    PaymentCanceled: "expired",
+    CaptureRequested: "capture requested",
+}
+
+
+def order_event(source: str, order: dict, now: datetime) -> ProviderEvent:
+    """An order as PayPal answers it, as the approval event that would carry it."""
+    unit = paypal._first(order.get("purchase_units"))
+    capture = paypal._latest_capture(unit) or {}
+    body = {
+        "id": f"{source}:{order.get('id')}:{order.get('status')}:{capture.get('status', 'none')}",
+        "event_type": "CHECKOUT.ORDER.APPROVED",
+        "resource_type": "checkout-order",
+        "create_time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "resource": order,
+    }
+    return paypal.parse_event(orjson.dumps(body))
+
+
+class PayPalRecovery:
+    provider = paypal.NAME
+
+    def __init__(self, unit: UnitOfWork, api) -> None:
+        self.unit = unit
+        self.database = unit.database
+        self.api = api
+
+    def sweep_pending(
+        self,
+        *,
+        min_age: timedelta,
+        expiry_grace: timedelta,
+        batch_size: int = 100,
+        calls_per_second: float = 20.0,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> SweepReport:
+        now = now or datetime.now(UTC)
+        report = SweepReport()
+        with self.database.transaction() as session:
+            claimed = claim_for_check(
+                session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60),
+                limit=batch_size, dry_run=dry_run, providers=[paypal.NAME],
+            )
+        limit = RateLimit(calls_per_second)
+        for index, (payment_id, _, order_id, _) in enumerate(claimed):
+            limit.wait()
+            try:
+                order = self.api.get_order(order_id)
+            except ProviderUnavailableError as exc:
+                report.unavailable = True
+                report.errors.append(str(exc))
+                unchecked = [row[0] for row in claimed[index:]]
+                log.warning("paypal sweep stopped: %s; %d payments left for the next sweep", exc, len(unchecked))
+                if not dry_run:
+                    with self.database.transaction() as session:
+                        release_claims(session, unchecked)
+                break
+            except Exception as exc:  # one bad order must not stop the sweep
+                report.errors.append(f"{order_id}: {exc}")
+                continue
+            report.checked += 1
+            try:
+                event = order_event("sweep", order, now)
+                change = paypal.translate(event)
+                outcome = "still open" if isinstance(change, Ignored) else OUTCOMES.get(type(change), "still open")
+                if not isinstance(change, Ignored) and not dry_run:
+                    self._apply(event, source="sweep")
+            except Exception as exc:  # one bad order must not stop the sweep
+                log.exception("paypal sweep could not apply order %s", order_id)
+                report.errors.append(f"{order_id}: {exc.__class__.__name__}: {exc}")
+                continue
+            report.decisions.append((payment_id, order_id, outcome))
+            if outcome == "completed":
+                report.completed += 1
+            elif outcome in ("expired", "failed"):
+                report.expired += 1
+            else:
+                report.still_open += 1
+        return report
+
+    def reconcile_events(
+        self,
+        *,
+        overlap: timedelta,
+        initial_lookback: timedelta,
+        since: datetime | None = None,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> dict:
+        """Apply every PayPal event of a handled type that the inbox lacks; return what was found."""
+        now = now or datetime.now(UTC)
+        with self.database.transaction() as session:
+            cursor = read_cursor(session, paypal.NAME)
+        if since is None:
+            since = cursor - overlap if cursor else now - initial_lookback
+        report = {"since": since.isoformat(), "listed": 0, "missing": 0, "applied": 0, "missing_ids": []}
+        newest = cursor
+        handled = set(paypal.HANDLED_TYPES)
+        for page in _pages(self.api.list_webhook_events(start_time=since), 100):
+            page = [raw for raw in page if isinstance(raw.get("id"), str)]
+            report["listed"] += len(page)
+            with self.database.transaction() as session:
+                known = set(session.scalars(
+                    select(WebhookEvent.provider_event_id).where(
+                        WebhookEvent.provider == paypal.NAME,
+                        WebhookEvent.provider_event_id.in_([e["id"] for e in page]),
+                    )
+                ))
+            for raw in page:
+                created = paypal._parse_time(raw.get("create_time"))
+                if created is not None:
+                    newest = max(newest, created) if newest else created
+                if raw["id"] in known or raw.get("event_type") not in handled:
+                    continue
+                report["missing"] += 1
+                report["missing_ids"].append(raw["id"])
+                if not dry_run:
+                    self._apply(paypal.parse_event(orjson.dumps(raw)), source="reconcile")
+                    report["applied"] += 1
+        if not dry_run and newest is not None:
+            with self.database.transaction() as session:
+                advance_cursor(session, paypal.NAME, newest)
+        report["cursor"] = newest.isoformat() if newest else None
+        return report
+
+    def verify(self, order_id: str, *, now: datetime | None = None) -> dict:
+        """Ask PayPal about one order now and apply its answer (the return page's check).
+
+        An order approved but not captured yet is captured after this returns
+        (the lookup); ``status`` then still says pending.
+        """
+        now = now or datetime.now(UTC)
+        order = self.api.get_order(order_id)
+        event = order_event("verify", order, now)
+        added = 0
+        if not isinstance(paypal.translate(event), Ignored):
+            result = self._apply(event, source="verify")
+            added = credits_added(self.database, event.id) if not result.duplicate else 0
+        capture = paypal._latest_capture(paypal._first(order.get("purchase_units"))) or {}
+        return verification(self.database, paypal.NAME, order_id, added,
+                            provider_status=order.get("status"), provider_payment_status=capture.get("status"))
+
+    def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
+        result = self.unit.apply_one(Incoming(event, source))
+        if result.status == EventStatus.FAILED:
+            log.error("%s could not apply %s: %s", source, event.id, result.error)
+        return result

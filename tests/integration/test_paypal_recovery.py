@@ -1,0 +1,168 @@
+"""PayPal recovery against a fake PayPal: the sweep through the Orders API, reconciliation through the event list.
+
+In process (the unit of work on the real PostgreSQL); a fake PayPal of the
+test's own, so the event list holds this test's events only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from application.lookups import look_up_session
+from application.paypal_recovery import PayPalRecovery
+from application.tracker import PaymentTracker
+from application.unit import UnitOfWork
+from models.enums import EventStatus, PaymentStatus
+from models.tables import CreditAccount, Payment, ProviderCursor, WebhookEvent
+from providers.paypal_api import PayPalAPI
+from tests.support import paypal_events as pe
+from tests.support.fake_paypal import FakePayPal
+
+SWEEP = {"min_age": timedelta(0), "expiry_grace": timedelta(minutes=10)}
+RECONCILE = {"overlap": timedelta(minutes=10), "initial_lookback": timedelta(hours=1)}
+
+
+@pytest.fixture
+def fake():
+    with FakePayPal() as fake_paypal:
+        yield fake_paypal
+
+
+@pytest.fixture
+def api(fake):
+    client = PayPalAPI(fake.client_id, fake.client_secret, fake.url, max_retries=0)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unit(database, settings):
+    return UnitOfWork(database, settings.rules())
+
+
+@pytest.fixture
+def recovery(unit, api):
+    return PayPalRecovery(unit, api)
+
+
+def later() -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=1)
+
+
+def pending_order(unit, settings, api, user: str, *, credits: int = 100) -> str:
+    """An order created and recorded pending, as POST /api/checkout does."""
+    order = api.create_order(amount_cents=1000, currency="USD", user_id=user, credits=credits, request_id=str(uuid.uuid4()))
+    PaymentTracker(unit, settings).create_pending_payment(
+        user_id=user, amount_cents=1000, currency="usd", credits=credits, session_id=order["id"], provider="paypal"
+    )
+    return order["id"]
+
+
+def state(database, order_id: str) -> tuple[str, int]:
+    with database.transaction() as session:
+        payment = session.scalars(select(Payment).where(Payment.provider_session_id == order_id)).one()
+        balance = session.scalar(select(CreditAccount.balance).where(CreditAccount.user_id == payment.user_id)) or 0
+        return payment.status, balance
+
+
+def test_the_sweep_credits_an_order_paypal_captured_whose_webhooks_never_came(recovery, unit, settings, fake, api, database):
+    order_id = pending_order(unit, settings, api, "u_sweep")
+    fake.approve(order_id)
+    api.capture_order(order_id)
+
+    report = recovery.sweep_pending(**SWEEP, now=later())
+
+    assert (report.checked, report.completed) == (1, 1)
+    assert state(database, order_id) == (PaymentStatus.COMPLETED, 100)
+    assert recovery.sweep_pending(**SWEEP, now=later()).checked == 0  # nothing pending any more
+
+
+def test_the_sweep_follows_a_pending_capture_until_it_clears(recovery, unit, settings, fake, api, database):
+    order_id = pending_order(unit, settings, api, "u_pending")
+    fake.pend_capture.add(order_id)
+    fake.approve(order_id)
+    capture_id = api.capture_order(order_id)["purchase_units"][0]["payments"]["captures"][0]["id"]
+
+    assert recovery.sweep_pending(**SWEEP, now=later()).still_open == 1
+    assert state(database, order_id) == (PaymentStatus.PROCESSING, 0)
+
+    fake.complete_capture(capture_id)
+    assert recovery.sweep_pending(**SWEEP, now=later() + timedelta(minutes=2)).completed == 1  # past the lease
+    assert state(database, order_id) == (PaymentStatus.COMPLETED, 100)
+
+
+def test_an_approval_nobody_captured_is_captured_through_the_lookup(recovery, unit, settings, fake, api, database):
+    order_id = pending_order(unit, settings, api, "u_approved")
+    fake.approve(order_id)  # the approval's webhook is lost
+
+    report = recovery.sweep_pending(**SWEEP, now=later())
+
+    assert report.decisions[0][2] == "capture requested"
+    with database.transaction() as session:
+        held = session.scalars(select(WebhookEvent).where(WebhookEvent.status == EventStatus.HELD)).one()
+        assert held.hold_key == f"paypal:lookup:{order_id}"
+    look_up_session(unit, api, "paypal", order_id)  # what the worker does after the sweep's commit
+    assert state(database, order_id) == (PaymentStatus.COMPLETED, 100)
+    assert fake.orders[order_id]["status"] == "COMPLETED"
+
+
+def test_the_sweep_stops_when_paypal_is_away_and_leaves_the_rest(recovery, unit, settings, fake, api, database):
+    order_id = pending_order(unit, settings, api, "u_outage")
+    fake.outage(True)
+    try:
+        report = recovery.sweep_pending(**SWEEP, now=later())
+    finally:
+        fake.outage(False)
+    assert report.unavailable and report.checked == 0
+    with database.transaction() as session:
+        assert session.scalars(select(Payment.next_check_at)).one() is None  # claim given back
+    assert state(database, order_id) == (PaymentStatus.PENDING, 0)
+
+
+def test_reconciliation_applies_the_events_the_inbox_lacks_and_moves_the_cursor(recovery, fake, api, database):
+    order = api.create_order(amount_cents=1000, currency="USD", user_id="u_rec", credits=100, request_id="r-rec")
+    fake.approve(order["id"])
+    capture_id = api.capture_order(order["id"])["purchase_units"][0]["payments"]["captures"][0]["id"]
+    fake.refund(capture_id, 500)
+    fake.events.append({**pe.event("PAYMENT.CAPTURE.COMPLETED"), "event_type": "PAYMENT.ORDER.CREATED"})  # not ours
+
+    report = recovery.reconcile_events(**RECONCILE)
+
+    assert (report["listed"], report["missing"], report["applied"]) == (4, 3, 3)
+    assert state(database, order["id"]) == (PaymentStatus.PARTIALLY_REFUNDED, 50)
+    with database.transaction() as session:
+        cursor = session.scalar(select(ProviderCursor.last_event_created_at).where(ProviderCursor.provider == "paypal"))
+        sources = set(session.scalars(select(WebhookEvent.source)))
+    assert cursor is not None and sources == {"reconcile"}
+    again = recovery.reconcile_events(**RECONCILE)
+    assert (again["missing"], again["applied"]) == (0, 0)
+
+
+def test_reconciliation_with_paypal_away_keeps_the_cursor(recovery, fake, database):
+    from providers.errors import ProviderUnavailableError
+
+    fake.outage(True)
+    try:
+        with pytest.raises(ProviderUnavailableError):
+            recovery.reconcile_events(**RECONCILE)
+    finally:
+        fake.outage(False)
+    with database.transaction() as session:
+        assert session.scalar(select(ProviderCursor).where(ProviderCursor.provider == "paypal")) is None
+
+
+def test_verify_asks_paypal_about_one_order_and_grants_once(recovery, unit, settings, fake, api, database):
+    order_id = pending_order(unit, settings, api, "u_verify")
+    fake.approve(order_id)
+    api.capture_order(order_id)
+
+    first = recovery.verify(order_id)
+    again = recovery.verify(order_id)
+
+    assert (first["payment_verified"], first["status"], first["credits_added"], first["balance"]) == (True, "completed", 100, 100)
+    assert (first["provider_status"], first["provider_payment_status"]) == ("COMPLETED", "COMPLETED")
+    assert (again["credits_added"], again["balance"]) == (0, 100)
