@@ -40,6 +40,11 @@ def _secret_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _names(raw: Any) -> tuple[str, ...]:
+    """A comma-separated list (or a YAML list) of names."""
+    return tuple(str(item).strip() for item in raw if str(item).strip()) if isinstance(raw, list) else _secret_list(str(raw))
+
+
 def _positive_int(raw: Any) -> int:
     if isinstance(raw, (bool, float)):  # YAML's true and 1.9 are not counts
         raise ValueError("must be a whole number")
@@ -56,6 +61,15 @@ def _positive_float(raw: Any) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError("must be a positive number")
     return value
+
+
+def _flag(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text not in ("true", "false", "1", "0", "on", "off", "yes", "no"):
+        raise ValueError("must be true or false")
+    return text in ("true", "1", "on", "yes")
 
 
 def _optional_str(raw: Any) -> str | None:
@@ -253,8 +267,31 @@ class Settings:
     reconcile_overlap_seconds: int = 600
     reconcile_initial_lookback_seconds: int = 3 * 24 * 3600
 
+    # Outbound: webhooks to the host application, in-process hooks, e-mail receipts
+    # (application/outbound.py). Endpoint secrets are stored encrypted with the first
+    # of OUTBOUND_SECRET_KEY's Fernet keys (the others still decrypt, while rotating).
+    outbound_secret_keys: tuple[str, ...] = ()
+    outbound_timeout_seconds: float = 10.0
+    outbound_retry_base_seconds: float = 5.0
+    outbound_retry_max_seconds: float = 6 * 3600.0
+    outbound_retry_window_seconds: int = 3 * 24 * 3600
+    outbound_secret_overlap_seconds: int = 24 * 3600
+    outbound_kick_interval_seconds: int = 30
+    # Off: the outbox is dispatched by beat's kick only (every OUTBOUND_KICK_INTERVAL_SECONDS).
+    outbox_dispatch_on_commit: bool = True
+    # Modules the worker imports at start so their application.hooks.on(...) handlers are registered.
+    hook_modules: tuple[str, ...] = ()
+    email_receipts: bool = False
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str | None = None
+    smtp_starttls: bool = True
+
     secret_fields: tuple[str, ...] = field(
-        default=("stripe_webhook_secrets", "stripe_api_key", "api_token", "sentry_dsn", "metrics_token"),
+        default=("stripe_webhook_secrets", "stripe_api_key", "api_token", "sentry_dsn", "metrics_token",
+                 "outbound_secret_keys", "smtp_password"),
         repr=False,
         compare=False,
     )
@@ -277,6 +314,8 @@ class Settings:
                 "CONSUMER_DEAD_AFTER_SECONDS must be at least twice CONSUMER_HEARTBEAT_SECONDS, "
                 "or a live consumer that misses one beat is taken for dead"
             )
+        if self.email_receipts and not (self.smtp_host and self.smtp_from):
+            raise SettingsError("EMAIL_RECEIPTS is on, so SMTP_HOST and SMTP_FROM must be set")
         if self.retry_backoff_max_seconds >= self.broker_visibility_timeout:
             raise SettingsError(
                 "RETRY_BACKOFF_MAX_SECONDS must stay below BROKER_VISIBILITY_TIMEOUT "
@@ -382,6 +421,22 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "RECONCILE_INTERVAL_SECONDS": ("reconcile_interval_seconds", _positive_int),
     "RECONCILE_OVERLAP_SECONDS": ("reconcile_overlap_seconds", _positive_int),
     "RECONCILE_INITIAL_LOOKBACK_SECONDS": ("reconcile_initial_lookback_seconds", _positive_int),
+    "OUTBOUND_SECRET_KEY": ("outbound_secret_keys", _secret_list),
+    "OUTBOUND_TIMEOUT_SECONDS": ("outbound_timeout_seconds", _positive_float),
+    "OUTBOUND_RETRY_BASE_SECONDS": ("outbound_retry_base_seconds", _positive_float),
+    "OUTBOUND_RETRY_MAX_SECONDS": ("outbound_retry_max_seconds", _positive_float),
+    "OUTBOUND_RETRY_WINDOW_SECONDS": ("outbound_retry_window_seconds", _positive_int),
+    "OUTBOUND_SECRET_OVERLAP_SECONDS": ("outbound_secret_overlap_seconds", _positive_int),
+    "OUTBOUND_KICK_INTERVAL_SECONDS": ("outbound_kick_interval_seconds", _positive_int),
+    "OUTBOX_DISPATCH_ON_COMMIT": ("outbox_dispatch_on_commit", _flag),
+    "HOOK_MODULES": ("hook_modules", _names),
+    "EMAIL_RECEIPTS": ("email_receipts", _flag),
+    "SMTP_HOST": ("smtp_host", _optional_str),
+    "SMTP_PORT": ("smtp_port", _positive_int),
+    "SMTP_USERNAME": ("smtp_username", _optional_str),
+    "SMTP_PASSWORD": ("smtp_password", _optional_str),
+    "SMTP_FROM": ("smtp_from", _optional_str),
+    "SMTP_STARTTLS": ("smtp_starttls", _flag),
 }
 
 # Settings the YAML file may hold: everything but secrets and URLs.
@@ -430,6 +485,19 @@ FILE_SETTINGS = {
     "reconcile_interval_seconds": _positive_int,
     "reconcile_overlap_seconds": _positive_int,
     "reconcile_initial_lookback_seconds": _positive_int,
+    "outbound_timeout_seconds": _positive_float,
+    "outbound_retry_base_seconds": _positive_float,
+    "outbound_retry_max_seconds": _positive_float,
+    "outbound_retry_window_seconds": _positive_int,
+    "outbound_secret_overlap_seconds": _positive_int,
+    "outbound_kick_interval_seconds": _positive_int,
+    "outbox_dispatch_on_commit": _flag,
+    "hook_modules": _names,
+    "email_receipts": _flag,
+    "smtp_host": _optional_str,
+    "smtp_port": _positive_int,
+    "smtp_from": _optional_str,
+    "smtp_starttls": _flag,
 }
 
 

@@ -131,6 +131,10 @@ INT_VARS = [
     ("RETENTION_PAYLOAD_DAYS", "retention_payload_days", "14", 14),
     ("RETENTION_INBOX_DAYS", "retention_inbox_days", "60", 60),
     ("RETENTION_INTERVAL_SECONDS", "retention_interval_seconds", "600", 600),
+    ("OUTBOUND_RETRY_WINDOW_SECONDS", "outbound_retry_window_seconds", "7200", 7200),
+    ("OUTBOUND_SECRET_OVERLAP_SECONDS", "outbound_secret_overlap_seconds", "600", 600),
+    ("OUTBOUND_KICK_INTERVAL_SECONDS", "outbound_kick_interval_seconds", "15", 15),
+    ("SMTP_PORT", "smtp_port", "2525", 2525),
 ]
 FLOAT_VARS = [
     ("PUBLISH_TIMEOUT_SECONDS", "publish_timeout_seconds", "1.25", 1.25),
@@ -143,6 +147,9 @@ FLOAT_VARS = [
     ("CONSUMER_RETRY_MAX_SECONDS", "consumer_retry_max_seconds", "2.5", 2.5),
     ("DATABASE_LOCK_TIMEOUT_SECONDS", "database_lock_timeout_seconds", "0.25", 0.25),
     ("REQUEST_BODY_TIMEOUT_SECONDS", "request_body_timeout_seconds", "7.5", 7.5),
+    ("OUTBOUND_TIMEOUT_SECONDS", "outbound_timeout_seconds", "2.5", 2.5),
+    ("OUTBOUND_RETRY_BASE_SECONDS", "outbound_retry_base_seconds", "0.5", 0.5),
+    ("OUTBOUND_RETRY_MAX_SECONDS", "outbound_retry_max_seconds", "60.5", 60.5),
 ]
 NUMERIC_VARS = INT_VARS + FLOAT_VARS
 
