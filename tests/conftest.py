@@ -151,7 +151,7 @@ def redis_client(test_services) -> redis.Redis:
     return redis.Redis.from_url(test_services.redis_url)
 
 
-BROKER_KEYS = ("webhooks", "maintenance", "unacked", "unacked_index", "payhooks:events", "payhooks:events:parked")
+BROKER_KEYS = ("webhooks", "maintenance", "outbound", "unacked", "unacked_index", "payhooks:events", "payhooks:events:parked")
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import redis
 
 from application.dlq import DeadLetters
+from application.outbound import Outbound
 from application.recovery import Recovery
 from application.unit import UnitOfWork, unit_of_work
 from infra.settings import Settings
@@ -23,6 +24,7 @@ class Runtime:
         self._db: Database | None = None
         self._unit: UnitOfWork | None = None
         self._redis: redis.Redis | None = None
+        self._outbound: Outbound | None = None
         self.follow_ups: list = []  # after-commit hooks the Celery app adds (lookups)
 
     @property
@@ -47,6 +49,13 @@ class Runtime:
             self._redis = queue.connect(url, timeout=10.0)
         return self._redis
 
+    @property
+    def outbound(self) -> Outbound:
+        """Outbox fan-out and delivery (webhooks, e-mail receipts, in-process hooks)."""
+        if self._outbound is None:
+            self._outbound = Outbound(self.db, self.settings)
+        return self._outbound
+
     def recovery(self) -> Recovery:
         """Sweeps, reconciliation and verify; StripeNotConfiguredError without STRIPE_API_KEY."""
         return Recovery(self.unit, StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base))
@@ -61,3 +70,4 @@ class Runtime:
         self._db = None
         self._unit = None
         self._redis = None
+        self._outbound = None
