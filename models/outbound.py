@@ -130,9 +130,9 @@ def lease(session: Session, delivery_id: int, lease_seconds: float) -> Leased | 
 _FINISH = text(
     """
     UPDATE outbound_deliveries
-    SET status = :status, lease_until = NULL, last_error = :error,
+    SET status = CAST(:status AS text), lease_until = NULL, last_error = :error,
         next_attempt_at = COALESCE(now() + make_interval(secs => CAST(:delay AS double precision)), next_attempt_at),
-        delivered_at = CASE WHEN :status = 'delivered' THEN now() END
+        delivered_at = CASE WHEN CAST(:status AS text) = 'delivered' THEN now() END
     WHERE id = :id
     """
 )
