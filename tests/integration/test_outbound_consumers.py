@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 
 from application import hooks
 from application.outbound import Outbound
+from models import outbound as outbound_models
 from models.tables import OutboundAttempt, OutboxMessage
 from tests.support import canaries
 from tests.support.apply import apply_batch
@@ -166,3 +167,20 @@ def test_hooks_run_after_commit_and_a_failing_one_blocks_no_other(database, sett
             "SELECT a.outcome, a.error FROM outbound_attempts a JOIN outbound_deliveries d ON d.id = a.delivery_id "
             "WHERE d.consumer LIKE '%flaky' ORDER BY a.attempt")).all()
     assert [tuple(r) for r in flaky_log] == [("retry", "RuntimeError"), ("retry", "RuntimeError"), ("delivered", None)]
+
+
+def test_a_delivery_whose_worker_died_is_due_again_once_its_lease_runs_out(database, settings, registered):
+    """Beat's kick finds it (tasks/outbound.py); a delivery leased by a live worker is left alone."""
+    registered("credits.granted")(lambda message: None)
+    apply_batch(database, [event("checkout.session.completed", checkout_session(user_id="user_lease", credits="1"))])
+    outbound = Outbound(database, settings)
+    [delivery_id] = outbound.dispatch()
+    assert outbound.due(late=0) == [delivery_id]
+    with database.transaction() as session:  # a worker takes it, then dies
+        assert outbound_models.lease(session, delivery_id, 60) is not None
+    assert outbound.due(late=0) == [] and outbound.deliver(delivery_id).outcome == "skipped"
+    with database.transaction() as session:
+        session.execute(text("UPDATE outbound_deliveries SET lease_until = now() - interval '1 second'"))
+    assert outbound.due(late=0) == [delivery_id]
+    assert outbound.deliver(delivery_id).outcome == "delivered"
+    assert outbound.due(late=0) == []
