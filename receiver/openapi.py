@@ -77,6 +77,23 @@ RESPONSES = {
          "params": {"type": "object"}, "error": NSTR, "requested_by": STR, "created_at": TIME,
          "updated_at": TIME, "started_at": TIME, "finished_at": TIME},
     ),
+    "WebhookEndpoint": _obj(
+        {"id": INT, "url": STR, "description": NSTR, "event_types": {"type": "array", "items": STR}, "status": STR,
+         "disabled_reason": NSTR, "previous_secret_expires_at": TIME, "created_at": TIME, "updated_at": TIME}
+    ),
+    "WebhookEndpointWithSecret": _obj(
+        {"id": INT, "url": STR, "description": NSTR, "event_types": {"type": "array", "items": STR}, "status": STR,
+         "disabled_reason": NSTR, "previous_secret_expires_at": TIME, "created_at": TIME, "updated_at": TIME,
+         "secret": {"type": "string", "description": "whsec_…: shown this once"}}
+    ),
+    "WebhookEndpointList": _obj({"endpoints": {"type": "array", "items": {"$ref": REF.format(model="WebhookEndpoint")}}}),
+    "DeliveryList": _obj(
+        {"deliveries": {"type": "array", "items": _obj(
+            {"id": INT, "message_id": STR, "type": STR, "status": STR, "attempts": INT, "last_error": NSTR,
+             "next_attempt_at": TIME, "delivered_at": TIME, "created_at": TIME})}}
+    ),
+    "TestDelivery": _obj({"delivery_id": INT}),
+    "Replayed": _obj({"replayed": INT, "delivery_ids": {"type": "array", "items": INT}}),
     "Verification": _obj(
         {"session_id": STR, "payment_verified": BOOL, "status": NSTR, "provider_status": NSTR,
          "provider_payment_status": NSTR, "credits_added": INT, "balance": NINT}
@@ -155,7 +172,8 @@ def openapi_document(packages: tuple[str, ...] = ()) -> dict:
     """The document; `packages` are the configured credit package ids, the only ones checkout takes."""
     bodies = {}
     for model in (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend, schemas.VerifyPayment,
-                  schemas.ReplayDeadLetters, schemas.DiscardDeadLetter):
+                  schemas.ReplayDeadLetters, schemas.DiscardDeadLetter, schemas.CreateEndpoint,
+                  schemas.DisableEndpoint, schemas.ReplayDeliveries):
         schema = model.model_json_schema(ref_template=REF)
         bodies.update(schema.pop("$defs", {}))
         bodies[model.__name__] = _keys_as_property_names(schema)
@@ -231,6 +249,44 @@ def openapi_document(packages: tuple[str, ...] = ()) -> dict:
                 "post": _operation("Close a dead letter without replaying it", {"200": _response("DeadLetter", "closed")},
                                    path=[("dead_letter_id", ROW_ID)], body=schemas.DiscardDeadLetter,
                                    extra={"404": "no such dead letter"})
+            },
+            "/api/webhook-endpoints": {
+                "get": _operation("Outbound webhook endpoints (never their secrets)", {"200": _response("WebhookEndpointList", "all")}),
+                "post": _operation("Add an endpoint for these message types; its signing secret is in the answer, once",
+                                   {"201": _response("WebhookEndpointWithSecret", "added")}, body=schemas.CreateEndpoint,
+                                   extra={"503": "OUTBOUND_SECRET_KEY not set"}),
+            },
+            "/api/webhook-endpoints/{endpoint_id}": {
+                "get": _operation("One endpoint", {"200": _response("WebhookEndpoint", "it")},
+                                  path=[("endpoint_id", ROW_ID)], extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/disable": {
+                "post": _operation("Stop delivering to an endpoint", {"200": _response("WebhookEndpoint", "disabled")},
+                                   path=[("endpoint_id", ROW_ID)], body=schemas.DisableEndpoint, extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/enable": {
+                "post": _operation("Deliver to an endpoint again (replay what failed meanwhile)",
+                                   {"200": _response("WebhookEndpoint", "enabled")},
+                                   path=[("endpoint_id", ROW_ID)], extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/rotate-secret": {
+                "post": _operation("A new signing secret, in the answer once; the old one signs too until previous_secret_expires_at",
+                                   {"200": _response("WebhookEndpointWithSecret", "rotated")},
+                                   path=[("endpoint_id", ROW_ID)], extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/test": {
+                "post": _operation("Send a webhook.test message to this endpoint through the normal delivery path",
+                                   {"202": _response("TestDelivery", "queued for a worker")},
+                                   path=[("endpoint_id", ROW_ID)], extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/deliveries": {
+                "get": _operation("The endpoint's most recent deliveries, newest first", {"200": _response("DeliveryList", "deliveries")},
+                                  path=[("endpoint_id", ROW_ID)], extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/replay": {
+                "post": _operation("Deliver again one message, or every failed one written in [since, until)",
+                                   {"202": _response("Replayed", "queued for a worker")},
+                                   path=[("endpoint_id", ROW_ID)], body=schemas.ReplayDeliveries, extra={"404": "no such endpoint"})
             },
             "/api/stats": {
                 "get": _operation("Totals: money spent and refunded, credits purchased, taken back and spent, payments by status",

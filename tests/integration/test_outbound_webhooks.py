@@ -17,7 +17,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from application.endpoints import Endpoints
 from application.outbound import Outbound
 from models.tables import OutboundAttempt, OutboundDelivery, OutboxMessage, WebhookEndpoint
-from tests.conftest import PRIMARY_SECRET, ROTATED_SECRET
+from tests.conftest import API_TOKEN, PRIMARY_SECRET, ROTATED_SECRET
 from tests.integration.test_pipeline import event_status, post_event
 from tests.support.apply import apply_batch
 from tests.support.endpoint import Endpoint
@@ -134,3 +134,41 @@ def test_during_a_secret_rotation_the_receiver_verifies_with_either_secret(datab
     assert after.verify(new)["type"] == "credits.granted"
     with pytest.raises(WebhookVerificationError):
         after.verify(old)
+
+
+def test_endpoints_are_managed_through_the_api(client, worker, database):
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    with Endpoint(answers=[500]) as receiver:
+        created = client.post("/api/webhook-endpoints", headers=auth,
+                              json={"url": receiver.url, "event_types": ["credits.granted"], "description": "shop"})
+        assert created.status_code == 201
+        endpoint = created.get_json()
+        secret, endpoint_id = endpoint.pop("secret"), endpoint["id"]
+        assert secret.startswith("whsec_") and endpoint["status"] == "enabled"
+        listed = client.get("/api/webhook-endpoints", headers=auth).get_json()["endpoints"]
+        assert listed == [endpoint] and secret.removeprefix("whsec_") not in str(listed)
+        assert client.post("/api/webhook-endpoints", headers=auth,
+                           json={"url": "ftp://x", "event_types": ["nope"]}).status_code == 400
+
+        tested = client.post(f"/api/webhook-endpoints/{endpoint_id}/test", headers=auth)
+        assert tested.status_code == 202
+        wait_until(lambda: len(receiver.received) >= 2, 20, what="the test message, failed once then delivered")
+        first, second = receiver.received[:2]
+        assert first.message_id == second.message_id and second.verify(secret)["type"] == "webhook.test"
+
+        rotated = client.post(f"/api/webhook-endpoints/{endpoint_id}/rotate-secret", headers=auth).get_json()
+        assert rotated["secret"] != secret and rotated["previous_secret_expires_at"]
+        disabled = client.post(f"/api/webhook-endpoints/{endpoint_id}/disable", headers=auth, json={"reason": "maintenance"})
+        assert (disabled.get_json()["status"], disabled.get_json()["disabled_reason"]) == ("disabled", "maintenance")
+        assert client.post(f"/api/webhook-endpoints/{endpoint_id}/enable", headers=auth).get_json()["status"] == "enabled"
+
+        [delivery] = client.get(f"/api/webhook-endpoints/{endpoint_id}/deliveries", headers=auth).get_json()["deliveries"]
+        assert (delivery["status"], delivery["attempts"], delivery["message_id"]) == ("delivered", 2, first.message_id)
+        replayed = client.post(f"/api/webhook-endpoints/{endpoint_id}/replay", headers=auth,
+                               json={"message_id": first.message_id})
+        assert replayed.status_code == 202 and replayed.get_json()["replayed"] == 1
+        wait_until(lambda: len(receiver.received) == 3, 20, what="the replayed message")
+        replay = receiver.received[2]
+        assert replay.message_id == first.message_id  # the same id: the receiver dedupes it
+        assert replay.verify(rotated["secret"]) == replay.verify(secret)  # both secrets during the overlap
+    assert client.get("/api/webhook-endpoints/999", headers=auth).status_code == 404
