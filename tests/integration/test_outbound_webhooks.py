@@ -9,6 +9,7 @@ is lost.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -19,6 +20,7 @@ from application.outbound import Outbound
 from models.tables import OutboundAttempt, OutboundDelivery, OutboxMessage, WebhookEndpoint
 from tests.conftest import API_TOKEN, PRIMARY_SECRET, ROTATED_SECRET
 from tests.integration.test_pipeline import event_status, post_event
+from tests.support import processes
 from tests.support.apply import apply_batch
 from tests.support.endpoint import Endpoint
 from tests.support.processes import wait_until
@@ -172,3 +174,37 @@ def test_endpoints_are_managed_through_the_api(client, worker, database):
         assert replay.message_id == first.message_id  # the same id: the receiver dedupes it
         assert replay.verify(rotated["secret"]) == replay.verify(secret)  # both secrets during the overlap
     assert client.get("/api/webhook-endpoints/999", headers=auth).status_code == 404
+
+
+def test_the_cli_manages_endpoints_and_replays_failed_deliveries_over_a_time_range(worker, process_env, database, settings):
+    with Endpoint() as receiver:
+        added = processes.cli(process_env, "endpoints", "add", receiver.url, "--type", "credits.granted")
+        assert added.returncode == 0, added.stderr
+        secret = added.stdout.split("signing secret (shown once): ")[1].strip()
+        [endpoint] = Endpoints(database, settings).list()
+        assert processes.cli(process_env, "endpoints", "disable", str(endpoint["id"])).returncode == 0
+        listed = processes.cli(process_env, "endpoints", "list")
+        assert "disabled" in listed.stdout and secret.removeprefix("whsec_") not in listed.stdout
+
+        # Three messages whose deliveries failed for good, one of them written two days ago.
+        apply_batch(database, [completed_event(user_id=f"user_replay_{n}", credits="1") for n in range(3)])
+        assert processes.cli(process_env, "endpoints", "enable", str(endpoint["id"])).returncode == 0
+        ids = Outbound(database, settings).dispatch()
+        with database.transaction() as session:
+            session.execute(update(OutboundDelivery).values(status="failed"))
+            session.execute(update(OutboxMessage).where(OutboxMessage.id == select(OutboxMessage.id).order_by(OutboxMessage.id)
+                            .limit(1).scalar_subquery()).values(created_at=OutboxMessage.created_at - timedelta(days=2)))
+        assert len(ids) == 3
+
+        dry = processes.cli(process_env, "outbox", "replay", "--endpoint", str(endpoint["id"]), "--since", "1d", "--dry-run")
+        assert dry.stdout.strip() == "2 deliveries would be replayed"
+        replayed = processes.cli(process_env, "outbox", "replay", "--endpoint", str(endpoint["id"]), "--since", "1d",
+                                 "--until", (datetime.now(UTC) + timedelta(minutes=1)).isoformat())
+        assert replayed.returncode == 0, replayed.stderr
+        assert "2 deliveries queued again" in replayed.stdout and "replaying to endpoint" in replayed.stderr
+        wait_until(lambda: len(receiver.received) == 2, 20, what="the two replayed messages")
+        time.sleep(0.5)
+        received = list(receiver.received)
+    assert len(received) == 2 and len({r.message_id for r in received}) == 2
+    assert all(r.verify(secret)["type"] == "credits.granted" for r in received)
+    assert processes.cli(process_env, "endpoints", "test", "999").returncode == 1
