@@ -28,7 +28,7 @@ MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a wh
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "aof", "all"), default="all")
+    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "aof", "outbound", "all"), default="all")
     parser.add_argument("--web-concurrency", type=int, default=2, metavar="N",
                         help="gunicorn worker processes, receiver and floor alike (default 2)")
     parser.add_argument("--worker-class", choices=("sync", "gevent", "gthread"), default=None,
@@ -57,6 +57,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     e2e.add_argument("--events", type=int, default=2000, help="events to post (default 2000)")
     e2e.add_argument("--post-connections", type=int, default=16, help="posting connections (default 16)")
     e2e.add_argument("--worker-concurrency", type=int, default=2, help="celery --concurrency (default 2)")
+    e2e.add_argument("--outbound", choices=("on", "off"), default="on",
+                     help="e2e: dispatch the outbox on commit to one webhook endpoint (default on); "
+                          "`outbound` alternates off and on for --rounds rounds")
     e2e.add_argument("--stall", type=float, default=60.0,
                      help="give up when no event was processed for this long (default 60 s; "
                           "900 s after the last POST at most)")
@@ -129,6 +132,24 @@ def print_e2e(report) -> None:
         print(f"  {name:<28} {found:>10,}  expected {expected:,}  {mark}")
 
 
+def print_outbound(reports) -> None:
+    """The outbox dispatch's cost on the worker: e2e rate and worker CPU per event, off vs on, alternated."""
+    from statistics import median
+
+    off = [r for r in reports if not r.outbound]
+    on = [r for r in reports if r.outbound]
+    print(f"\noutbound — e2e {reports[0].events:,} events, {len(on)} rounds alternating off/on, medians")
+    print(f"  {'':<34}{'events/s':>10}{'worker CPU ms/event':>22}{'all delivered s':>17}")
+    for label, group in (("outbox dispatch off", off), ("on, one endpoint", on)):
+        delivered = [r.delivered_seconds for r in group if r.delivered_seconds is not None]
+        print(f"  {label:<34}{median(r.rate for r in group):>10,.0f}{median(r.worker_cpu_ms for r in group):>22.2f}"
+              f"{(f'{median(delivered):.1f}' if delivered else '-'):>17}")
+    rounds = ", ".join(f"{b.rate / a.rate:.0%}" for a, b in zip(off, on))
+    print(f"  on / off e2e rate = {median(r.rate for r in on) / median(r.rate for r in off):.0%} (per round: {rounds}); "
+          f"worker CPU per event on / off = {median(r.worker_cpu_ms for r in on) / median(r.worker_cpu_ms for r in off):.0%}"
+          f"   (goal: the outbox costs < 10%)")
+
+
 def _interrupt(signum, frame):
     """SIGTERM unwinds like Ctrl-C, so every `finally` stops the processes it started."""
     raise KeyboardInterrupt
@@ -145,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     receiver_report = e2e_report = None
     attack_reports = []
     aof_report = None
+    outbound_reports = []
     try:
         if args.command == "attack":
             attack_reports = attack.run(args)
@@ -154,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             receiver_report = receiver.run(args)
         if args.command in ("e2e", "all"):
             e2e_report = e2e.run(args)
+        if args.command == "outbound":
+            outbound_reports = [e2e.run(args, outbound=on) for _ in range(args.rounds) for on in (False, True)]
     except KeyboardInterrupt:
         print("interrupted; the processes the bench started are stopped", file=sys.stderr)
         return 130
@@ -166,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         attack.print_reports(attack_reports)
     if aof_report:
         aof.print_report(aof_report)
+    if outbound_reports:
+        print_outbound(outbound_reports)
     failed = ((receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
+              or any(not r.ok for r in outbound_reports)
               or (aof_report and aof_report.errors))
     return 1 if failed else 0
 

@@ -80,8 +80,8 @@ class Services:
 
     def send_deliveries(self, delivery_ids: list[int]) -> None:
         """Ask the workers to try these deliveries now (the outbound queue)."""
-        for delivery_id in delivery_ids:
-            self.celery.send_task(DELIVER, (delivery_id,), argsrepr=repr((delivery_id,)))
+        if delivery_ids:
+            self.celery.send_task(DELIVER, (list(delivery_ids),), argsrepr=repr((list(delivery_ids),)))
 
     @property
     def tracker(self) -> PaymentTracker:

@@ -22,8 +22,14 @@ from workers.queues import DELIVER, DISPATCH_OUTBOX, KICK_OUTBOUND
 log = logging.getLogger("payhooks.outbound")
 
 
+# Deliveries per deliver message: one Celery message's cost shared by many deliveries,
+# few enough that one slow endpoint holds back little behind it.
+CHUNK = 20
+
+
 @shared_task(bind=True, base=PayhooksTask, name=DISPATCH_OUTBOX)
 def dispatch_outbox(self: PayhooksTask) -> int:
+    self.runtime.dispatch_requested(False)  # what commits from now on asks for another dispatch
     try:
         return send_deliveries(self.runtime.outbound.dispatch)
     except Exception as exc:
@@ -34,29 +40,39 @@ def dispatch_outbox(self: PayhooksTask) -> int:
 
 
 def send_deliveries(dispatch) -> int:
-    """Dispatch until the outbox is drained; one deliver message per new delivery."""
+    """Dispatch until the outbox is drained; a deliver message per CHUNK new deliveries."""
     total = 0
     while True:
         created = dispatch()
-        for delivery_id in created:
-            deliver.apply_async((delivery_id,))
+        send_in_chunks(created)
         total += len(created)
         if not created:
             return total
 
 
-@shared_task(bind=True, base=PayhooksTask, name=DELIVER, public_args=("delivery_id",))
-def deliver(self: PayhooksTask, delivery_id: int) -> str:
-    try:
-        result = self.runtime.outbound.deliver(delivery_id)
-    except Exception as exc:
-        if is_transient(exc):  # the database is away: the lease runs out and the kick sends it again
-            log.warning("delivery %d not tried: %s", delivery_id, exc.__class__.__name__)
-            return "skipped"
-        raise
-    if result.retry_in is not None and result.retry_in < self.runtime.settings.broker_visibility_timeout / 2:
-        deliver.apply_async((delivery_id,), countdown=result.retry_in)
-    return result.outcome
+def send_in_chunks(delivery_ids: list[int]) -> None:
+    for i in range(0, len(delivery_ids), CHUNK):
+        chunk = delivery_ids[i:i + CHUNK]
+        deliver.apply_async((chunk,), argsrepr=repr((chunk,)))
+
+
+@shared_task(bind=True, base=PayhooksTask, name=DELIVER)
+def deliver(self: PayhooksTask, delivery_ids: list[int]) -> dict:
+    """Try these deliveries in turn; one that must be tried again soon is sent again with its countdown."""
+    outcomes: dict[str, int] = {}
+    for delivery_id in delivery_ids:
+        try:
+            result = self.runtime.outbound.deliver(delivery_id)
+        except Exception as exc:
+            if is_transient(exc):  # the database is away: the lease runs out and the kick sends it again
+                log.warning("delivery %d not tried: %s", delivery_id, exc.__class__.__name__)
+                outcomes["skipped"] = outcomes.get("skipped", 0) + 1
+                continue
+            raise
+        if result.retry_in is not None and result.retry_in < self.runtime.settings.broker_visibility_timeout / 2:
+            deliver.apply_async(([delivery_id],), countdown=result.retry_in, argsrepr=repr(([delivery_id],)))
+        outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+    return outcomes
 
 
 @shared_task(bind=True, base=PayhooksTask, name=KICK_OUTBOUND)
@@ -73,8 +89,7 @@ def kick_outbound(self: PayhooksTask) -> dict:
             log.warning("outbound kick skipped: %s", exc.__class__.__name__)
             return {"skipped": 1}
         raise
-    for delivery_id in due:
-        deliver.apply_async((delivery_id,))
+    send_in_chunks(due)
     if dispatched or due:
         log.info("outbound kick: %d deliveries dispatched, %d due sent again", dispatched, len(due))
     return {"dispatched": dispatched, "due": len(due)}

@@ -176,7 +176,7 @@ def make_celery(settings: Settings) -> Celery:
 
     def schedule_dispatch(report) -> None:
         """After commit: fan the batch's outbox messages out to their consumers."""
-        if report.announced:
+        if report.announced and runtime.dispatch_requested():
             app.send_task(DISPATCH_OUTBOX, (), argsrepr="()")
 
     if settings.outbox_dispatch_on_commit:

@@ -627,8 +627,9 @@ def _send_deliveries(delivery_ids) -> None:
     from workers.queues import DELIVER
 
     celery = make_celery(_settings())
-    for delivery_id in delivery_ids:
-        celery.send_task(DELIVER, (delivery_id,), argsrepr=repr((delivery_id,)))
+    for i in range(0, len(delivery_ids), 100):
+        chunk = list(delivery_ids[i:i + 100])
+        celery.send_task(DELIVER, (chunk,), argsrepr=repr((chunk,)))
 
 
 def _endpoint_call(fn, *args):

@@ -56,6 +56,20 @@ class Runtime:
             self._outbound = Outbound(self.db, self.settings)
         return self._outbound
 
+    DISPATCH_FLAG = "payhooks:outbox:dispatch-requested"
+
+    def dispatch_requested(self, requested: bool = True) -> bool:
+        """Coalesce dispatch requests: True if this call is the one that should send the task.
+
+        Set by batches after commit (at most one dispatch message waits at a time), cleared
+        by the dispatch task when it starts. Expires, so a lost message costs seconds at most
+        (beat's kick dispatches anyway).
+        """
+        if not requested:
+            self.redis.delete(self.DISPATCH_FLAG)
+            return False
+        return bool(self.redis.set(self.DISPATCH_FLAG, b"1", nx=True, ex=10))
+
     def recovery(self) -> Recovery:
         """Sweeps, reconciliation and verify; StripeNotConfiguredError without STRIPE_API_KEY."""
         return Recovery(self.unit, StripeAPI(self.settings.stripe_api_key, self.settings.stripe_api_base))
