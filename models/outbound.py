@@ -111,20 +111,18 @@ _LEASE = text(
     UPDATE outbound_deliveries d
     SET lease_until = now() + make_interval(secs => :lease), attempts = d.attempts + 1
     FROM outbox_messages m
-    WHERE d.id = :id AND m.id = d.outbox_id AND d.status = 'pending' AND d.next_attempt_at <= now()
-      AND (d.lease_until IS NULL OR d.lease_until < now())
+    WHERE d.id = ANY(CAST(:ids AS bigint[])) AND m.id = d.outbox_id AND d.status = 'pending'
+      AND d.next_attempt_at <= now() AND (d.lease_until IS NULL OR d.lease_until < now())
     RETURNING d.id, d.consumer, d.endpoint_id, d.attempts, d.give_up_at,
               m.id, m.message_id, m.type, m.user_id, m.data, m.created_at
     """
 )
 
 
-def lease(session: Session, delivery_id: int, lease_seconds: float) -> Leased | None:
-    """Take a due delivery for ``lease_seconds``; None if it is not due, done, or held by another worker."""
-    row = session.execute(_LEASE, {"id": delivery_id, "lease": lease_seconds}).one_or_none()
-    if row is None:
-        return None
-    return Leased(*row[:5], Announced(*row[5:]))
+def lease(session: Session, delivery_ids: Sequence[int], lease_seconds: float) -> list[Leased]:
+    """Take the due ones of these deliveries for ``lease_seconds``, in outbox order; not those done or held by another worker."""
+    rows = session.execute(_LEASE, {"ids": list(delivery_ids), "lease": lease_seconds})
+    return sorted((Leased(*row[:5], Announced(*row[5:])) for row in rows), key=lambda leased: leased.message.id)
 
 
 _FINISH = text(
@@ -145,23 +143,30 @@ _LOG = text(
 )
 
 
-def finish(
-    session: Session,
-    leased: Leased,
-    *,
-    outcome: str,
-    status: str,
-    status_code: int | None,
-    latency_ms: int,
-    error: str | None,
-    retry_in: float | None = None,
-) -> None:
-    """Record an attempt in the log and what it leaves the delivery as (pending again ``retry_in`` from now)."""
-    session.execute(_FINISH, {"id": leased.id, "status": status, "error": error, "delay": retry_in})
+@dataclass(frozen=True)
+class Finished:
+    """An attempt, and what it leaves its delivery as (pending again ``retry_in`` seconds from now)."""
+
+    leased: Leased
+    outcome: str
+    status: str
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    retry_in: float | None = None
+
+
+def finish(session: Session, finished: Sequence[Finished]) -> None:
+    """Record attempts in the log and their deliveries' new state."""
+    if not finished:
+        return
+    session.execute(
+        _FINISH, [{"id": f.leased.id, "status": f.status, "error": f.error, "delay": f.retry_in} for f in finished]
+    )
     session.execute(
         _LOG,
-        {"id": leased.id, "attempt": leased.attempt, "outcome": outcome, "status_code": status_code,
-         "latency_ms": latency_ms, "error": error},
+        [{"id": f.leased.id, "attempt": f.leased.attempt, "outcome": f.outcome, "status_code": f.status_code,
+          "latency_ms": f.latency_ms, "error": f.error} for f in finished],
     )
 
 

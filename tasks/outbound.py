@@ -24,7 +24,7 @@ log = logging.getLogger("payhooks.outbound")
 
 # Deliveries per deliver message: one Celery message's cost shared by many deliveries,
 # few enough that one slow endpoint holds back little behind it.
-CHUNK = 20
+CHUNK = 20  # two rounds of application.outbound.PARALLEL
 
 
 @shared_task(bind=True, base=PayhooksTask, name=DISPATCH_OUTBOX)
@@ -58,17 +58,17 @@ def send_in_chunks(delivery_ids: list[int]) -> None:
 
 @shared_task(bind=True, base=PayhooksTask, name=DELIVER)
 def deliver(self: PayhooksTask, delivery_ids: list[int]) -> dict:
-    """Try these deliveries in turn; one that must be tried again soon is sent again with its countdown."""
+    """Try these deliveries; one that must be tried again soon is sent again with its countdown."""
     outcomes: dict[str, int] = {}
-    for delivery_id in delivery_ids:
-        try:
-            result = self.runtime.outbound.deliver(delivery_id)
-        except Exception as exc:
-            if is_transient(exc):  # the database is away: the lease runs out and the kick sends it again
-                log.warning("delivery %d not tried: %s", delivery_id, exc.__class__.__name__)
-                outcomes["skipped"] = outcomes.get("skipped", 0) + 1
-                continue
-            raise
+    try:
+        results = self.runtime.outbound.deliver_many(delivery_ids)
+    except Exception as exc:
+        if is_transient(exc):  # the database is away: the leases run out and the kick sends them again
+            log.warning("%d deliveries not tried: %s", len(delivery_ids), exc.__class__.__name__)
+            return {"skipped": len(delivery_ids)}
+        raise
+    for result in results:
+        delivery_id = result.delivery_id
         if result.retry_in is not None and result.retry_in < self.runtime.settings.broker_visibility_timeout / 2:
             deliver.apply_async(([delivery_id],), countdown=result.retry_in, argsrepr=repr(([delivery_id],)))
         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1

@@ -177,7 +177,7 @@ def test_a_delivery_whose_worker_died_is_due_again_once_its_lease_runs_out(datab
     [delivery_id] = outbound.dispatch()
     assert outbound.due(late=0) == [delivery_id]
     with database.transaction() as session:  # a worker takes it, then dies
-        assert outbound_models.lease(session, delivery_id, 60) is not None
+        assert outbound_models.lease(session, [delivery_id], 60)
     assert outbound.due(late=0) == [] and outbound.deliver(delivery_id).outcome == "skipped"
     with database.transaction() as session:
         session.execute(text("UPDATE outbound_deliveries SET lease_until = now() - interval '1 second'"))

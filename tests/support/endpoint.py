@@ -51,7 +51,10 @@ class Endpoint:
             def log_message(self, *args):  # quiet: the test reads self.received
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default 5 drops connections a worker opens side by side
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
