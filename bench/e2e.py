@@ -38,7 +38,7 @@ class E2EReport:
     postgres: str
     commit_ms: float  # one single-row INSERT + COMMIT on this PostgreSQL (fsync), for context
     worker_cpu_ms: float  # CPU time of the Celery worker (parent and pool) per event processed
-    outbound: bool = False  # outbox dispatched on commit to one webhook endpoint (a local sink)
+    outbound: str = "off"  # off; dispatch (on commit, no endpoint); endpoint (and one webhook endpoint, a local sink)
     delivered_seconds: float | None = None  # first POST to the last webhook delivered
     started: float = 0.0  # perf_counter at the first POST
 
@@ -55,12 +55,12 @@ class E2EReport:
 OUTBOUND_KEY = "YmVuY2gtb3V0Ym91bmQta2V5LWZvci1mZXJuZXQtMzI="
 
 
-def run(args, outbound: bool | None = None) -> E2EReport:
-    """``outbound``: dispatch the outbox on commit to one endpoint (a local sink) — or not (the outbox is still written)."""
-    outbound = args.outbound == "on" if outbound is None else outbound
+def run(args, mode: str | None = None) -> E2EReport:
+    """``mode``: off (the outbox is written, never dispatched), dispatch (on commit, no endpoint), endpoint (one)."""
+    mode = mode or args.outbound
+    outbound = mode != "off"
     print(f"e2e: {args.events} events, {args.post_connections} connections, Celery prefork "
-          f"--concurrency {args.worker_concurrency}, WEB_CONCURRENCY={args.web_concurrency}, "
-          f"outbox dispatch {'on (one endpoint)' if outbound else 'off'}",
+          f"--concurrency {args.worker_concurrency}, WEB_CONCURRENCY={args.web_concurrency}, outbox: {mode}",
           flush=True)
     stack = services.start()
     try:
@@ -75,7 +75,7 @@ def run(args, outbound: bool | None = None) -> E2EReport:
             "OUTBOX_DISPATCH_ON_COMMIT": "on" if outbound else "off",
             "OUTBOUND_SECRET_KEY": OUTBOUND_KEY,
         })
-        sink = _sink(stack.database_url, env) if outbound else None
+        sink = _sink(stack.database_url, env) if mode == "endpoint" else None
         with group() as processes, psycopg.connect(dsn, autocommit=True) as db:
             commit_ms = _commit_latency(db)
             worker = processes.celery_worker("worker", [
@@ -90,14 +90,14 @@ def run(args, outbound: bool | None = None) -> E2EReport:
             ], {**env, "PORT": str(port)}, port)
             url = f"http://127.0.0.1:{port}/webhooks/stripe"
             report = _measure(args, db, url, stack, commit_ms, worker.proc.pid)
+            report.outbound = mode
             if sink is not None:
-                report.outbound = True
                 report.delivered_seconds = _delivered(sink, args.events, report)
             if not report.ok:
                 print(f"  the worker's last lines:\n{worker.log(20)}", flush=True)
             return report
     finally:
-        if outbound and sink is not None:
+        if sink is not None:
             sink.__exit__(None, None, None)
         stack.close()
         shutil.rmtree(stack.redis.directory, ignore_errors=True)
@@ -186,7 +186,8 @@ def _sink(database_url: str, env: dict[str, str]):
     from tests.support.endpoint import Endpoint
 
     upgrade(database_url)
-    sink = Endpoint().__enter__()
+    sink = Endpoint()
+    sink.__enter__()
     database = Database(database_url)
     try:
         Endpoints(database, Settings.from_env(env)).add(sink.url, ["credits.granted"])
