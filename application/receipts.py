@@ -2,7 +2,8 @@
 
 Off unless ``EMAIL_RECEIPTS`` is on. The address is the one the provider's
 event gave (Stripe's ``customer_details.email`` on the Checkout Session, a
-PaymentIntent's ``receipt_email``), kept on the payment row and read only
+PaymentIntent's ``receipt_email``, PayPal's ``payer.email_address`` on an
+approved order), kept on the payment row and read only
 here, when the message is built: it is never logged, never put in an outbox
 message, a metric or an error text (an SMTP error is recorded by its class
 and code only, since smtplib's texts quote the recipient).

@@ -459,3 +459,15 @@ def test_an_amount_in_an_event_that_is_not_exact_is_invalid_and_never_echoed():
 
 def test_samples_are_json_with_their_sources_noted():
     assert json.loads((pe.FIXTURES_DIR / "events.json").read_text())["_sources"]
+
+
+def test_an_approved_orders_payer_address_is_carried_for_receipts_but_never_shown():
+    from providers import paypal as paypal_provider
+    from tests.support import canaries
+
+    order = {"id": "ORDER1", "intent": "CAPTURE", "status": "APPROVED", "payer": {"email_address": canaries.EMAIL},
+             "purchase_units": [{"amount": {"currency_code": "USD", "value": "48.00"},
+                                 "payments": {"captures": [{"id": "CAP1", "status": "COMPLETED",
+                                                            "amount": {"currency_code": "USD", "value": "48.00"}}]}}]}
+    change = paypal_provider.order_outcome(order)
+    assert change.purchase.email == canaries.EMAIL and "c4n4ry" not in repr(change)
