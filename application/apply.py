@@ -226,6 +226,7 @@ def _payment(
         amount_cents=purchase.amount_cents,
         currency=purchase.currency,
         package_id=purchase.package_id,
+        customer_email=purchase.email,
     )
 
 
@@ -250,6 +251,8 @@ def _remember(row: PaymentRow, ref: PaymentRef, purchase: Purchase) -> PaymentRo
         changes["amount_cents"] = purchase.amount_cents
     if row.currency is None and purchase.currency:
         changes["currency"] = purchase.currency
+    if row.customer_email is None and purchase.email:
+        changes["customer_email"] = purchase.email
     return row.changed(**changes) if changes else row
 
 

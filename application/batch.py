@@ -87,6 +87,7 @@ class BatchReport:
     posted: list[tuple[str, int]] = field(default_factory=list)  # (ledger kind, amount) really written
     mismatches: list[tuple[str, int]] = field(default_factory=list)  # (provider, payment id)
     lookups: set[tuple[str, str]] = field(default_factory=set)  # (provider, session id) to look up after commit
+    announced: int = 0  # outbox messages written: after commit, the dispatcher has work
 
     def extend(self, other: BatchReport) -> None:
         self.batch_id = other.batch_id if not self.results else self.batch_id
@@ -94,6 +95,7 @@ class BatchReport:
         self.posted += other.posted
         self.mismatches += other.mismatches
         self.lookups |= other.lookups
+        self.announced += other.announced
 
 
 @dataclass
@@ -186,7 +188,7 @@ def run(session: Session, batch: list[Incoming], rules: Rules) -> BatchReport:
     changed_subscriptions = [world.subscriptions[k] for k in world.dirty_subscriptions]
     subscriptions.save(session, changed_subscriptions)
     report.mismatches = list(world.effects.mismatches)
-    outbox.add(
+    report.announced += outbox.add(
         session,
         announcements.of_entries(entries, world.payments)
         + announcements.of_status_changes(world.effects.status_changes, world.payments)
@@ -197,6 +199,7 @@ def run(session: Session, batch: list[Incoming], rules: Rules) -> BatchReport:
     for item in work:
         dead_letter_id = None
         if item.status == EventStatus.FAILED:
+            report.announced += 1
             dead_letter_id = announcements.dead_letter(
                 session,
                 dead_letters.Failure(

@@ -119,7 +119,7 @@ class UnitOfWork:
                                      "".join(traceback.format_exception(exc))),
             )
             inbox.settle(session, [inbox.Outcome(claim.row_id, EventStatus.FAILED, message, None, letter)])
-        return BatchReport([batch._result(incoming, EventStatus.FAILED, error=message, error_class=error_class)])
+        return BatchReport([batch._result(incoming, EventStatus.FAILED, error=message, error_class=error_class)], announced=1)
 
     def reject(self, provider: str, event_id: str, body: bytes, reason: str) -> None:
         """Keep something that is not an event we can read (a hand-made or corrupted queue item) as a dead letter."""

@@ -1,4 +1,4 @@
-"""python -m bench [receiver|e2e|attack|aof|soak|all] [options]   (make bench BENCH_ARGS="...")
+"""python -m bench [receiver|e2e|attack|aof|soak|outbound|all] [options]   (make bench BENCH_ARGS="...")
 
 receiver: payhooks' receiver vs its floor (bare Flask: verify + LPUSH), alternated.
 aof:      the receiver into Redis with appendfsync everysec vs always, alternated.
@@ -30,7 +30,8 @@ MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a wh
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "aof", "soak", "all"), default="all")
+    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "aof", "soak", "outbound", "all"),
+                        default="all")
     parser.add_argument("--web-concurrency", type=int, default=2, metavar="N",
                         help="gunicorn worker processes, receiver and floor alike (default 2)")
     parser.add_argument("--worker-class", choices=("sync", "gevent", "gthread"), default=None,
@@ -61,6 +62,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     e2e.add_argument("--events", type=int, default=2000, help="events to post (default 2000)")
     e2e.add_argument("--post-connections", type=int, default=16, help="posting connections (default 16)")
     e2e.add_argument("--worker-concurrency", type=int, default=2, help="celery --concurrency (default 2)")
+    e2e.add_argument("--outbound", choices=("off", "dispatch", "endpoint"), default="endpoint",
+                     help="e2e: the outbox never dispatched (off), dispatched on commit (dispatch), and to one "
+                          "webhook endpoint (endpoint, the default); the `outbound` command alternates all three")
     e2e.add_argument("--stall", type=float, default=60.0,
                      help="give up when no event was processed for this long (default 60 s; "
                           "900 s after the last POST at most)")
@@ -153,6 +157,29 @@ def print_e2e(report) -> None:
         print(f"  {name:<28} {found:>10,}  expected {expected:,}  {mark}")
 
 
+def print_outbound(reports) -> None:
+    """The outbox dispatch's cost on the worker: e2e rate and worker CPU per event, off vs on, alternated."""
+    from statistics import median
+
+    modes = {mode: [r for r in reports if r.outbound == mode] for mode in ("off", "dispatch", "endpoint")}
+    off = modes["off"]
+    print(f"\noutbound — e2e {reports[0].events:,} events, {len(off)} rounds alternating the three, medians")
+    print(f"  {'':<44}{'events/s':>10}{'worker CPU ms/event':>22}{'all delivered s':>17}")
+    labels = {"off": "outbox written, never dispatched", "dispatch": "dispatched on commit, no endpoint",
+              "endpoint": "dispatched and delivered to one endpoint"}
+    for mode, group in modes.items():
+        delivered = [r.delivered_seconds for r in group if r.delivered_seconds is not None]
+        print(f"  {labels[mode]:<44}{median(r.rate for r in group):>10,.0f}{median(r.worker_cpu_ms for r in group):>22.2f}"
+              f"{(f'{median(delivered):.1f}' if delivered else '-'):>17}")
+    for mode in ("dispatch", "endpoint"):
+        group = modes[mode]
+        rounds = ", ".join(f"{b.rate / a.rate:.0%}" for a, b in zip(off, group))
+        print(f"  {mode} / off: e2e rate {median(r.rate for r in group) / median(r.rate for r in off):.0%} "
+              f"(per round: {rounds}), worker CPU per event "
+              f"{median(r.worker_cpu_ms for r in group) / median(r.worker_cpu_ms for r in off):.0%}")
+    print("  (goal: the outbox costs the hot path < 10%; the endpoint row adds the deliveries themselves)")
+
+
 def _interrupt(signum, frame):
     """SIGTERM unwinds like Ctrl-C, so every `finally` stops the processes it started."""
     raise KeyboardInterrupt
@@ -169,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     receiver_report = e2e_report = None
     attack_reports = []
     aof_report = soak_report = None
+    outbound_reports = []
     try:
         if args.command == "attack":
             attack_reports = attack.run(args)
@@ -183,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             receiver_report = receiver.run(args)
         if args.command in ("e2e", "all"):
             e2e_report = e2e.run(args)
+        if args.command == "outbound":
+            outbound_reports = [e2e.run(args, mode) for _ in range(args.rounds) for mode in ("off", "dispatch", "endpoint")]
     except KeyboardInterrupt:
         print("interrupted; the processes the bench started are stopped", file=sys.stderr)
         return 130
@@ -197,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         aof.print_report(aof_report)
     if soak_report:
         soak.print_report(soak_report)
+    if outbound_reports:
+        print_outbound(outbound_reports)
     failed = ((receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
+              or any(not r.ok for r in outbound_reports)
               or (aof_report and aof_report.errors) or (soak_report and not soak_report.ok))
     return 1 if failed else 0
 

@@ -38,6 +38,9 @@ class E2EReport:
     postgres: str
     commit_ms: float  # one single-row INSERT + COMMIT on this PostgreSQL (fsync), for context
     worker_cpu_ms: float  # CPU time of the Celery worker (parent and pool) per event processed
+    outbound: str = "off"  # off; dispatch (on commit, no endpoint); endpoint (and one webhook endpoint, a local sink)
+    delivered_seconds: float | None = None  # first POST to the last webhook delivered
+    started: float = 0.0  # perf_counter at the first POST
 
     @property
     def rate(self) -> float:
@@ -48,9 +51,16 @@ class E2EReport:
         return all(found == expected for found, expected in self.checks.values())
 
 
-def run(args) -> E2EReport:
+# A Fernet key for endpoint secrets at rest (bench only).
+OUTBOUND_KEY = "YmVuY2gtb3V0Ym91bmQta2V5LWZvci1mZXJuZXQtMzI="
+
+
+def run(args, mode: str | None = None) -> E2EReport:
+    """``mode``: off (the outbox is written, never dispatched), dispatch (on commit, no endpoint), endpoint (one)."""
+    mode = mode or args.outbound
+    outbound = mode != "off"
     print(f"e2e: {args.events} events, {args.post_connections} connections, Celery prefork "
-          f"--concurrency {args.worker_concurrency}, WEB_CONCURRENCY={args.web_concurrency}",
+          f"--concurrency {args.worker_concurrency}, WEB_CONCURRENCY={args.web_concurrency}, outbox: {mode}",
           flush=True)
     stack = services.start()
     try:
@@ -62,12 +72,15 @@ def run(args) -> E2EReport:
             "STRIPE_WEBHOOK_SECRET": SECRET,
             "API_TOKEN": API_TOKEN,
             "WEB_CONCURRENCY": str(args.web_concurrency),
+            "OUTBOX_DISPATCH_ON_COMMIT": "on" if outbound else "off",
+            "OUTBOUND_SECRET_KEY": OUTBOUND_KEY,
         })
+        sink = _sink(stack.database_url, env) if mode == "endpoint" else None
         with group() as processes, psycopg.connect(dsn, autocommit=True) as db:
             commit_ms = _commit_latency(db)
             worker = processes.celery_worker("worker", [
                 str(BIN / "celery"), "-A", "workers", "worker",
-                "--queues", "webhooks,maintenance",
+                "--queues", "webhooks,maintenance,outbound" if outbound else "webhooks,maintenance",
                 "--concurrency", str(args.worker_concurrency), "--loglevel", "INFO",
             ], env)
             port = free_port()
@@ -77,10 +90,15 @@ def run(args) -> E2EReport:
             ], {**env, "PORT": str(port)}, port)
             url = f"http://127.0.0.1:{port}/webhooks/stripe"
             report = _measure(args, db, url, stack, commit_ms, worker.proc.pid)
+            report.outbound = mode
+            if sink is not None:
+                report.delivered_seconds = _delivered(sink, args.events, report)
             if not report.ok:
                 print(f"  the worker's last lines:\n{worker.log(20)}", flush=True)
             return report
     finally:
+        if sink is not None:
+            sink.__exit__(None, None, None)
         stack.close()
         shutil.rmtree(stack.redis.directory, ignore_errors=True)
 
@@ -127,6 +145,7 @@ def _measure(args, db: psycopg.Connection, url: str, stack, commit_ms: float,
         postgres=stack.postgres_origin,
         commit_ms=commit_ms,
         worker_cpu_ms=worker_cpu / max(processed, 1) * 1000,
+        started=start,
     )
 
 
@@ -156,3 +175,33 @@ def _books(db: psycopg.Connection, n: int) -> dict[str, tuple[int, int]]:
         "sum of ledger amounts": (one("SELECT coalesce(sum(amount), 0) FROM credit_ledger"), n * CREDITS),
         "sum of balances": (one("SELECT coalesce(sum(balance), 0) FROM credit_accounts"), n * CREDITS),
     }
+
+
+def _sink(database_url: str, env: dict[str, str]):
+    """A local webhook receiver, registered as an endpoint for credits.granted."""
+    from application.endpoints import Endpoints
+    from infra.settings import Settings
+    from models.db import Database
+    from models.migrate import upgrade
+    from tests.support.endpoint import Endpoint
+
+    upgrade(database_url)
+    sink = Endpoint()
+    sink.__enter__()
+    database = Database(database_url)
+    try:
+        Endpoints(database, Settings.from_env(env)).add(sink.url, ["credits.granted"])
+    finally:
+        database.dispose()
+    return sink
+
+
+def _delivered(sink, n: int, report: E2EReport) -> float | None:
+    """Seconds from the first POST until every grant reached the sink (None if they did not within the stall)."""
+    start = report.started
+    deadline = time.perf_counter() + MAX_WAIT
+    while len({r.message_id for r in list(sink.received)}) < n and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    if len({r.message_id for r in list(sink.received)}) < n:
+        return None
+    return time.perf_counter() - start

@@ -91,6 +91,11 @@ RECLAIMED = Counter(
     "payhooks_events_reclaimed_total",
     "Events taken back from consumers that stopped beating (a killed worker) and queued again",
 )
+OUTBOUND_ATTEMPTS = Counter(
+    "payhooks_outbound_attempts_total",
+    "Outbound delivery attempts (consumer: webhook, email, hook) by outcome (delivered, retry, failed, gone)",
+    ["consumer", "outcome"],
+)
 SWEEP_RESULTS = Counter("payhooks_sweep_results_total", "Pending payments checked by the sweep", ["outcome"])
 
 

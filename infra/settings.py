@@ -82,6 +82,15 @@ def _one_of(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _flag(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text not in ("true", "false", "1", "0", "on", "off", "yes", "no"):
+        raise ValueError("must be true or false")
+    return text in ("true", "1", "on", "yes")
+
+
 def _positive_int(raw: Any) -> int:
     if isinstance(raw, (bool, float)):  # YAML's true and 1.9 are not counts
         raise ValueError("must be a whole number")
@@ -234,6 +243,8 @@ class _EnvironmentOnly:
 
 
 PositiveInt = Annotated[int, _rule(_positive_int)]
+Flag = Annotated[bool, _rule(_flag)]
+Names = Annotated[tuple[str, ...], NoDecode, _rule(_id_list)]
 PositiveFloat = Annotated[float, _rule(_positive_float)]
 OptionalStr = Annotated[str | None, _rule(_optional_str)]
 Text = Annotated[str, _rule(_optional_str)]
@@ -414,6 +425,40 @@ class Settings(BaseSettings):
     reconcile_initial_lookback_seconds: PositiveInt = _setting(
         3 * 24 * 3600, "RECONCILE_INITIAL_LOOKBACK_SECONDS", "How far back the first reconciliation reaches"
     )
+    # Outbound: webhooks to the host application, in-process hooks, e-mail receipts (application/outbound.py).
+    outbound_secret_keys: SecretList = _setting(
+        (), "OUTBOUND_SECRET_KEY",
+        "Fernet keys encrypting endpoint secrets at rest, comma-separated (the first encrypts, all decrypt)",
+    )
+    outbound_timeout_seconds: PositiveFloat = _setting(10.0, "OUTBOUND_TIMEOUT_SECONDS", "Timeout of one delivery or SMTP call")
+    outbound_retry_base_seconds: PositiveFloat = _setting(
+        5.0, "OUTBOUND_RETRY_BASE_SECONDS", "First retry of a failed delivery (full-jitter backoff)"
+    )
+    outbound_retry_max_seconds: PositiveFloat = _setting(
+        6 * 3600.0, "OUTBOUND_RETRY_MAX_SECONDS", "Longest wait between retries of a delivery"
+    )
+    outbound_retry_window_seconds: PositiveInt = _setting(
+        3 * 24 * 3600, "OUTBOUND_RETRY_WINDOW_SECONDS", "How long a delivery is retried before it is failed"
+    )
+    outbound_secret_overlap_seconds: PositiveInt = _setting(
+        24 * 3600, "OUTBOUND_SECRET_OVERLAP_SECONDS", "How long a rotated endpoint secret still signs, beside the new one"
+    )
+    outbound_kick_interval_seconds: PositiveInt = _setting(
+        30, "OUTBOUND_KICK_INTERVAL_SECONDS", "How often beat re-sends due deliveries (the safety net)"
+    )
+    outbox_dispatch_on_commit: Flag = _setting(
+        True, "OUTBOX_DISPATCH_ON_COMMIT", "Dispatch the outbox after each commit; off: only beat's kick does"
+    )
+    hook_modules: Names = _setting(
+        (), "HOOK_MODULES", "Modules a worker imports at start, so their application.hooks.on(...) handlers register"
+    )
+    email_receipts: Flag = _setting(False, "EMAIL_RECEIPTS", "E-mail a receipt on credits.granted and credits.revoked")
+    smtp_host: OptionalStr = _setting(None, "SMTP_HOST", "SMTP server for receipts")
+    smtp_port: PositiveInt = _setting(587, "SMTP_PORT", "SMTP port")
+    smtp_username: OptionalStr = _setting(None, "SMTP_USERNAME", "SMTP login")
+    smtp_password: Secret = _setting(None, "SMTP_PASSWORD", "SMTP password")
+    smtp_from: OptionalStr = _setting(None, "SMTP_FROM", "From address of receipts")
+    smtp_starttls: Flag = _setting(True, "SMTP_STARTTLS", "STARTTLS before login")
     manual_payment_expire_after_days: PositiveInt = _setting(
         14, "MANUAL_PAYMENT_EXPIRE_AFTER_DAYS",
         "A manual payment still pending after this many days is expired by the beat (application/manual.py)",
@@ -480,6 +525,8 @@ class Settings(BaseSettings):
                 "CONSUMER_DEAD_AFTER_SECONDS must be at least twice CONSUMER_HEARTBEAT_SECONDS, "
                 "or a live consumer that misses one beat is taken for dead"
             )
+        if self.email_receipts and not (self.smtp_host and self.smtp_from):
+            raise SettingsError("EMAIL_RECEIPTS is on, so SMTP_HOST and SMTP_FROM must be set")
         if self.retry_backoff_max_seconds >= self.broker_visibility_timeout:
             raise SettingsError(
                 "RETRY_BACKOFF_MAX_SECONDS must stay below BROKER_VISIBILITY_TIMEOUT "

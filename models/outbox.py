@@ -57,10 +57,11 @@ _ADD = text(
 )
 
 
-def add(session: Session, messages: Sequence[Message]) -> None:
-    """Write messages in the caller's transaction (one statement; an id already written is skipped)."""
-    if messages:
-        session.execute(
+def add(session: Session, messages: Sequence[Message]) -> int:
+    """Write messages in the caller's transaction (one statement; an id already written is skipped); how many were new."""
+    if not messages:
+        return 0
+    return session.execute(
             _ADD,
             {
                 "ids": [m.message_id for m in messages],
@@ -68,4 +69,4 @@ def add(session: Session, messages: Sequence[Message]) -> None:
                 "users": [m.user_id for m in messages],
                 "data": [orjson.dumps(m.data).decode() for m in messages],
             },
-        )
+        ).rowcount

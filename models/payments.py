@@ -51,6 +51,7 @@ class PaymentRow:
     credits_taken_back: int = 0
     credits_frozen: int = 0
     last_event_created_at: datetime | None = None
+    customer_email: str | None = field(default=None, repr=False)  # for e-mail receipts only
 
     def changed(self, **fields) -> PaymentRow:
         """A copy with these fields changed: ``dataclasses.replace`` without re-running ``__init__``.

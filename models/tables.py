@@ -100,6 +100,9 @@ class Payment(Base):
     credits_frozen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Provider `created` of the newest event applied to this payment.
     last_event_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The buyer's address from the provider's event, for e-mail receipts only: never logged,
+    # never in an outbox message, a metric or an error report.
+    customer_email: Mapped[str | None] = mapped_column(String(320))
     # The recovery sweep's lease: not looked up at the provider again before this.
     next_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
@@ -322,3 +325,74 @@ class Job(Base):
     )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookEndpoint(Base):
+    """Where the host application wants outbound webhooks, and which types (application/endpoints.py)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (CheckConstraint("status IN ('enabled', 'disabled')", name="status"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(255))
+    # Message types it wants; ["*"] for every type.
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
+    status: Mapped[str] = mapped_column(String(16), default="enabled", server_default="enabled")
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    # Fernet tokens (OUTBOUND_SECRET_KEY), never the secret itself.
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    # The secret before the last rotation, also signed with until it expires.
+    previous_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class OutboundDelivery(Base):
+    """One outbox message for one consumer (an endpoint, the e-mail receipt, an in-process hook).
+
+    A worker leases a due delivery (``lease_until``) before it tries it, so a
+    killed worker's delivery is due again once the lease runs out.
+    """
+
+    __tablename__ = "outbound_deliveries"
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "consumer"),
+        Index("ix_outbound_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index(None, "endpoint_id", "created_at"),
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox_messages.id", ondelete="CASCADE"))
+    # "webhook:<endpoint id>", "email" or "hook:<name>"
+    consumer: Mapped[str] = mapped_column(String(255))
+    endpoint_id: Mapped[int | None] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = _now()
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Retried until then (OUTBOUND_RETRY_WINDOW_SECONDS from creation or replay), then failed.
+    give_up_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OutboundAttempt(Base):
+    """The delivery log: one row per attempt, with what the consumer answered and how long it took."""
+
+    __tablename__ = "outbound_attempts"
+    __table_args__ = (Index(None, "delivery_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("outbound_deliveries.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered, retry, failed, gone
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = _now()

@@ -15,7 +15,7 @@ wins over it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -73,6 +73,8 @@ class Purchase:
     package_id: str | None = None
     # None: not in the event (the provider's API can list them); (): there are none.
     line_items: tuple[LineItem, ...] | None = None
+    # The buyer's address, kept for e-mail receipts only (never in a repr, a log line or a message).
+    email: str | None = field(default=None, repr=False, compare=False)
 
 
 # -- a payment's life before the money ------------------------------------------

@@ -787,7 +787,7 @@ def order_outcome(order: dict) -> Change:
             "an order to authorize, not to capture: payhooks captures CAPTURE orders only"
         )
     unit = _first(order.get("purchase_units"))
-    purchase = _unit_purchase(unit)
+    purchase = replace(_unit_purchase(unit), email=_payer_email(order))
     capture = _latest_capture(unit)
     if capture is not None:
         return _capture_change(capture, order_id, purchase)
@@ -941,6 +941,13 @@ def translate(event: ProviderEvent) -> Change:
     return handler(event)
 
 
+def _payer_email(order: dict) -> str | None:
+    """The buyer's address on an order (``payer.email_address``), for e-mail receipts only."""
+    payer = order.get("payer")
+    email = payer.get("email_address") if isinstance(payer, dict) else None
+    return email if isinstance(email, str) and email else None
+
+
 def _capture_change(capture: dict, order_id: str | None, order_purchase: Purchase | None) -> Change:
     capture_id = _required_id(capture, "capture")
     ref = PaymentRef(session_id=order_id, payment_id=capture_id)
@@ -956,6 +963,7 @@ def _capture_change(capture: dict, order_id: str | None, order_purchase: Purchas
             currency=order_purchase.currency,
             package_id=purchase.package_id or order_purchase.package_id,
             line_items=(),
+            email=order_purchase.email,
         )
     else:  # PayPal lists no line items to look up; the capture's amount is the price
         purchase = replace(

@@ -395,6 +395,7 @@ def _checkout(session: dict) -> tuple[PaymentRef, Purchase]:
         currency=_currency(session.get("currency")),
         package_id=_str(metadata.get("package_id")),
         line_items=_line_items(session.get("line_items")),
+        email=_email(session.get("customer_details")),
     )
 
 
@@ -416,6 +417,7 @@ def _intent_purchase(intent: dict) -> Purchase:
         currency=_currency(intent.get("currency")),
         package_id=_str(metadata.get("package_id")),
         line_items=(),  # a PaymentIntent has no line items: nothing to look up
+        email=_str(intent.get("receipt_email")),
     )
 
 
@@ -484,6 +486,11 @@ def _user_id(value: object) -> str | None:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _email(details: object) -> str | None:
+    """``customer_details.email``: what the buyer typed at checkout."""
+    return _str(details.get("email")) if isinstance(details, dict) else None
 
 
 def _first(items: object) -> dict:

@@ -11,9 +11,11 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.routing import IntegerConverter
 
 from application.dlq import DeadLetterNotFoundError
+from application.endpoints import EndpointNotFoundError
 from application.jobs import JobNotFoundError, JobNotQueuedError
 from application.manual import IdempotencyConflictError, MarkRefusedError
 from application.tracker import ConflictError, InvalidRequestError, NotFoundError
+from infra.settings import SettingsError
 from models.dead_letters import Filters
 from models.enums import DeadLetterStatus
 from models.ledger import InsufficientCreditsError
@@ -103,8 +105,14 @@ def invalid_for_tracker(exc: InvalidRequestError):
 @blueprint.errorhandler(DeadLetterNotFoundError)
 @blueprint.errorhandler(JobNotFoundError)
 @blueprint.errorhandler(ProviderNotFoundError)
+@blueprint.errorhandler(EndpointNotFoundError)
 def not_found(exc: Exception):
     return error(404, "not_found", str(exc))
+
+
+@blueprint.errorhandler(SettingsError)
+def not_configured(exc: SettingsError):
+    return error(503, "not_configured", str(exc))
 
 
 @blueprint.errorhandler(ConflictError)
@@ -354,3 +362,66 @@ def show_job(job_id: int):
 def discard_dead_letter(dead_letter_id: int):
     body = _body(schemas.DiscardDeadLetter)
     return reply(responses.DeadLetter, services().dead_letters.discard(dead_letter_id, _actor(), body.reason))
+
+
+# -- outbound webhook endpoints ------------------------------------------------------
+
+
+@blueprint.get("/webhook-endpoints")
+def list_endpoints():
+    return reply(responses.WebhookEndpointList, {"endpoints": services().outbound.endpoints.list()})
+
+
+@blueprint.post("/webhook-endpoints")
+def create_endpoint():
+    """201 with the endpoint and its signing secret, shown this once."""
+    body = _body(schemas.CreateEndpoint)
+    endpoint, secret = services().outbound.endpoints.add(body.url, list(body.event_types), body.description)
+    return reply(responses.WebhookEndpointWithSecret, {**endpoint, "secret": secret}), 201
+
+
+@blueprint.get("/webhook-endpoints/<id:endpoint_id>")
+def show_endpoint(endpoint_id: int):
+    return reply(responses.WebhookEndpoint, services().outbound.endpoints.get(endpoint_id))
+
+
+@blueprint.post("/webhook-endpoints/<id:endpoint_id>/disable")
+def disable_endpoint(endpoint_id: int):
+    body = _body(schemas.DisableEndpoint) if request.content_length else schemas.DisableEndpoint()
+    return reply(responses.WebhookEndpoint, services().outbound.endpoints.set_enabled(endpoint_id, False, body.reason))
+
+
+@blueprint.post("/webhook-endpoints/<id:endpoint_id>/enable")
+def enable_endpoint(endpoint_id: int):
+    return reply(responses.WebhookEndpoint, services().outbound.endpoints.set_enabled(endpoint_id, True))
+
+
+@blueprint.post("/webhook-endpoints/<id:endpoint_id>/rotate-secret")
+def rotate_endpoint_secret(endpoint_id: int):
+    """The new secret, shown this once; the old one is signed with too until previous_secret_expires_at."""
+    endpoint, secret = services().outbound.endpoints.rotate_secret(endpoint_id)
+    return reply(responses.WebhookEndpointWithSecret, {**endpoint, "secret": secret})
+
+
+@blueprint.post("/webhook-endpoints/<id:endpoint_id>/test")
+def test_endpoint(endpoint_id: int):
+    svc = services()
+    delivery_id = svc.outbound.endpoints.test(endpoint_id)
+    svc.send_deliveries([delivery_id])
+    return reply(responses.TestDelivery, {"delivery_id": delivery_id}), 202
+
+
+@blueprint.get("/webhook-endpoints/<id:endpoint_id>/deliveries")
+def endpoint_deliveries(endpoint_id: int):
+    return reply(responses.DeliveryList, {"deliveries": services().outbound.endpoints.deliveries(endpoint_id)})
+
+
+@blueprint.post("/webhook-endpoints/<id:endpoint_id>/replay")
+def replay_deliveries(endpoint_id: int):
+    body = _body(schemas.ReplayDeliveries)
+    svc = services()
+    outbound = svc.outbound
+    ids = [i for i in outbound.replayable(endpoint_id, message_id=body.message_id, since=body.since, until=body.until)
+           if outbound.reopen(i)]
+    svc.send_deliveries(ids)
+    return reply(responses.Replayed, {"replayed": len(ids), "delivery_ids": ids}), 202

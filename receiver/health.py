@@ -12,12 +12,13 @@ from flask import Blueprint, Response
 from sqlalchemy import func, select
 
 from infra import metrics
+from models import outbound
 from models.enums import DeadLetterStatus, EventStatus, PaymentStatus
-from models.tables import DeadLetter, Payment, WebhookEvent
+from models.tables import DeadLetter, OutboxMessage, Payment, WebhookEvent
 from receiver.auth import bearer_matches, unauthorized
 from receiver.services import services
 from transport import queue
-from workers.queues import MAINTENANCE_QUEUE, WEBHOOKS_QUEUE
+from workers.queues import MAINTENANCE_QUEUE, OUTBOUND_QUEUE, WEBHOOKS_QUEUE
 
 blueprint = Blueprint("health", __name__)
 
@@ -62,7 +63,7 @@ def prometheus_metrics():
 def _state_collector(svc) -> metrics.StateCollector:
     def queue_depth():
         client = svc.publisher.client
-        depths = {(name,): float(client.llen(name)) for name in (WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)}
+        depths = {(name,): float(client.llen(name)) for name in (WEBHOOKS_QUEUE, MAINTENANCE_QUEUE, OUTBOUND_QUEUE)}
         depths[("events",)] = float(queue.depth(client))
         depths[("claimed",)] = float(queue.claimed(client))
         depths[("parked",)] = float(queue.parked(client))
@@ -75,8 +76,33 @@ def _state_collector(svc) -> metrics.StateCollector:
 
         return probe
 
+    def deliveries():
+        with svc.database.transaction() as session:
+            by_status, _ = outbound.counts(session)
+        return {(status,): float(count) for status, count in by_status.items()}
+
+    def oldest_pending():
+        with svc.database.transaction() as session:
+            _, age = outbound.counts(session)
+        return {(): age}
+
     return metrics.StateCollector(
         {
+            "payhooks_outbound_deliveries": (
+                "Outbound deliveries (webhooks, e-mail receipts, hooks) by status: pending, delivered, failed",
+                deliveries,
+                ["status"],
+            ),
+            "payhooks_outbound_oldest_pending_age_seconds": (
+                "Age of the oldest outbox message with a delivery still pending (0 if none)",
+                oldest_pending,
+                [],
+            ),
+            "payhooks_outbox_undispatched": (
+                "Outbox messages not yet fanned out to their consumers",
+                count(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.dispatched_at.is_(None))),
+                [],
+            ),
             "payhooks_queue_depth": ("Events and messages waiting in each queue (events: provider deliveries; claimed: taken by a consumer, not yet committed; parked: could be neither applied nor dead-lettered, see OPERATIONS.md)", queue_depth, ["queue"]),
             "payhooks_dead_letters_open": (
                 "Dead letters waiting for an operator",

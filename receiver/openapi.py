@@ -23,11 +23,13 @@ RESPONSE_MODELS = (
     responses.Error, responses.Credits, responses.Ledger, responses.SpendResult, responses.Checkout,
     responses.PaymentSummary, responses.Payment, responses.PaymentList, responses.Verification, responses.Stats,
     responses.DeadLetter, responses.DeadLetterDetail, responses.DeadLetterList, responses.ReplayResult,
-    responses.DryRun, responses.Job,
+    responses.DryRun, responses.Job, responses.WebhookEndpoint, responses.WebhookEndpointWithSecret,
+    responses.WebhookEndpointList, responses.DeliveryList, responses.TestDelivery, responses.Replayed,
 )
 BODY_MODELS = (schemas.CreatePayment, schemas.CreateCheckout, schemas.Spend, schemas.VerifyPayment,
                schemas.ReplayDeadLetters, schemas.DiscardDeadLetter, schemas.CreateManualPayment,
-               schemas.MarkPaid, schemas.MarkUnpaid, schemas.RefundManual)
+               schemas.MarkPaid, schemas.MarkUnpaid, schemas.RefundManual, schemas.CreateEndpoint,
+               schemas.DisableEndpoint, schemas.ReplayDeliveries)
 PARAMETER_MODELS = (schemas.Page, schemas.ListPayments, schemas.StatsQuery, schemas.ListDeadLetters,
                     schemas.CheckoutHeaders)
 
@@ -209,6 +211,44 @@ def openapi_document(packages: tuple[str, ...] = ()) -> dict:
                 "post": _operation("Close a dead letter without replaying it", {"200": _response("DeadLetter", "closed")},
                                    path=[("dead_letter_id", ROW_ID)], body=schemas.DiscardDeadLetter,
                                    extra={"404": "no such dead letter"})
+            },
+            "/api/webhook-endpoints": {
+                "get": _operation("Outbound webhook endpoints (never their secrets)", {"200": _response("WebhookEndpointList", "all")}),
+                "post": _operation("Add an endpoint for these message types; its signing secret is in the answer, once",
+                                   {"201": _response("WebhookEndpointWithSecret", "added")}, body=schemas.CreateEndpoint,
+                                   extra={"503": "OUTBOUND_SECRET_KEY not set"}),
+            },
+            "/api/webhook-endpoints/{endpoint_id}": {
+                "get": _operation("One endpoint", {"200": _response("WebhookEndpoint", "it")},
+                                  path=[("endpoint_id", ROW_ID)], extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/disable": {
+                "post": _operation("Stop delivering to an endpoint", {"200": _response("WebhookEndpoint", "disabled")},
+                                   path=[("endpoint_id", ROW_ID)], body=schemas.DisableEndpoint, extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/enable": {
+                "post": _operation("Deliver to an endpoint again (replay what failed meanwhile)",
+                                   {"200": _response("WebhookEndpoint", "enabled")},
+                                   path=[("endpoint_id", ROW_ID)], extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/rotate-secret": {
+                "post": _operation("A new signing secret, in the answer once; the old one signs too until previous_secret_expires_at",
+                                   {"200": _response("WebhookEndpointWithSecret", "rotated")},
+                                   path=[("endpoint_id", ROW_ID)], extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/test": {
+                "post": _operation("Send a webhook.test message to this endpoint through the normal delivery path",
+                                   {"202": _response("TestDelivery", "queued for a worker")},
+                                   path=[("endpoint_id", ROW_ID)], extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/deliveries": {
+                "get": _operation("The endpoint's most recent deliveries, newest first", {"200": _response("DeliveryList", "deliveries")},
+                                  path=[("endpoint_id", ROW_ID)], extra={"404": "no such endpoint"})
+            },
+            "/api/webhook-endpoints/{endpoint_id}/replay": {
+                "post": _operation("Deliver again one message, or every failed one written in [since, until)",
+                                   {"202": _response("Replayed", "queued for a worker")},
+                                   path=[("endpoint_id", ROW_ID)], body=schemas.ReplayDeliveries, extra={"404": "no such endpoint"})
             },
             "/api/stats": {
                 "get": _operation("Totals: money spent and refunded, credits purchased, taken back and spent, payments by status",

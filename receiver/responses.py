@@ -260,3 +260,53 @@ class Job(Response):
     updated_at: Time
     started_at: Time | None
     finished_at: Time | None
+
+
+# -- outbound webhook endpoints ---------------------------------------------------------
+
+
+class WebhookEndpoint(Response):
+    """An endpoint of the host application (never its secret)."""
+
+    id: int
+    url: str
+    description: str | None
+    event_types: list[str]
+    status: str
+    disabled_reason: str | None
+    previous_secret_expires_at: Time | None = Field(description="until then the previous secret signs too")
+    created_at: Time | None
+    updated_at: Time | None
+
+
+class WebhookEndpointWithSecret(WebhookEndpoint):
+    secret: str = Field(description="whsec_…: shown this once")
+
+
+class WebhookEndpointList(Response):
+    endpoints: list[WebhookEndpoint]
+
+
+class Delivery(Response):
+    id: int
+    message_id: str
+    type: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: Time
+    delivered_at: Time | None
+    created_at: Time
+
+
+class DeliveryList(Response):
+    deliveries: list[Delivery]
+
+
+class TestDelivery(Response):
+    delivery_id: int
+
+
+class Replayed(Response):
+    replayed: int
+    delivery_ids: list[int]

@@ -267,3 +267,29 @@ class RefundManual(Strict):
     amount_cents: Amount | None = None
     reason: Reason | None = None
 
+# -- outbound webhook endpoints -----------------------------------------------------
+
+MessageTypeName = Literal[
+    "credits.granted", "credits.revoked", "credits.restored", "payment.status_changed",
+    "subscription.changed", "dead_letter.created", "*",
+]
+
+
+class CreateEndpoint(Strict):
+    """A webhook endpoint of the host application and the message types it wants ("*": all)."""
+
+    url: Url
+    event_types: Annotated[list[MessageTypeName], Field(min_length=1, max_length=16)]
+    description: Text255 | None = None
+
+
+class DisableEndpoint(Strict):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=NOT_BLANK)] | None = None
+
+
+class ReplayDeliveries(Strict):
+    """Deliver again one message (message_id, whatever became of it) or every failed one written in [since, until)."""
+
+    message_id: Annotated[str, StringConstraints(pattern=r"^msg_[0-9a-f]{24}$")] | None = None
+    since: Moment | None = None
+    until: Moment | None = None

@@ -7,12 +7,13 @@ from flask import current_app
 from application.dlq import DeadLetters
 from application.jobs import Jobs
 from application.manual import ManualPayments
+from application.outbound import Outbound
 from application.tracker import PaymentTracker
 from application.unit import UnitOfWork, unit_of_work
 from infra.settings import Settings
 from models.db import Database
 from transport import queue
-from workers.queues import REPLAY_DEAD_LETTERS
+from workers.queues import DELIVER, REPLAY_DEAD_LETTERS
 
 
 class Services:
@@ -73,13 +74,26 @@ class Services:
     def jobs(self) -> Jobs:
         return Jobs(self.unit, self._enqueue_job)
 
-    def _enqueue_job(self, job_id: int) -> None:
-        """Hand a job to a worker through the broker, as any Celery client does."""
+    @property
+    def celery(self):
+        """A Celery client, to hand work to the workers through the broker."""
         if self._celery is None:
             from workers.celery_app import make_celery
 
             self._celery = make_celery(self.settings)
-        self._celery.send_task(REPLAY_DEAD_LETTERS, (job_id,), argsrepr=repr((job_id,)))
+        return self._celery
+
+    def _enqueue_job(self, job_id: int) -> None:
+        self.celery.send_task(REPLAY_DEAD_LETTERS, (job_id,), argsrepr=repr((job_id,)))
+
+    @property
+    def outbound(self) -> Outbound:
+        return Outbound(self.database, self.settings)
+
+    def send_deliveries(self, delivery_ids: list[int]) -> None:
+        """Ask the workers to try these deliveries now (the outbound queue)."""
+        if delivery_ids:
+            self.celery.send_task(DELIVER, (list(delivery_ids),), argsrepr=repr((list(delivery_ids),)))
 
     @property
     def tracker(self) -> PaymentTracker:

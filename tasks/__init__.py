@@ -1,3 +1,3 @@
 """Celery tasks: thin glue from a message to the domain, and the retry decision."""
 
-from tasks import events, jobs, maintenance  # noqa: F401  (registers the tasks)
+from tasks import events, jobs, maintenance, outbound  # noqa: F401  (registers the tasks)

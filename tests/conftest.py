@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 
 import pytest
@@ -25,6 +26,8 @@ PRIMARY_SECRET = canaries.WEBHOOK_SECRET
 ROTATED_SECRET = canaries.ROTATED_WEBHOOK_SECRET
 API_TOKEN = canaries.API_TOKEN
 STRIPE_API_KEY = canaries.STRIPE_API_KEY
+# A Fernet key (32 bytes, url-safe base64) for endpoint secrets at rest.
+OUTBOUND_SECRET_KEY = base64.urlsafe_b64encode(b"payhooks-tests-outbound-key-32b!").decode()
 
 # Every table the models define, so a new table is cleaned without anyone remembering to.
 TABLES = tuple(Base.metadata.tables)
@@ -166,6 +169,12 @@ def settings_env(test_services, paypal_fake) -> dict[str, str]:
         "CONSUMER_HEARTBEAT_SECONDS": "0.5",
         "CONSUMER_DEAD_AFTER_SECONDS": "3",
         "CONSUMER_RETRY_MAX_SECONDS": "1",
+        # Outbound webhooks: retried within a second or two, a lease of 3 × 1 + 5 s.
+        "OUTBOUND_SECRET_KEY": OUTBOUND_SECRET_KEY,
+        "OUTBOUND_TIMEOUT_SECONDS": "1",
+        "OUTBOUND_RETRY_BASE_SECONDS": "0.2",
+        "OUTBOUND_RETRY_MAX_SECONDS": "1",
+        "OUTBOUND_KICK_INTERVAL_SECONDS": "1",
     }
 
 
@@ -186,7 +195,7 @@ def redis_client(test_services) -> redis.Redis:
     return redis.Redis.from_url(test_services.redis_url)
 
 
-BROKER_KEYS = ("webhooks", "maintenance", "unacked", "unacked_index", "payhooks:events", "payhooks:events:parked")
+BROKER_KEYS = ("webhooks", "maintenance", "outbound", "unacked", "unacked_index", "payhooks:events", "payhooks:events:parked")
 
 
 @pytest.fixture(autouse=True)

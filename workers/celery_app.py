@@ -34,15 +34,19 @@ from celery import Celery, bootsteps
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 from kombu import Queue
 
+from application import hooks
 from infra import metrics
 from infra.logs import configure_logging
 from infra.settings import Settings
 from transport.queue import Claims
 from workers.consumer import Consumer, rejected_item
 from workers.queues import (
+    DISPATCH_OUTBOX,
     EXPIRE_MANUAL_PAYMENTS,
+    KICK_OUTBOUND,
     LOOK_UP_SESSION,
     MAINTENANCE_QUEUE,
+    OUTBOUND_QUEUE,
     PRUNE_INBOX,
     RECONCILE_EVENTS,
     RETRY_HELD_EVENTS,
@@ -79,6 +83,7 @@ def celery_config(settings: Settings) -> dict:
         "task_queues": [
             Queue(WEBHOOKS_QUEUE, routing_key=WEBHOOKS_QUEUE),
             Queue(MAINTENANCE_QUEUE, routing_key=MAINTENANCE_QUEUE),
+            Queue(OUTBOUND_QUEUE, routing_key=OUTBOUND_QUEUE),
         ],
         "task_routes": ROUTES,
         "imports": ["tasks"],
@@ -94,9 +99,9 @@ def celery_config(settings: Settings) -> dict:
 def beat_schedule(settings: Settings) -> dict:
     """Periodic work. Each task is safe if a second beat runs by mistake (rows are claimed with SKIP LOCKED)."""
 
-    def every(task: str, seconds: int) -> dict:
+    def every(task: str, seconds: int, queue: str = MAINTENANCE_QUEUE) -> dict:
         # A run that could not start within its interval is dropped: the next one does the same work.
-        return {"task": task, "schedule": float(seconds), "options": {"queue": MAINTENANCE_QUEUE, "expires": seconds}}
+        return {"task": task, "schedule": float(seconds), "options": {"queue": queue, "expires": seconds}}
 
     return {
         "retry-held-events": every(RETRY_HELD_EVENTS, settings.held_retry_interval_seconds),
@@ -104,6 +109,7 @@ def beat_schedule(settings: Settings) -> dict:
         "reconcile-events": every(RECONCILE_EVENTS, settings.reconcile_interval_seconds),
         "prune-inbox": every(PRUNE_INBOX, settings.retention_interval_seconds),
         "expire-manual-payments": every(EXPIRE_MANUAL_PAYMENTS, settings.sweep_interval_seconds),
+        "kick-outbound": every(KICK_OUTBOUND, settings.outbound_kick_interval_seconds, OUTBOUND_QUEUE),
     }
 
 
@@ -169,6 +175,15 @@ def make_celery(settings: Settings) -> Celery:
             app.send_task(LOOK_UP_SESSION, (provider, session_id), argsrepr=repr((provider, session_id)))
 
     runtime.follow_ups.append(schedule_lookups)
+
+    def schedule_dispatch(report) -> None:
+        """After commit: fan the batch's outbox messages out to their consumers."""
+        if report.announced and runtime.dispatch_requested():
+            app.send_task(DISPATCH_OUTBOX, (), argsrepr="()")
+
+    if settings.outbox_dispatch_on_commit:
+        runtime.follow_ups.append(schedule_dispatch)
+    hooks.load(settings.hook_modules)
 
     @worker_process_init.connect(weak=False)
     def _after_fork(**_: object) -> None:

@@ -771,3 +771,154 @@ def payments_expire_manual(dry_run: bool) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- outbound webhooks ------------------------------------------------------------------
+
+
+def _outbound():
+    from application.outbound import Outbound
+    from models.db import Database
+
+    settings = _settings()
+    url = settings.require("database_url", "webhook endpoints live in PostgreSQL")
+    return Outbound(Database(url, pool_size=1), settings)
+
+
+def _send_deliveries(delivery_ids) -> None:
+    from workers.celery_app import make_celery
+    from workers.queues import DELIVER
+
+    celery = make_celery(_settings())
+    for i in range(0, len(delivery_ids), 100):
+        chunk = list(delivery_ids[i:i + 100])
+        celery.send_task(DELIVER, (chunk,), argsrepr=repr((chunk,)))
+
+
+def _endpoint_call(fn, *args):
+    from application.endpoints import EndpointNotFoundError
+
+    try:
+        return fn(*args)
+    except (EndpointNotFoundError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _show_endpoint(endpoint: dict) -> None:
+    reason = f" ({endpoint['disabled_reason']})" if endpoint["disabled_reason"] else ""
+    click.echo(f"{endpoint['id']:>5}  {endpoint['status']:<8} {redact_url(endpoint['url'])}  "
+               f"{','.join(endpoint['event_types'])}{reason}")
+
+
+@main.group()
+def endpoints() -> None:
+    """Outbound webhook endpoints of the host application."""
+
+
+@endpoints.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of a table.")
+def endpoints_list(as_json: bool) -> None:
+    """Every endpoint, its status and the message types it wants (never its secret)."""
+    import json
+
+    found = _endpoint_call(_outbound().endpoints.list)
+    if as_json:
+        click.echo(json.dumps({"endpoints": found}, indent=2))
+        return
+    for endpoint in found:
+        _show_endpoint(endpoint)
+    click.echo(f"{len(found)} endpoints")
+
+
+@endpoints.command("add")
+@click.argument("url")
+@click.option("--type", "types", multiple=True, required=True, metavar="TYPE",
+              help="A message type it wants (credits.granted, credits.revoked, …; * for all); repeat for more.")
+@click.option("--description", default=None)
+def endpoints_add(url: str, types: tuple[str, ...], description: str | None) -> None:
+    """Add an endpoint; prints its signing secret, once: give it to the receiver now."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from receiver.schemas import CreateEndpoint
+
+    try:
+        TypeAdapter(CreateEndpoint).validate_python({"url": url, "event_types": list(types), "description": description})
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid endpoint: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    endpoint, secret = _endpoint_call(_outbound().endpoints.add, url, list(types), description)
+    _show_endpoint(endpoint)
+    click.echo(f"signing secret (shown once): {secret}")
+
+
+@endpoints.command("disable")
+@click.argument("endpoint_id", type=int)
+@click.option("--reason", default=None, help="Kept on the endpoint.")
+def endpoints_disable(endpoint_id: int, reason: str | None) -> None:
+    """Stop delivering to an endpoint; its messages fail and can be replayed once it is enabled."""
+    _show_endpoint(_endpoint_call(_outbound().endpoints.set_enabled, endpoint_id, False, reason))
+
+
+@endpoints.command("enable")
+@click.argument("endpoint_id", type=int)
+def endpoints_enable(endpoint_id: int) -> None:
+    """Deliver to an endpoint again (then `payhooks outbox replay` what failed meanwhile)."""
+    _show_endpoint(_endpoint_call(_outbound().endpoints.set_enabled, endpoint_id, True))
+
+
+@endpoints.command("rotate-secret")
+@click.argument("endpoint_id", type=int)
+def endpoints_rotate_secret(endpoint_id: int) -> None:
+    """A new signing secret, printed once; the old one signs too for OUTBOUND_SECRET_OVERLAP_SECONDS."""
+    endpoint, secret = _endpoint_call(_outbound().endpoints.rotate_secret, endpoint_id)
+    click.echo(f"new signing secret (shown once): {secret}")
+    click.echo(f"the previous secret is signed with too until {endpoint['previous_secret_expires_at']}")
+
+
+@endpoints.command("test")
+@click.argument("endpoint_id", type=int)
+def endpoints_test(endpoint_id: int) -> None:
+    """Send a webhook.test message to one endpoint through the workers."""
+    delivery_id = _endpoint_call(_outbound().endpoints.test, endpoint_id)
+    _send_deliveries([delivery_id])
+    click.echo(f"delivery {delivery_id} queued; see `payhooks endpoints deliveries {endpoint_id}`")
+
+
+@endpoints.command("deliveries")
+@click.argument("endpoint_id", type=int)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+def endpoints_deliveries(endpoint_id: int, limit: int) -> None:
+    """An endpoint's most recent deliveries: message id, type, status, attempts, last error."""
+    for d in _endpoint_call(_outbound().endpoints.deliveries, endpoint_id, limit):
+        click.echo(f"{d['id']:>7}  {d['message_id']}  {d['type']:<24} {d['status']:<9} "
+                   f"attempts {d['attempts']:<3} {d['last_error'] or ''}")
+
+
+@main.group()
+def outbox() -> None:
+    """The outbox: what the host application is told."""
+
+
+@outbox.command("replay")
+@click.option("--endpoint", "endpoint_id", type=int, required=True, help="The endpoint to deliver to again.")
+@click.option("--message", "message_id", default=None, metavar="MSG_ID",
+              help="Just this message (whatever became of it), instead of every failed one.")
+@click.option("--since", default=None, metavar="DURATION|ISO", help="Messages written at or after: 2h, 3d, or an ISO time.")
+@click.option("--until", default=None, metavar="DURATION|ISO", help="Messages written before: 2h, 3d, or an ISO time.")
+@click.option("--dry-run", is_flag=True, help="Count them, replay nothing.")
+def outbox_replay(endpoint_id: int, message_id: str | None, since: str | None, until: str | None, dry_run: bool) -> None:
+    """Deliver again one message, or every failed delivery to an endpoint over a time range."""
+    outbound = _outbound()
+    window = {"message_id": message_id, "since": _since(since) if since else None,
+              "until": _since(until) if until else None}
+    ids = _endpoint_call(lambda: outbound.replayable(endpoint_id, **window))
+    if dry_run:
+        click.echo(f"{len(ids)} deliveries would be replayed")
+        return
+    reopened = []
+    with click.progressbar(ids, label=f"replaying to endpoint {endpoint_id}", file=sys.stderr) as bar:
+        for delivery_id in bar:
+            if outbound.reopen(delivery_id):
+                reopened.append(delivery_id)
+    _send_deliveries(reopened)
+    skipped = len(ids) - len(reopened)
+    click.echo(f"{len(reopened)} deliveries queued again" + (f" ({skipped} being tried right now, left alone)" if skipped else ""))

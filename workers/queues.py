@@ -9,6 +9,9 @@ apply one event through Celery; renaming a name here strands queued messages.
 
 WEBHOOKS_QUEUE = "webhooks"
 MAINTENANCE_QUEUE = "maintenance"  # sweeps, reconciliation, replay, lookups, pruning
+# Telling the host application (application/outbound.py): its own queue, so a slow
+# endpoint delays webhooks to the application, never provider events or sweeps.
+OUTBOUND_QUEUE = "outbound"
 
 PROCESS_EVENT = "payhooks.process_event"
 RETRY_HELD_EVENTS = "payhooks.retry_held_events"
@@ -18,8 +21,12 @@ RECONCILE_EVENTS = "payhooks.reconcile_events"
 PRUNE_INBOX = "payhooks.prune_inbox"
 EXPIRE_MANUAL_PAYMENTS = "payhooks.expire_manual_payments"
 REPLAY_DEAD_LETTERS = "payhooks.replay_dead_letters"  # a bulk replay job (application/jobs.py)
+DISPATCH_OUTBOX = "payhooks.outbound.dispatch"
+DELIVER = "payhooks.outbound.deliver"
+KICK_OUTBOUND = "payhooks.outbound.kick"
 
 ROUTES = {
     PROCESS_EVENT: {"queue": WEBHOOKS_QUEUE, "routing_key": WEBHOOKS_QUEUE},
+    "payhooks.outbound.*": {"queue": OUTBOUND_QUEUE, "routing_key": OUTBOUND_QUEUE},
     "payhooks.*": {"queue": MAINTENANCE_QUEUE, "routing_key": MAINTENANCE_QUEUE},
 }

@@ -11,6 +11,7 @@ import logging
 import redis
 
 from application.dlq import DeadLetters
+from application.outbound import Outbound
 from application.recovery import Recovery
 from application.unit import UnitOfWork, unit_of_work
 from infra.settings import Settings
@@ -29,6 +30,7 @@ class Runtime:
         self._unit: UnitOfWork | None = None
         self._redis: redis.Redis | None = None
         self._paypal_api: PayPalAPI | None = None
+        self._outbound: Outbound | None = None
         self.follow_ups: list = []  # after-commit hooks the Celery app adds (lookups)
 
     @property
@@ -52,6 +54,27 @@ class Runtime:
             # Long enough for a blocking claim (1 s) with margin; the consumer retries on its own.
             self._redis = queue.connect(url, timeout=10.0)
         return self._redis
+
+    @property
+    def outbound(self) -> Outbound:
+        """Outbox fan-out and delivery (webhooks, e-mail receipts, in-process hooks)."""
+        if self._outbound is None:
+            self._outbound = Outbound(self.db, self.settings)
+        return self._outbound
+
+    DISPATCH_FLAG = "payhooks:outbox:dispatch-requested"
+
+    def dispatch_requested(self, requested: bool = True) -> bool:
+        """Coalesce dispatch requests: True if this call is the one that should send the task.
+
+        Set by batches after commit (at most one dispatch message waits at a time), cleared
+        by the dispatch task when it starts. Expires, so a lost message costs seconds at most
+        (beat's kick dispatches anyway).
+        """
+        if not requested:
+            self.redis.delete(self.DISPATCH_FLAG)
+            return False
+        return bool(self.redis.set(self.DISPATCH_FLAG, b"1", nx=True, ex=10))
 
     def recovery(self) -> Recovery:
         """Sweeps, reconciliation and verify; StripeNotConfiguredError without STRIPE_API_KEY."""
@@ -94,3 +117,4 @@ class Runtime:
         self._unit = None
         self._redis = None
         self._paypal_api = None
+        self._outbound = None

@@ -143,7 +143,7 @@ def celery_worker(env: dict[str, str], *, concurrency: int = 2, name: str = "wor
         name,
         [
             str(BIN / "celery"), "-A", "workers", "worker",
-            "--queues", "webhooks,maintenance",
+            "--queues", "webhooks,maintenance,outbound",
             "--concurrency", str(concurrency),
             "--pool", "prefork",
             "--loglevel", "INFO",

@@ -513,3 +513,13 @@ def test_look_up_of_an_order_with_no_capture_yet_is_refused_not_looped():
     api = _CaptureAPI(order=pe.order("ORDLOOKUP0000003", status="APPROVED"), refuse=True)
     with pytest.raises(ProviderRequestError, match="no capture"):
         paypal.look_up(api, "ORDLOOKUP0000003")
+def test_an_approved_orders_payer_address_is_carried_for_receipts_but_never_shown():
+    from providers import paypal as paypal_provider
+    from tests.support import canaries
+
+    order = {"id": "ORDER1", "intent": "CAPTURE", "status": "APPROVED", "payer": {"email_address": canaries.EMAIL},
+             "purchase_units": [{"amount": {"currency_code": "USD", "value": "48.00"},
+                                 "payments": {"captures": [{"id": "CAP1", "status": "COMPLETED",
+                                                            "amount": {"currency_code": "USD", "value": "48.00"}}]}}]}
+    change = paypal_provider.order_outcome(order)
+    assert change.purchase.email == canaries.EMAIL and "c4n4ry" not in repr(change)

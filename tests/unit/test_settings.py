@@ -143,6 +143,10 @@ INT_VARS = [
     ("RETENTION_PAYLOAD_DAYS", "retention_payload_days", "14", 14),
     ("RETENTION_INBOX_DAYS", "retention_inbox_days", "60", 60),
     ("RETENTION_INTERVAL_SECONDS", "retention_interval_seconds", "600", 600),
+    ("OUTBOUND_RETRY_WINDOW_SECONDS", "outbound_retry_window_seconds", "7200", 7200),
+    ("OUTBOUND_SECRET_OVERLAP_SECONDS", "outbound_secret_overlap_seconds", "600", 600),
+    ("OUTBOUND_KICK_INTERVAL_SECONDS", "outbound_kick_interval_seconds", "15", 15),
+    ("SMTP_PORT", "smtp_port", "2525", 2525),
 ]
 FLOAT_VARS = [
     ("PUBLISH_TIMEOUT_SECONDS", "publish_timeout_seconds", "1.25", 1.25),
@@ -155,6 +159,9 @@ FLOAT_VARS = [
     ("CONSUMER_RETRY_MAX_SECONDS", "consumer_retry_max_seconds", "2.5", 2.5),
     ("DATABASE_LOCK_TIMEOUT_SECONDS", "database_lock_timeout_seconds", "0.25", 0.25),
     ("REQUEST_BODY_TIMEOUT_SECONDS", "request_body_timeout_seconds", "7.5", 7.5),
+    ("OUTBOUND_TIMEOUT_SECONDS", "outbound_timeout_seconds", "2.5", 2.5),
+    ("OUTBOUND_RETRY_BASE_SECONDS", "outbound_retry_base_seconds", "0.5", 0.5),
+    ("OUTBOUND_RETRY_MAX_SECONDS", "outbound_retry_max_seconds", "60.5", 60.5),
 ]
 NUMERIC_VARS = INT_VARS + FLOAT_VARS
 
@@ -336,7 +343,7 @@ def test_config_file_may_not_hold_secrets_or_urls(tmp_path, key, var):
 def test_the_file_may_hold_every_setting_but_secrets_and_connections():
     secret_or_connection = {
         "database_url", "redis_url", "metrics_dir", "stripe_webhook_secrets", "stripe_api_key", "api_token",
-        "sentry_dsn", "metrics_token", "paypal_client_secret",
+        "sentry_dsn", "metrics_token", "paypal_client_secret", "outbound_secret_keys", "smtp_password",
     }
     assert FILE_SETTINGS == set(Settings.model_fields) - secret_or_connection
 

@@ -1393,3 +1393,17 @@ def test_an_invalid_value_is_described_by_its_shape_not_echoed(event_type, obj, 
 def test_a_bad_created_time_is_described_not_echoed():
     with pytest.raises(InvalidEventError, match="created is not a unix time: a string of 27 characters"):
         parse_event(encode({**event("charge.refunded", stripe_object("charge")), "created": LEAKY}))
+
+
+def test_the_buyers_address_is_carried_for_receipts_but_never_shown():
+    from providers.stripe import translate as stripe_translate
+    from tests.support import canaries
+    from tests.support.apply import parsed
+    from tests.support.stripe_events import checkout_session, event, payment_intent
+
+    change = stripe_translate(parsed(event("checkout.session.completed", checkout_session(user_id="u", credits="1"))))
+    assert change.purchase.email == canaries.EMAIL
+    assert "c4n4ry" not in repr(change)
+    intent = payment_intent("pi_receipt", "succeeded", metadata={"user_id": "u", "credits": "1"})
+    assert intent["receipt_email"] == canaries.EMAIL  # the fixture's canary
+    assert stripe_translate(parsed(event("payment_intent.succeeded", intent))).purchase.email == canaries.EMAIL

@@ -1,6 +1,6 @@
 """manual payments: who moved a payment's status, and why
 
-Revision ID: 0009
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-29
 
@@ -12,7 +12,7 @@ a manual mark, with the reason given.
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0009'
+revision = '0008'
 down_revision = '0007'
 branch_labels = None
 depends_on = None
