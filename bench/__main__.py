@@ -57,6 +57,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     e2e.add_argument("--events", type=int, default=2000, help="events to post (default 2000)")
     e2e.add_argument("--post-connections", type=int, default=16, help="posting connections (default 16)")
     e2e.add_argument("--worker-concurrency", type=int, default=2, help="celery --concurrency (default 2)")
+    e2e.add_argument("--prefill", type=int, default=0, metavar="N",
+                     help="also run payhooks on a database pre-filled with N rows per table (e.g. 1000000)")
+    e2e.add_argument("--hot-user", action="store_true",
+                     help="also run payhooks with every event of a round for one user")
     e2e.add_argument("--stall", type=float, default=60.0,
                      help="give up when no event was processed for this long (default 60 s; "
                           "900 s after the last POST at most)")
@@ -113,22 +117,6 @@ def print_receiver(report) -> None:
         print(f"  WARNING: {report.errors} failed requests")
 
 
-def print_e2e(report) -> None:
-    print(f"\ne2e — {report.events:,} events, PostgreSQL: {report.postgres}, "
-          f"one INSERT + COMMIT takes {report.commit_ms:.1f} ms here")
-    print(f"  posting (receiver answers)   {report.post.rps:>8,.0f} req/s   "
-          f"p50 {report.post.p50_ms:.2f} ms, p99 {report.post.p99_ms:.2f} ms, errors {report.post.errors}")
-    print(f"  end to end (all applied)     {report.rate:>8,.0f} events/s "
-          f"({report.processed:,} in {report.seconds:.2f} s)")
-    print(f"  worker after last POST       {report.drain_rate:>8,.0f} events/s "
-          f"(DESIGN.md: Celery c=2 ≈ 750, consumer floor ≈ 1,690)")
-    print(f"  worker CPU per event         {report.worker_cpu_ms:>8.1f} ms       "
-          f"(Celery parent + pool children)")
-    for name, (found, expected) in report.checks.items():
-        mark = "ok" if found == expected else "FAILED"
-        print(f"  {name:<28} {found:>10,}  expected {expected:,}  {mark}")
-
-
 def _interrupt(signum, frame):
     """SIGTERM unwinds like Ctrl-C, so every `finally` stops the processes it started."""
     raise KeyboardInterrupt
@@ -161,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if receiver_report:
         print_receiver(receiver_report)
     if e2e_report:
-        print_e2e(e2e_report)
+        e2e.print_report(e2e_report)
     if attack_reports:
         attack.print_reports(attack_reports)
     if aof_report:

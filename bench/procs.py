@@ -37,8 +37,12 @@ class Group:
         return process
 
     def celery_worker(self, name: str, argv: list[str], env: dict[str, str]) -> Process:
-        process = self.start(name, argv, env)
-        wait_until(lambda: process.saw(" ready.") or _exited(process), 60, 0.1, f"{name} ready")
+        return self.wait_ready(self.start(name, argv, env))
+
+    @staticmethod
+    def wait_ready(process: Process) -> Process:
+        """Wait until a Celery worker logs that it is ready."""
+        wait_until(lambda: process.saw(" ready.") or _exited(process), 60, 0.1, f"{process.name} ready")
         return process
 
     def stop(self) -> None:
