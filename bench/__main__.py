@@ -22,13 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+COMMANDS = ("receiver", "e2e", "latency", "scale", "costs", "attack", "aof", "all")
 MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a whole run
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "aof", "all"), default="all")
+    parser.add_argument("command", nargs="?", choices=COMMANDS, default="all")
     parser.add_argument("--web-concurrency", type=int, default=2, metavar="N",
                         help="gunicorn worker processes, receiver and floor alike (default 2)")
     parser.add_argument("--worker-class", choices=("sync", "gevent", "gthread"), default=None,
@@ -64,6 +65,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     e2e.add_argument("--stall", type=float, default=60.0,
                      help="give up when no event was processed for this long (default 60 s; "
                           "900 s after the last POST at most)")
+    latency = parser.add_argument_group("latency")
+    latency.add_argument("--trickle-rate", type=float, default=5.0, help="events/s of the trickle (default 5)")
+    latency.add_argument("--latency-seconds", type=float, default=20.0,
+                         help="length of each paced phase (default 20)")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= MAX_SECONDS or not 0 <= args.warmup <= MAX_SECONDS:
         parser.error(f"--seconds and --warmup must be within (0, {MAX_SECONDS}]")
@@ -125,12 +130,12 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from bench import aof, attack, e2e, receiver
+    from bench import aof, attack, e2e, latency, receiver
 
     started = datetime.datetime.now(datetime.UTC)
     print(f"payhooks bench {args.command} — {started:%Y-%m-%d %H:%M} UTC — {revision()} — {machine()}",
           flush=True)
-    receiver_report = e2e_report = None
+    receiver_report = e2e_report = latency_report = None
     attack_reports = []
     aof_report = None
     try:
@@ -142,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             receiver_report = receiver.run(args)
         if args.command in ("e2e", "all"):
             e2e_report = e2e.run(args)
+        if args.command in ("latency", "all"):
+            capacity = e2e_report.series["payhooks"].median("rate") if e2e_report else None
+            latency_report = latency.run(args, capacity)
     except KeyboardInterrupt:
         print("interrupted; the processes the bench started are stopped", file=sys.stderr)
         return 130
@@ -150,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print_receiver(receiver_report)
     if e2e_report:
         e2e.print_report(e2e_report)
+    if latency_report:
+        latency.print_report(latency_report)
     if attack_reports:
         attack.print_reports(attack_reports)
     if aof_report:
