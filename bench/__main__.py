@@ -130,12 +130,12 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from bench import aof, attack, e2e, latency, receiver
+    from bench import aof, attack, e2e, latency, receiver, scale
 
     started = datetime.datetime.now(datetime.UTC)
     print(f"payhooks bench {args.command} — {started:%Y-%m-%d %H:%M} UTC — {revision()} — {machine()}",
           flush=True)
-    receiver_report = e2e_report = latency_report = None
+    receiver_report = e2e_report = latency_report = scale_report = None
     attack_reports = []
     aof_report = None
     try:
@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("latency", "all"):
             capacity = e2e_report.series["payhooks"].median("rate") if e2e_report else None
             latency_report = latency.run(args, capacity)
+        if args.command in ("scale", "all"):
+            scale_report = scale.run(args)
     except KeyboardInterrupt:
         print("interrupted; the processes the bench started are stopped", file=sys.stderr)
         return 130
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         e2e.print_report(e2e_report)
     if latency_report:
         latency.print_report(latency_report)
+    if scale_report:
+        scale.print_report(scale_report)
     if attack_reports:
         attack.print_reports(attack_reports)
     if aof_report:

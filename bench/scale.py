@@ -1,0 +1,73 @@
+"""Scale out: 1, 2, 4 worker processes draining the same queue into the same PostgreSQL.
+
+Each worker process is a Celery worker of its own, as the Procfile's ``worker``
+runs it with ``WORKER_CONCURRENCY=1`` (a parent and one pool child holding one
+batch consumer). For each count the workers are started, ``--events`` items
+are released to them (bench/drain.py) and timed to the last grant, and the
+workers are stopped. Rounds alternate the order (1 2 4, 4 2 1, ...); medians.
+On one 2-core box the workers share the cores with PostgreSQL and Redis, so
+past two processes the figure shows the box saturating, not the design.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+import redis
+
+from bench import drain
+from bench.procs import group
+from bench.stacks import Payhooks
+
+COUNTS = (1, 2, 4)
+
+
+@dataclass
+class ScaleReport:
+    events: int
+    drains: dict[int, list[drain.Drain]] = field(default_factory=dict)
+
+    def median(self, count: int, attribute: str) -> float:
+        return statistics.median(getattr(d, attribute) for d in self.drains[count])
+
+
+def run(args) -> ScaleReport:
+    print(f"scale: {args.events} events drained by 1, 2, 4 Celery workers (--concurrency 1 each), "
+          f"{args.rounds} rounds", flush=True)
+    report = ScaleReport(args.events, {count: [] for count in COUNTS})
+    with group() as processes:
+        system = Payhooks(processes, args.web_concurrency, name="scale")
+        try:
+            system.start(workers=0, receiver=False)
+            client = redis.Redis.from_url(system.stack.redis_url)
+            for number in range(args.rounds):
+                for count in COUNTS if number % 2 == 0 else COUNTS[::-1]:
+                    system.start_workers(count, 1)
+                    drain.fill(client, args.events)
+                    result = drain.drain(system, client, args.events, stall=args.stall)
+                    system.stop_workers()
+                    report.drains[count].append(result)
+                    print(f"  {count} worker{'s' if count > 1 else ' '} {result.rate:8,.0f} events/s  "
+                          f"({result.granted:,} in {result.seconds:.2f} s, first grant after "
+                          f"{result.first_ms:.0f} ms)  worker CPU {result.worker_cpu_ms:5.2f} ms/event  "
+                          f"PostgreSQL CPU {result.pg_cpu_ms:5.2f} ms/event", flush=True)
+        finally:
+            processes.stop()
+            system.close()
+    return report
+
+
+def print_report(report: ScaleReport) -> None:
+    one = report.median(1, "rate")
+    print(f"\nscale — {report.events:,} queued events drained, Celery workers of --concurrency 1, medians of "
+          f"{len(report.drains[1])} alternated rounds")
+    print(f"  {'workers':<10}{'events/s':>10}{'vs 1':>7}{'worker CPU ms/ev':>18}{'PG CPU ms/ev':>14}")
+    for count in COUNTS:
+        print(f"  {count:<10}{report.median(count, 'rate'):>10,.0f}{report.median(count, 'rate') / one:>7.2f}"
+              f"{report.median(count, 'worker_cpu_ms'):>18.2f}{report.median(count, 'pg_cpu_ms'):>14.2f}")
+
+
+def summary(report: ScaleReport) -> list[tuple[str, str, str]]:
+    rates = " → ".join(f"{report.median(count, 'rate'):,.0f}" for count in COUNTS)
+    return [("drain, 1 → 2 → 4 worker processes (events/s)", rates, "reported")]
