@@ -69,6 +69,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     latency.add_argument("--trickle-rate", type=float, default=5.0, help="events/s of the trickle (default 5)")
     latency.add_argument("--latency-seconds", type=float, default=20.0,
                          help="length of each paced phase (default 20)")
+    parser.add_argument("--costs-seconds", type=float, default=3.0,
+                        help="costs: how long to time PostgreSQL's commit rate (default 3)")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= MAX_SECONDS or not 0 <= args.warmup <= MAX_SECONDS:
         parser.error(f"--seconds and --warmup must be within (0, {MAX_SECONDS}]")
@@ -130,12 +132,12 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from bench import aof, attack, e2e, latency, receiver, scale
+    from bench import aof, attack, costs, e2e, latency, receiver, scale
 
     started = datetime.datetime.now(datetime.UTC)
     print(f"payhooks bench {args.command} — {started:%Y-%m-%d %H:%M} UTC — {revision()} — {machine()}",
           flush=True)
-    receiver_report = e2e_report = latency_report = scale_report = None
+    receiver_report = e2e_report = latency_report = scale_report = costs_report = None
     attack_reports = []
     aof_report = None
     try:
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             latency_report = latency.run(args, capacity)
         if args.command in ("scale", "all"):
             scale_report = scale.run(args)
+        if args.command in ("costs", "all"):
+            costs_report = costs.run(args)
     except KeyboardInterrupt:
         print("interrupted; the processes the bench started are stopped", file=sys.stderr)
         return 130
@@ -164,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         latency.print_report(latency_report)
     if scale_report:
         scale.print_report(scale_report)
+    if costs_report:
+        hot = e2e_report.series.get("payhooks hot user") if e2e_report else None
+        costs.print_report(costs_report, hot.median("rate") if hot else None)
     if attack_reports:
         attack.print_reports(attack_reports)
     if aof_report:
