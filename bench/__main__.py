@@ -23,7 +23,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 COMMANDS = ("receiver", "e2e", "latency", "scale", "costs", "attack", "aof", "all")
+ALL_PREFILL = 1_000_000
 MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a whole run
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(part) for part in text.split(","))
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("positive counts, comma-separated")
+    return counts
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,10 +66,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     e2e.add_argument("--events", type=int, default=2000, help="events to post (default 2000)")
     e2e.add_argument("--post-connections", type=int, default=16, help="posting connections (default 16)")
     e2e.add_argument("--worker-concurrency", type=int, default=2, help="celery --concurrency (default 2)")
-    e2e.add_argument("--prefill", type=int, default=0, metavar="N",
-                     help="also run payhooks on a database pre-filled with N rows per table (e.g. 1000000)")
+    e2e.add_argument("--prefill", type=int, default=None, metavar="N",
+                     help="also run payhooks on a database pre-filled with N rows per table "
+                          f"(all: {ALL_PREFILL:,} unless given; 0: not)")
     e2e.add_argument("--hot-user", action="store_true",
-                     help="also run payhooks with every event of a round for one user")
+                     help="also run payhooks with every event of a round for one user (all: always)")
     e2e.add_argument("--stall", type=float, default=60.0,
                      help="give up when no event was processed for this long (default 60 s; "
                           "900 s after the last POST at most)")
@@ -69,6 +78,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     latency.add_argument("--trickle-rate", type=float, default=5.0, help="events/s of the trickle (default 5)")
     latency.add_argument("--latency-seconds", type=float, default=20.0,
                          help="length of each paced phase (default 20)")
+    parser.add_argument("--scale-workers", type=_counts, default=(1, 2, 4), metavar="1,2,4",
+                        help="scale: worker process counts to compare (default 1,2,4)")
     parser.add_argument("--costs-seconds", type=float, default=3.0,
                         help="costs: how long to time PostgreSQL's commit rate (default 3)")
     args = parser.parse_args(argv)
@@ -76,7 +87,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--seconds and --warmup must be within (0, {MAX_SECONDS}]")
     counts = ("rounds", "connections", "events", "post_connections", "worker_concurrency",
               "web_concurrency")
-    if any(getattr(args, name) < 1 for name in counts) or args.stall <= 0:
+    if args.command == "all":
+        args.hot_user = True
+        args.prefill = ALL_PREFILL if args.prefill is None else args.prefill
+    args.prefill = args.prefill or 0
+    if any(getattr(args, name) < 1 for name in counts) or args.stall <= 0 or args.prefill < 0:
         parser.error("counts, and --stall, must be positive")
     return args
 
@@ -122,6 +137,16 @@ def print_receiver(report) -> None:
           f"less sensitive to other load on the machine)")
     if report.errors:
         print(f"  WARNING: {report.errors} failed requests")
+
+
+def print_summary(args, started: datetime.datetime, rows: list[tuple[str, str, str]]) -> None:
+    """One Markdown table of the headline figures, to paste into BENCHMARKS.md."""
+    minutes = (datetime.datetime.now(datetime.UTC) - started).total_seconds() / 60
+    print(f"\nsummary — `python -m bench {' '.join(sys.argv[1:]) or 'all'}`, {started:%Y-%m-%d %H:%M} UTC, "
+          f"{revision()}, {machine()}, {minutes:.1f} min")
+    print("\n| figure | value | goal |\n|---|---|---|")
+    for figure, value, goal in rows:
+        print(f"| {figure} | {value} | {goal} |")
 
 
 def _interrupt(signum, frame):
@@ -171,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     if costs_report:
         hot = e2e_report.series.get("payhooks hot user") if e2e_report else None
         costs.print_report(costs_report, hot.median("rate") if hot else None)
+    rows = [row for module, report in ((receiver, receiver_report), (e2e, e2e_report), (latency, latency_report),
+                                       (scale, scale_report), (costs, costs_report)) if report
+            for row in module.summary(report)]
+    if rows:
+        print_summary(args, started, rows)
     if attack_reports:
         attack.print_reports(attack_reports)
     if aof_report:

@@ -128,8 +128,9 @@ def run(args) -> CostsReport:
             system.start_workers(1, 1)
             name = system.db.info.dbname
             with psycopg.connect(plain_dsn(system.stack._admin_url), autocommit=True) as admin:
-                # What the worker did at start reaches pg_stat_database before the window opens.
-                time.sleep(PGSTAT_IDLE_FLUSH_SECONDS)
+                if _sessions(admin, name) > 1:
+                    # The worker opened sessions at start: let their counters reach pg_stat_database first.
+                    time.sleep(PGSTAT_IDLE_FLUSH_SECONDS)
                 _reconnect(system, admin, name)
                 pg_before, statements_before = _pg_database(admin, name), _statements(system.db, statements)
                 counted = system.db = _Counted(system.db)
@@ -189,14 +190,16 @@ def _reconnect(system: Payhooks, admin: psycopg.Connection, name: str, timeout: 
     A backend flushes its counters to pg_stat_database as it exits.
     """
     system.db.close()
+    time.sleep(0.05)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]
-        if not left:
-            break
+    while _sessions(admin, name) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)
     system.db = psycopg.connect(plain_dsn(system.stack.database_url), autocommit=True)
+
+
+def _sessions(admin: psycopg.Connection, name: str) -> int:
+    return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)).fetchone()[0]
 
 
 def _pg_database(admin: psycopg.Connection, name: str) -> dict[str, float]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psutil
@@ -182,19 +183,21 @@ def run(args) -> E2EReport:
         payhooks = Payhooks(processes, args.web_concurrency)
         systems: list = [payhooks]
         try:
-            payhooks.start(concurrency=args.worker_concurrency)
+            payhooks.open()
             peer = Peer(processes, payhooks.stack._admin_url, args.web_concurrency)
             systems.append(peer)
-            peer.start()
             plan = [("payhooks", payhooks, False), ("peer", peer, False)]
-            prefill_seconds = 0.0
+            starting = [lambda: payhooks.launch(concurrency=args.worker_concurrency), peer.start]
             if args.prefill:
                 filled = Payhooks(processes, args.web_concurrency, name="prefilled")
                 systems.append(filled)
-                filled.start(concurrency=args.worker_concurrency)
-                prefill_seconds = prefill.fill(filled.db, args.prefill)
-                print(f"  prefilled {args.prefill:,} rows per table in {prefill_seconds:.0f} s", flush=True)
+                starting.append(lambda: _prefilled(filled, args.prefill, args.worker_concurrency))
                 plan.append((f"payhooks prefilled {prefill.short(args.prefill)}", filled, False))
+            with ThreadPoolExecutor(len(starting)) as pool:  # the systems start side by side
+                started = [pool.submit(start) for start in starting]
+            prefill_seconds = started[-1].result() if args.prefill else 0.0
+            for future in started:
+                future.result()
             if args.hot_user:
                 plan.append(("payhooks hot user", payhooks, True))
             series = {label: Series(label) for label, _, _ in plan}
@@ -211,8 +214,17 @@ def run(args) -> E2EReport:
                              series=series, prefilled=args.prefill, prefill_seconds=prefill_seconds)
         finally:
             processes.stop()
-            for system in reversed(systems):
-                system.close()
+            with ThreadPoolExecutor(len(systems)) as pool:
+                list(pool.map(lambda system: system.close(), systems))
+
+
+def _prefilled(system: Payhooks, rows: int, concurrency: int) -> float:
+    """Start a payhooks whose database holds `rows` rows per table first; the seconds the fill took."""
+    system.open()
+    seconds = prefill.fill(system.db, rows)
+    print(f"  prefilled {rows:,} rows per table in {seconds:.0f} s", flush=True)
+    system.launch(concurrency=concurrency)
+    return seconds
 
 
 def print_report(report: E2EReport) -> None:

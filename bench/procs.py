@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -45,9 +48,19 @@ class Group:
         wait_until(lambda: process.saw(" ready.") or _exited(process), 60, 0.1, f"{process.name} ready")
         return process
 
-    def stop(self) -> None:
-        while self.processes:
-            self.processes.pop().stop(timeout=15)
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to all at once (newest first), then wait; SIGKILL whatever is left at the deadline."""
+        processes, self.processes = self.processes[::-1], []
+        for process in processes:
+            process.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            if process.proc is None:
+                continue
+            try:
+                process.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @contextlib.contextmanager

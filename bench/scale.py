@@ -20,12 +20,11 @@ from bench import drain
 from bench.procs import group
 from bench.stacks import Payhooks
 
-COUNTS = (1, 2, 4)
-
 
 @dataclass
 class ScaleReport:
     events: int
+    counts: tuple[int, ...]
     drains: dict[int, list[drain.Drain]] = field(default_factory=dict)
 
     def median(self, count: int, attribute: str) -> float:
@@ -33,16 +32,17 @@ class ScaleReport:
 
 
 def run(args) -> ScaleReport:
-    print(f"scale: {args.events} events drained by 1, 2, 4 Celery workers (--concurrency 1 each), "
-          f"{args.rounds} rounds", flush=True)
-    report = ScaleReport(args.events, {count: [] for count in COUNTS})
+    counts = args.scale_workers
+    print(f"scale: {args.events} events drained by {', '.join(map(str, counts))} Celery workers "
+          f"(--concurrency 1 each), {args.rounds} rounds", flush=True)
+    report = ScaleReport(args.events, counts, {count: [] for count in counts})
     with group() as processes:
         system = Payhooks(processes, args.web_concurrency, name="scale")
         try:
             system.start(workers=0, receiver=False)
             client = redis.Redis.from_url(system.stack.redis_url)
             for number in range(args.rounds):
-                for count in COUNTS if number % 2 == 0 else COUNTS[::-1]:
+                for count in counts if number % 2 == 0 else counts[::-1]:
                     system.start_workers(count, 1)
                     drain.fill(client, args.events)
                     result = drain.drain(system, client, args.events, stall=args.stall)
@@ -59,15 +59,16 @@ def run(args) -> ScaleReport:
 
 
 def print_report(report: ScaleReport) -> None:
-    one = report.median(1, "rate")
+    one = report.median(report.counts[0], "rate")
     print(f"\nscale — {report.events:,} queued events drained, Celery workers of --concurrency 1, medians of "
-          f"{len(report.drains[1])} alternated rounds")
-    print(f"  {'workers':<10}{'events/s':>10}{'vs 1':>7}{'worker CPU ms/ev':>18}{'PG CPU ms/ev':>14}")
-    for count in COUNTS:
+          f"{len(report.drains[report.counts[0]])} alternated rounds")
+    print(f"  {'workers':<10}{'events/s':>10}{f'vs {report.counts[0]}':>7}{'worker CPU ms/ev':>18}{'PG CPU ms/ev':>14}")
+    for count in report.counts:
         print(f"  {count:<10}{report.median(count, 'rate'):>10,.0f}{report.median(count, 'rate') / one:>7.2f}"
               f"{report.median(count, 'worker_cpu_ms'):>18.2f}{report.median(count, 'pg_cpu_ms'):>14.2f}")
 
 
 def summary(report: ScaleReport) -> list[tuple[str, str, str]]:
-    rates = " → ".join(f"{report.median(count, 'rate'):,.0f}" for count in COUNTS)
-    return [("drain, 1 → 2 → 4 worker processes (events/s)", rates, "reported")]
+    rates = " → ".join(f"{report.median(count, 'rate'):,.0f}" for count in report.counts)
+    counts = " → ".join(map(str, report.counts))
+    return [(f"drain, {counts} worker processes (events/s)", rates, "reported")]

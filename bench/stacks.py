@@ -63,8 +63,16 @@ class Payhooks:
     workers: list[Process] = field(default_factory=list)
 
     def start(self, *, workers: int = 1, concurrency: int = 2, receiver: bool = True) -> Payhooks:
+        return self.open().launch(workers=workers, concurrency=concurrency, receiver=receiver)
+
+    def open(self) -> Payhooks:
+        """The database (created and migrated) and the Redis."""
         self.stack = services.start()
         self.db = psycopg.connect(plain_dsn(self.stack.database_url), autocommit=True)
+        return self
+
+    def launch(self, *, workers: int = 1, concurrency: int = 2, receiver: bool = True) -> Payhooks:
+        """The receiver and the workers, once each answers."""
         if receiver:
             port = free_port()
             self.web = self.processes.http_server(f"{self.name}-web", [
