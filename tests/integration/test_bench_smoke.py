@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.processes import ROOT, keep_output, service_env
 
+SMALL = ["--web-concurrency", "1", "--worker-concurrency", "1"]
 # Each mode, its tiny arguments, and lines its report must contain.
 MODES = {
     "e2e": (["--events", "20", "--rounds", "1", "--post-connections", "4", "--prefill", "100", "--hot-user"],
@@ -28,7 +29,7 @@ MODES = {
 def test_every_bench_mode_runs_and_prints_its_figures():
     # The four at once: each starts its own databases, Redis and processes on free ports.
     running = {
-        mode: subprocess.Popen([sys.executable, "-m", "bench", mode, *arguments], cwd=ROOT, env=service_env({}),
+        mode: subprocess.Popen([sys.executable, "-m", "bench", mode, *SMALL, *arguments], cwd=ROOT, env=service_env({}),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for mode, (arguments, _) in MODES.items()
     }
