@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psutil
+import redis
 
 from bench import load, prefill
 from bench.procs import SECRET, group
@@ -85,6 +86,7 @@ class E2EReport:
     series: dict[str, Series]
     prefilled: int = 0
     prefill_seconds: float = 0.0
+    drained: dict[str, list] = field(default_factory=dict)  # label -> drain.Drain per round (with --prefill)
 
     @property
     def ok(self) -> bool:
@@ -92,6 +94,15 @@ class E2EReport:
 
     def ratio(self, a: str, b: str, attribute: str = "rate") -> float:
         return self.series[a].median(attribute) / self.series[b].median(attribute)
+
+    def drained_median(self, label: str, attribute: str) -> float:
+        return statistics.median(getattr(d, attribute) for d in self.drained[label])
+
+    def drained_cost_ratio(self, label: str) -> float:
+        """Worker + PostgreSQL CPU per event, prefilled over empty, at full batches."""
+        cost = lambda name: (self.drained_median(name, "worker_cpu_ms")  # noqa: E731
+                             + self.drained_median(name, "pg_cpu_ms"))
+        return cost(label) / cost("payhooks")
 
 
 def events(n: int, tag: str, *, hot: bool = False) -> tuple[list[bytes], list[str], list[str]]:
@@ -107,9 +118,14 @@ def events(n: int, tag: str, *, hot: bool = False) -> tuple[list[bytes], list[st
 
 
 def pg_backend_cpu(db) -> dict[int, float]:
-    """CPU seconds of each PostgreSQL backend connected to this database (but our own)."""
+    """CPU seconds of each client backend connected to this database (but our own).
+
+    Autovacuum workers are left out: they visit a small, growing table after
+    nearly every round and a large one rarely, which says nothing per event.
+    """
     pids = [row[0] for row in db.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend'")]
     seconds = {}
     for pid in pids:
         try:
@@ -201,6 +217,8 @@ def run(args) -> E2EReport:
             if args.hot_user:
                 plan.append(("payhooks hot user", payhooks, True))
             series = {label: Series(label) for label, _, _ in plan}
+            drained = {label: [] for label, system, _ in plan if args.prefill and isinstance(system, Payhooks)
+                       and label != "payhooks hot user"}
             for label, system, hot in plan:  # warm-up: connections, caches, the first fork
                 run_round(system, f"{label} (warm-up)", min(200, args.events), connections=args.post_connections,
                           stall=args.stall, hot=hot)
@@ -209,13 +227,29 @@ def run(args) -> E2EReport:
                 for label, system, hot in order:
                     series[label].rounds.append(run_round(
                         system, label, args.events, connections=args.post_connections, stall=args.stall, hot=hot))
+                for label, system, _ in order:
+                    if label in drained:
+                        drained[label].append(_drain(system, label, args.events, args.stall))
             return E2EReport(events=args.events, connections=args.post_connections,
                              concurrency=args.worker_concurrency, postgres=payhooks.stack.postgres_origin,
-                             series=series, prefilled=args.prefill, prefill_seconds=prefill_seconds)
+                             series=series, prefilled=args.prefill, prefill_seconds=prefill_seconds,
+                             drained=drained)
         finally:
             processes.stop()
             with ThreadPoolExecutor(len(systems)) as pool:
                 list(pool.map(lambda system: system.close(), systems))
+
+
+def _drain(system: Payhooks, label: str, n: int, stall: float):
+    """The per-event cost at full batches: n items queued at once, drained by the idle workers."""
+    from bench import drain
+
+    client = redis.Redis.from_url(system.stack.redis_url)
+    drain.fill(client, n)
+    result = drain.drain(system, client, n, stall=stall)
+    print(f"  {label + ', drained':<24} {result.rate:8,.0f} events/s  worker CPU {result.worker_cpu_ms:5.2f} ms/event  "
+          f"PostgreSQL CPU {result.pg_cpu_ms:5.2f} ms/event", flush=True)
+    return result
 
 
 def _prefilled(system: Payhooks, rows: int, concurrency: int) -> float:
@@ -244,10 +278,15 @@ def print_report(report: E2EReport) -> None:
           f"(Celery parent + pool children, psutil; goal ≤ 1.5 ms)")
     for s in report.series.values():
         if s.label.startswith("payhooks prefilled"):
-            print(f"  prefilled / empty: worker CPU per event {report.ratio(s.label, 'payhooks', 'app_cpu_ms'):.0%}, "
-                  f"PostgreSQL CPU per event {report.ratio(s.label, 'payhooks', 'pg_cpu_ms'):.0%}, "
-                  f"events/s {report.ratio(s.label, 'payhooks'):.0%}  (goal: cost within 10%; "
-                  f"{report.prefilled:,} rows filled in {report.prefill_seconds:.0f} s)")
+            print(f"  prefilled / empty, end to end: worker CPU per event "
+                  f"{report.ratio(s.label, 'payhooks', 'app_cpu_ms'):.0%}, PostgreSQL CPU per event "
+                  f"{report.ratio(s.label, 'payhooks', 'pg_cpu_ms'):.0%}, events/s {report.ratio(s.label, 'payhooks'):.0%}"
+                  f"  ({report.prefilled:,} rows per table, filled in {report.prefill_seconds:.0f} s)")
+            ratio = lambda attribute: (report.drained_median(s.label, attribute)  # noqa: E731
+                                       / report.drained_median("payhooks", attribute))
+            print(f"  prefilled / empty, queue drained (full batches): worker CPU per event {ratio('worker_cpu_ms'):.0%}, "
+                  f"PostgreSQL CPU per event {ratio('pg_cpu_ms'):.0%}, both {report.drained_cost_ratio(s.label):.0%}, "
+                  f"events/s {ratio('rate'):.0%}  (goal: cost within 10%)")
         if s.label == "payhooks hot user":
             print(f"  hot user / spread users: events/s {report.ratio(s.label, 'payhooks'):.0%}, "
                   f"worker CPU per event {report.ratio(s.label, 'payhooks', 'app_cpu_ms'):.0%}")
@@ -270,9 +309,9 @@ def summary(report: E2EReport) -> list[tuple[str, str, str]]:
     ]
     for s in report.series.values():
         if s.label.startswith("payhooks prefilled"):
-            rows.append((f"{s.label} / empty: worker CPU per event",
-                         f"{report.ratio(s.label, 'payhooks', 'app_cpu_ms'):.0%}", "≤ 110%"))
-            rows.append((f"{s.label} / empty: events/s", f"{report.ratio(s.label, 'payhooks'):.0%}", ""))
+            rows.append((f"{s.label} / empty: worker + PostgreSQL CPU per event, drained",
+                         f"{report.drained_cost_ratio(s.label):.0%}", "≤ 110%"))
+            rows.append((f"{s.label} / empty: events/s end to end", f"{report.ratio(s.label, 'payhooks'):.0%}", ""))
         if s.label == "payhooks hot user":
             rows.append(("hot user / spread users: events/s", f"{report.ratio(s.label, 'payhooks'):.0%}", ""))
     return rows

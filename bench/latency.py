@@ -8,8 +8,8 @@ for the previous answer) for ``--latency-seconds``: ``--trickle-rate`` events/s,
 then half the capacity.
 
 For every event: ``sent`` is the wall clock just before its request is written.
-A poller on its own connection reads new ledger rows every 10 ms
-(``SELECT id, user_id, created_at FROM credit_ledger WHERE id > last``):
+A poller on its own connection looks every 10 ms for the ledger rows of the
+users sent and not yet seen (``… WHERE id > mark AND user_id = ANY(pending)``):
 
 * **seen** − sent: the grant was visible (committed) at most one poll interval
   plus one query earlier — resolution ≈ 10 ms, an upper bound;
@@ -89,7 +89,7 @@ def measure(system: Payhooks, label: str, rate: float, seconds: float) -> Phase:
     seen: dict[str, tuple[float, float]] = {}  # user -> (seen, created_at), epoch seconds
     mark = system.mark()
     stop = threading.Event()
-    poller = threading.Thread(target=_poll, args=(system, mark, seen, stop, count), daemon=True)
+    poller = threading.Thread(target=_poll, args=(system, mark, sent, seen, stop, count), daemon=True)
     poller.start()
     errors = asyncio.run(_paced(system.url, bodies, users, rate, sent))
     poller.join(timeout=max(30.0, seconds))
@@ -103,16 +103,21 @@ def measure(system: Payhooks, label: str, rate: float, seconds: float) -> Phase:
     return phase
 
 
-def _poll(system: Payhooks, mark: int, seen: dict, stop: threading.Event, count: int) -> None:
+def _poll(system: Payhooks, mark: int, sent: dict, seen: dict, stop: threading.Event, count: int) -> None:
+    """Look for the grants of the users sent and not yet seen.
+
+    Not "ids above the last one seen": two consumers commit out of id order, and
+    a batch that commits after a later one would be missed.
+    """
     with psycopg.connect(plain_dsn(system.stack.database_url), autocommit=True) as db:
-        last = mark
         while len(seen) < count and not stop.is_set():
-            rows = db.execute("SELECT id, user_id, extract(epoch FROM created_at)::float8 FROM credit_ledger "
-                              "WHERE id > %s ORDER BY id", (last,)).fetchall()
-            now = time.time()
-            for row_id, user, created in rows:
-                seen[user] = (now, created)
-                last = max(last, row_id)
+            pending = [user for user in list(sent) if user not in seen]
+            if pending:
+                rows = db.execute("SELECT user_id, extract(epoch FROM created_at)::float8 FROM credit_ledger "
+                                  "WHERE id > %s AND user_id = ANY(%s)", (mark, pending)).fetchall()
+                now = time.time()
+                for user, created in rows:
+                    seen[user] = (now, created)
             time.sleep(POLL)
 
 

@@ -121,12 +121,6 @@ class Payhooks:
     def granted(self, mark: int) -> int:
         return self.db.execute("SELECT count(*) FROM credit_ledger WHERE id > %s", (mark,)).fetchone()[0]
 
-    def grants(self, mark: int) -> list[tuple[int, str, float]]:
-        """(id, user, created_at as epoch seconds) of each grant after the mark."""
-        return self.db.execute(
-            "SELECT id, user_id, extract(epoch FROM created_at)::float8 FROM credit_ledger "
-            "WHERE id > %s ORDER BY id", (mark,)).fetchall()
-
     def books(self, mark: int, event_ids: list[str], users: list[str], n: int) -> dict[str, tuple[int, int]]:
         """This round's books: every event processed once, one grant each, balances add up."""
         one = lambda sql, *params: self.db.execute(sql, params).fetchone()[0]  # noqa: E731

@@ -13,7 +13,7 @@ SMALL = ["--web-concurrency", "1", "--worker-concurrency", "1"]
 # Each mode, its tiny arguments, and lines its report must contain.
 MODES = {
     "e2e": (["--events", "20", "--rounds", "1", "--post-connections", "4", "--prefill", "100", "--hot-user"],
-            ["payhooks / peer = ", "payhooks worker CPU per event = ", "prefilled / empty: worker CPU per event",
+            ["payhooks / peer = ", "payhooks worker CPU per event = ", "prefilled / empty, queue drained (full batches)",
              "hot user / spread users: events/s", "books: all ok", "| payhooks / peer |"]),
     "latency": (["--events", "20", "--post-connections", "4", "--trickle-rate", "10", "--latency-seconds", "1"],
                 ["latency — POST to grant", "trickle ", "50% of capacity ", "| POST → grant at trickle"]),
