@@ -1,10 +1,14 @@
-"""python -m bench [receiver|e2e|attack|aof|all] [options]   (make bench BENCH_ARGS="...")
+"""python -m bench [receiver|e2e|latency|scale|costs|attack|aof|all] [options]   (make bench BENCH_ARGS="...")
 
 receiver: payhooks' receiver vs its floor (bare Flask: verify + LPUSH), alternated.
+e2e:      payhooks end to end (first POST → last grant) vs the synchronous ORM peer, alternated;
+          --prefill N adds payhooks on a database of N rows per table, --hot-user one user for all.
+latency:  POST-to-grant p50/p90/p99 at a trickle and at half of the measured capacity.
+scale:    1 → 2 → 4 worker processes draining the same queue.
+costs:    per-event CPU of receiver, worker, PostgreSQL and Redis; the model of N hosts.
 aof:      the receiver into Redis with appendfsync everysec vs always, alternated.
-e2e:      N signed events through receiver, Redis and a Celery worker into PostgreSQL.
 attack:   valid deliveries beside slow and idle clients, per gunicorn worker model.
-all:      receiver and e2e (the default).
+all:      receiver, e2e --hot-user --prefill 1000000, latency, scale, costs, and a summary table (the default).
 """
 
 from __future__ import annotations
