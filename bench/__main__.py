@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if scale_report:
         scale.print_report(scale_report)
     if costs_report:
-        hot = e2e_report.series.get("payhooks hot user") if e2e_report else None
-        costs.print_report(costs_report, hot.median("rate") if hot else None)
+        costs.print_report(costs_report, scale_report.hot_rate if scale_report else None,
+                           max(scale_report.counts) if scale_report else 0)
     rows = [row for module, report in ((receiver, receiver_report), (e2e, e2e_report), (latency, latency_report),
                                        (scale, scale_report), (costs, costs_report)) if report
             for row in module.summary(report)]

@@ -256,7 +256,7 @@ def _commit_rate(database_url: str, seconds: float, connections: int = 8) -> flo
     return sum(counts) / (time.perf_counter() - started)
 
 
-def print_report(report: CostsReport, hot_user_rate: float | None = None) -> None:
+def print_report(report: CostsReport, hot_user_rate: float | None = None, hot_workers: int = 0) -> None:
     apply, pg = report.apply, report.pg
     print(f"\ncosts — per event, {report.events:,} events: receiver alone, then one worker (--concurrency 1) alone")
     print(f"  receiver CPU           {report.receiver_cpu_ms:6.2f} ms   (gunicorn master + workers, psutil)")
@@ -279,14 +279,14 @@ def print_report(report: CostsReport, hot_user_rate: float | None = None) -> Non
           f"{', '.join(sorted(SCRIPT_INTERNAL))} run inside EVALSHA)")
     print(f"  PostgreSQL here: one durable commit {report.commit_ms:.2f} ms on one connection; "
           f"{report.commit_rate:,.0f} commits/s on 8")
-    print_model(report, hot_user_rate)
+    print_model(report, hot_user_rate, hot_workers)
 
 
 def model(report: CostsReport) -> tuple[float, dict[str, float]]:
     return report.host_rate, report.ceilings()
 
 
-def print_model(report: CostsReport, hot_user_rate: float | None) -> None:
+def print_model(report: CostsReport, hot_user_rate: float | None, hot_workers: int) -> None:
     apply, cores = report.apply, report.cores
     host, ceilings = model(report)
     per_commit = 1 / report.pg["commits"] if report.pg["commits"] else float("inf")
@@ -300,10 +300,11 @@ def print_model(report: CostsReport, hot_user_rate: float | None) -> None:
           f"{ceilings['PostgreSQL commits']:,.0f} events/s")
     print(f"  Redis:               1,000,000 / {redis_us:.0f} µs = {ceilings['Redis (one thread)']:,.0f} events/s")
     if hot_user_rate:
-        print(f"  one hot user:        {hot_user_rate:,.0f} events/s measured (e2e --hot-user): every batch holding "
-              f"that user's events takes its balance row lock, so those batches commit one after another")
+        print(f"  one hot user:        {hot_user_rate:,.0f} events/s measured (scale: {hot_workers} workers draining "
+              f"one user's events): every batch holding that user's events takes its balance row lock, so those "
+              f"batches commit one after another, however many hosts there are")
     else:
-        print("  one hot user:        run `e2e --hot-user` (or `all`) for the rate one balance row allows")
+        print("  one hot user:        run `scale` (or `all`) for the rate one balance row allows")
     first_name, first = min(ceilings.items(), key=lambda kv: kv[1])
     for hosts in HOSTS:
         reach = min(hosts * host, first)

@@ -18,7 +18,7 @@ MODES = {
     "latency": (["--events", "20", "--post-connections", "4", "--trickle-rate", "10", "--latency-seconds", "1"],
                 ["latency — POST to grant", "trickle ", "50% of capacity ", "| POST → grant at trickle"]),
     "scale": (["--events", "20", "--rounds", "1", "--scale-workers", "1,2"],
-              ["scale — 20 queued events drained", "| drain, 1 → 2 worker processes (events/s) |"]),
+              ["scale — 20 queued events drained", "| drain, 1 → 2 worker processes (events/s) |", "2, one user"]),
     "costs": (["--events", "20", "--post-connections", "4", "--costs-seconds", "0.2"],
               ["worker CPU (Python)", "PostgreSQL commits", "Redis round trips", "model of N hosts",
                "first to saturate:", "| model: one host / first ceiling |"]),
