@@ -223,6 +223,9 @@ def run(args) -> E2EReport:
                 run_round(system, f"{label} (warm-up)", min(200, args.events), connections=args.post_connections,
                           stall=args.stall, hot=hot)
             for number in range(args.rounds):
+                for system in systems:
+                    if isinstance(system, Payhooks):
+                        system.analyze()
                 order = plan if number % 2 == 0 else plan[::-1]
                 for label, system, hot in order:
                     series[label].rounds.append(run_round(
