@@ -34,11 +34,17 @@ def test_every_bench_mode_runs_and_prints_its_figures():
         for mode, (arguments, _) in MODES.items()
     }
     failures = []
-    for mode, process in running.items():
-        stdout, stderr = process.communicate(timeout=120)
-        keep_output(["bench", mode], stdout, stderr)
-        missing = [line for line in MODES[mode][1] if line not in stdout]
-        if process.returncode != 0 or missing:
-            failures.append(f"bench {mode}: exit {process.returncode}, missing {missing}\n{stdout[-3000:]}\n"
-                            f"{stderr[-3000:]}")
+    try:
+        for mode, process in running.items():
+            stdout, stderr = process.communicate(timeout=240)
+            keep_output(["bench", mode], stdout, stderr)
+            missing = [line for line in MODES[mode][1] if line not in stdout]
+            if process.returncode != 0 or missing:
+                failures.append(f"bench {mode}: exit {process.returncode}, missing {missing}\n{stdout[-3000:]}\n"
+                                f"{stderr[-3000:]}")
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                process.terminate()  # the bench stops the processes it started on SIGTERM
+                process.wait(60)
     assert not failures, "\n\n".join(failures)
