@@ -20,6 +20,7 @@ import platform
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,22 +170,34 @@ def main(argv: list[str] | None = None) -> int:
     receiver_report = e2e_report = latency_report = scale_report = costs_report = None
     attack_reports = []
     aof_report = None
+    broken: list[str] = []
+
+    def attempt(name: str, run):
+        """Run one part; one that fails is reported and the others still run and print."""
+        try:
+            return run()
+        except Exception:
+            traceback.print_exc()
+            print(f"bench {name} failed (traceback above); going on with the rest", file=sys.stderr, flush=True)
+            broken.append(name)
+            return None
+
     try:
         if args.command == "attack":
             attack_reports = attack.run(args)
         if args.command == "aof":
             aof_report = aof.run(args)
         if args.command in ("receiver", "all"):
-            receiver_report = receiver.run(args)
+            receiver_report = attempt("receiver", lambda: receiver.run(args))
         if args.command in ("e2e", "all"):
-            e2e_report = e2e.run(args)
+            e2e_report = attempt("e2e", lambda: e2e.run(args))
         if args.command in ("latency", "all"):
             capacity = e2e_report.series["payhooks"].median("rate") if e2e_report else None
-            latency_report = latency.run(args, capacity)
+            latency_report = attempt("latency", lambda: latency.run(args, capacity))
         if args.command in ("scale", "all"):
-            scale_report = scale.run(args)
+            scale_report = attempt("scale", lambda: scale.run(args))
         if args.command in ("costs", "all"):
-            costs_report = costs.run(args)
+            costs_report = attempt("costs", lambda: costs.run(args))
     except KeyboardInterrupt:
         print("interrupted; the processes the bench started are stopped", file=sys.stderr)
         return 130
@@ -209,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         attack.print_reports(attack_reports)
     if aof_report:
         aof.print_report(aof_report)
-    failed = ((receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
+    if broken:
+        print(f"\nFAILED: {', '.join(broken)} (tracebacks above)")
+    failed = (broken or (receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
               or (aof_report and aof_report.errors))
     return 1 if failed else 0
 

@@ -43,9 +43,12 @@ class Group:
         return self.wait_ready(self.start(name, argv, env))
 
     @staticmethod
-    def wait_ready(process: Process) -> Process:
+    def wait_ready(process: Process, timeout: float = 120.0) -> Process:
         """Wait until a Celery worker logs that it is ready."""
-        wait_until(lambda: process.saw(" ready.") or _exited(process), 60, 0.1, f"{process.name} ready")
+        try:
+            wait_until(lambda: process.saw(" ready.") or _exited(process), timeout, 0.1, f"{process.name} ready")
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}; its last lines:\n{process.log(30)}") from None
         return process
 
     def stop(self, timeout: float = 15.0) -> None:
