@@ -33,6 +33,7 @@ import psycopg
 import redis
 
 from bench import drain, e2e, load
+from bench.figures import ratio
 from bench.procs import SECRET, group
 from bench.stacks import Payhooks, plain_dsn
 from providers.stripe import sign
@@ -92,14 +93,13 @@ class CostsReport:
     @property
     def host_rate(self) -> float:
         """Events/s one host of this many cores reaches running receiver and workers, by CPU."""
-        return self.cores * 1000 / (self.receiver_cpu_ms + self.apply.worker_cpu_ms)
+        return ratio(self.cores * 1000, self.receiver_cpu_ms + self.apply.worker_cpu_ms)
 
     def ceilings(self) -> dict[str, float]:
-        per_commit = 1 / self.pg["commits"] if self.pg["commits"] else float("inf")
         return {
-            f"PostgreSQL CPU ({self.cores} cores)": self.cores * 1000 / self.apply.pg_cpu_ms,
-            "PostgreSQL commits": self.commit_rate * per_commit,
-            "Redis (one thread)": 1000 / (self.ingest_redis.cpu_ms + self.apply_redis.cpu_ms),
+            f"PostgreSQL CPU ({self.cores} cores)": ratio(self.cores * 1000, self.apply.pg_cpu_ms),
+            "PostgreSQL commits": ratio(self.commit_rate, self.pg["commits"]),
+            "Redis (one thread)": ratio(1000, self.ingest_redis.cpu_ms + self.apply_redis.cpu_ms),
         }
 
 
@@ -265,7 +265,7 @@ def print_report(report: CostsReport, hot_user_rate: float | None = None, hot_wo
     print(f"  PostgreSQL CPU         {apply.pg_cpu_ms:6.2f} ms   (backends of the database, psutil)")
     print(f"  PostgreSQL active time {pg['active_ms']:6.2f} ms   (pg_stat_database.active_time: statements "
           f"incl. commit waits)")
-    print(f"  PostgreSQL commits     {pg['commits']:6.3f}      ({1 / pg['commits'] if pg['commits'] else 0:.0f} "
+    print(f"  PostgreSQL commits     {pg['commits']:6.3f}      ({ratio(1, pg['commits']):.0f} "
           f"events per transaction); rows written {pg['rows']:.1f}")
     if report.statements:
         print(f"  pg_stat_statements     {report.statements['statements']:6.2f} statements, "
@@ -289,7 +289,7 @@ def model(report: CostsReport) -> tuple[float, dict[str, float]]:
 def print_model(report: CostsReport, hot_user_rate: float | None, hot_workers: int) -> None:
     apply, cores = report.apply, report.cores
     host, ceilings = model(report)
-    per_commit = 1 / report.pg["commits"] if report.pg["commits"] else float("inf")
+    per_commit = ratio(1, report.pg["commits"])
     redis_us = (report.ingest_redis.cpu_ms + report.apply_redis.cpu_ms) * 1000
     print(f"\nmodel of N hosts — each host {cores} cores running receiver + workers; one PostgreSQL and one Redis")
     print(f"  one host:            {cores} × 1000 / ({report.receiver_cpu_ms:.2f} + {apply.worker_cpu_ms:.2f} ms) "

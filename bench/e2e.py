@@ -38,6 +38,7 @@ import psutil
 import redis
 
 from bench import load, prefill
+from bench.figures import ratio
 from bench.procs import SECRET, group
 from bench.stacks import CREDITS, Payhooks, Peer
 from providers.stripe import sign
@@ -93,7 +94,7 @@ class E2EReport:
         return all(r.ok for s in self.series.values() for r in s.rounds)
 
     def ratio(self, a: str, b: str, attribute: str = "rate") -> float:
-        return self.series[a].median(attribute) / self.series[b].median(attribute)
+        return ratio(self.series[a].median(attribute), self.series[b].median(attribute))
 
     def drained_median(self, label: str, attribute: str) -> float:
         return statistics.median(getattr(d, attribute) for d in self.drained[label])
@@ -102,7 +103,7 @@ class E2EReport:
         """Worker + PostgreSQL CPU per event, prefilled over empty, at full batches."""
         cost = lambda name: (self.drained_median(name, "worker_cpu_ms")  # noqa: E731
                              + self.drained_median(name, "pg_cpu_ms"))
-        return cost(label) / cost("payhooks")
+        return ratio(cost(label), cost("payhooks"))
 
 
 def events(n: int, tag: str, *, hot: bool = False) -> tuple[list[bytes], list[str], list[str]]:
@@ -273,7 +274,7 @@ def print_report(report: E2EReport) -> None:
         web = f"{s.median('web_cpu_ms'):.2f}" if s.label != "peer" else "(in app)"
         print(f"  {s.label:<28}{s.median('rate'):>10,.0f}{s.median('app_cpu_ms'):>15.2f}{web:>16}"
               f"{s.median('pg_cpu_ms'):>14.2f}{statistics.median(r.post.p99_ms for r in s.rounds):>13.1f}")
-    rounds = ", ".join(f"{p.rate / q.rate:.2f}" for p, q in zip(report.series["payhooks"].rounds,
+    rounds = ", ".join(f"{ratio(p.rate, q.rate):.2f}" for p, q in zip(report.series["payhooks"].rounds,
                                                                  report.series["peer"].rounds, strict=True))
     print(f"  payhooks / peer = {report.ratio('payhooks', 'peer'):.2f}×  (events/s medians; per round: {rounds}; "
           f"goal ≥ 2×)")
@@ -285,11 +286,11 @@ def print_report(report: E2EReport) -> None:
                   f"{report.ratio(s.label, 'payhooks', 'app_cpu_ms'):.0%}, PostgreSQL CPU per event "
                   f"{report.ratio(s.label, 'payhooks', 'pg_cpu_ms'):.0%}, events/s {report.ratio(s.label, 'payhooks'):.0%}"
                   f"  ({report.prefilled:,} rows per table, filled in {report.prefill_seconds:.0f} s)")
-            ratio = lambda attribute: (report.drained_median(s.label, attribute)  # noqa: E731
-                                       / report.drained_median("payhooks", attribute))
-            print(f"  prefilled / empty, queue drained (full batches): worker CPU per event {ratio('worker_cpu_ms'):.0%}, "
-                  f"PostgreSQL CPU per event {ratio('pg_cpu_ms'):.0%}, both {report.drained_cost_ratio(s.label):.0%}, "
-                  f"events/s {ratio('rate'):.0%}  (goal: cost within 10%)")
+            drained = lambda attribute: ratio(report.drained_median(s.label, attribute),  # noqa: E731
+                                              report.drained_median("payhooks", attribute))
+            print(f"  prefilled / empty, queue drained (full batches): worker CPU per event "
+                  f"{drained('worker_cpu_ms'):.0%}, PostgreSQL CPU per event {drained('pg_cpu_ms'):.0%}, both "
+                  f"{report.drained_cost_ratio(s.label):.0%}, events/s {drained('rate'):.0%}  (goal: cost within 10%)")
         if s.label == "payhooks hot user":
             print(f"  hot user / spread users: events/s {report.ratio(s.label, 'payhooks'):.0%}, "
                   f"worker CPU per event {report.ratio(s.label, 'payhooks', 'app_cpu_ms'):.0%}")

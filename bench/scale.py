@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import redis
 
 from bench import drain
+from bench.figures import ratio
 from bench.procs import group
 from bench.stacks import Payhooks
 
@@ -77,10 +78,10 @@ def print_report(report: ScaleReport) -> None:
           f"{len(report.drains[report.counts[0]])} alternated rounds")
     print(f"  {'workers':<10}{'events/s':>10}{f'vs {report.counts[0]}':>7}{'worker CPU ms/ev':>18}{'PG CPU ms/ev':>14}")
     for count in report.counts:
-        print(f"  {count:<10}{report.median(count, 'rate'):>10,.0f}{report.median(count, 'rate') / one:>7.2f}"
+        print(f"  {count:<10}{report.median(count, 'rate'):>10,.0f}{ratio(report.median(count, 'rate'), one):>7.2f}"
               f"{report.median(count, 'worker_cpu_ms'):>18.2f}{report.median(count, 'pg_cpu_ms'):>14.2f}")
     top = max(report.counts)
-    print(f"  {f'{top}, one user':<10}{report.hot_rate:>10,.0f}{report.hot_rate / one:>7.2f}"
+    print(f"  {f'{top}, one user':<10}{report.hot_rate:>10,.0f}{ratio(report.hot_rate, one):>7.2f}"
           f"{statistics.median(d.worker_cpu_ms for d in report.hot):>18.2f}"
           f"{statistics.median(d.pg_cpu_ms for d in report.hot):>14.2f}   (every event for one balance row)")
 
