@@ -1,12 +1,16 @@
-"""python -m bench [receiver|e2e|attack|aof|soak|outbound|all] [options]   (make bench BENCH_ARGS="...")
+"""python -m bench [receiver|e2e|latency|scale|costs|attack|aof|soak|all] [options]   (make bench BENCH_ARGS="...")
 
 receiver: payhooks' receiver vs its floor (bare Flask: verify + LPUSH), alternated.
+e2e:      payhooks end to end (first POST → last grant) vs the synchronous ORM peer, alternated;
+          --prefill N adds payhooks on a database of N rows per table, --hot-user one user for all.
+latency:  POST-to-grant p50/p90/p99 at a trickle and at half of the measured capacity.
+scale:    1 → 2 → 4 worker processes draining the same queue.
+costs:    per-event CPU of receiver, worker, PostgreSQL and Redis; the model of N hosts.
 aof:      the receiver into Redis with appendfsync everysec vs always, alternated.
-e2e:      N signed events through receiver, Redis and a Celery worker into PostgreSQL.
 attack:   valid deliveries beside slow and idle clients, per gunicorn worker model.
 soak:     the chaos soak (make soak): N events delivered 1–3 times in shuffled order while
-          workers, the receiver and Redis are SIGKILLed and PostgreSQL connections cut.
-all:      receiver and e2e (the default).
+          workers, the receiver, Redis and PostgreSQL connections are killed at random.
+all:      receiver, e2e --hot-user --prefill 1000000, latency, scale, costs, and a summary table (the default).
 """
 
 from __future__ import annotations
@@ -18,20 +22,29 @@ import platform
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+COMMANDS = ("receiver", "e2e", "latency", "scale", "costs", "attack", "aof", "soak", "all")
+ALL_PREFILL = 1_000_000
 MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a whole run
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(part) for part in text.split(","))
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("positive counts, comma-separated")
+    return counts
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=("receiver", "e2e", "attack", "aof", "soak", "outbound", "all"),
-                        default="all")
+    parser.add_argument("command", nargs="?", choices=COMMANDS, default="all")
     parser.add_argument("--web-concurrency", type=int, default=2, metavar="N",
                         help="gunicorn worker processes, receiver and floor alike (default 2)")
     parser.add_argument("--worker-class", choices=("sync", "gevent", "gthread"), default=None,
@@ -44,8 +57,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     recv.add_argument("--warmup", type=float, default=2.0, help="warm-up per server (default 2)")
     recv.add_argument("--rounds", type=int, default=3, help="A/B rounds (default 3)")
     recv.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
-    recv.add_argument("--paypal", action="store_true",
-                      help="receiver: PayPal deliveries (certificate cached) vs Stripe deliveries, same server")
     recv.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                       help="load generator: wrk if on the PATH (auto), or the Python client")
     attack = parser.add_argument_group("attack")
@@ -62,12 +73,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     e2e.add_argument("--events", type=int, default=2000, help="events to post (default 2000)")
     e2e.add_argument("--post-connections", type=int, default=16, help="posting connections (default 16)")
     e2e.add_argument("--worker-concurrency", type=int, default=2, help="celery --concurrency (default 2)")
-    e2e.add_argument("--outbound", choices=("off", "dispatch", "endpoint"), default="endpoint",
-                     help="e2e: the outbox never dispatched (off), dispatched on commit (dispatch), and to one "
-                          "webhook endpoint (endpoint, the default); the `outbound` command alternates all three")
+    e2e.add_argument("--prefill", type=int, default=None, metavar="N",
+                     help="also run payhooks on a database pre-filled with N rows per table "
+                          f"(all: {ALL_PREFILL:,} unless given; 0: not)")
+    e2e.add_argument("--hot-user", action="store_true",
+                     help="also run payhooks with every event of a round for one user (all: always)")
     e2e.add_argument("--stall", type=float, default=60.0,
                      help="give up when no event was processed for this long (default 60 s; "
                           "900 s after the last POST at most)")
+    latency = parser.add_argument_group("latency")
+    latency.add_argument("--trickle-rate", type=float, default=5.0, help="events/s of the trickle (default 5)")
+    latency.add_argument("--latency-seconds", type=float, default=20.0,
+                         help="length of each paced phase (default 20)")
+    parser.add_argument("--scale-workers", type=_counts, default=(1, 2, 4), metavar="1,2,4",
+                        help="scale: worker process counts to compare (default 1,2,4)")
+    parser.add_argument("--costs-seconds", type=float, default=3.0,
+                        help="costs: how long to time PostgreSQL's commit rate (default 3)")
     soak = parser.add_argument_group("soak")
     soak.add_argument("--soak-events", type=int, default=10_000, help="events (default 10000)")
     soak.add_argument("--seed", type=int, default=1, help="workload, order and fault seed (default 1)")
@@ -83,7 +104,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--seconds and --warmup must be within (0, {MAX_SECONDS}]")
     counts = ("rounds", "connections", "events", "post_connections", "worker_concurrency",
               "web_concurrency", "soak_events", "soak_workers", "soak_concurrency", "senders")
-    if any(getattr(args, name) < 1 for name in counts) or args.stall <= 0:
+    if args.command == "all":
+        args.hot_user = True
+        args.prefill = ALL_PREFILL if args.prefill is None else args.prefill
+    args.prefill = args.prefill or 0
+    if any(getattr(args, name) < 1 for name in counts) or args.stall <= 0 or args.prefill < 0:
         parser.error("counts, and --stall, must be positive")
     return args
 
@@ -117,16 +142,6 @@ def print_receiver(report) -> None:
     print(f"\nreceiver — {report.worker_class} workers, {report.generator}, {report.connections} connections, "
           f"{report.rounds} rounds × {report.seconds:g} s, medians; body {report.body_bytes:,} B")
     print(f"  {'':<34}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}")
-    if report.mode == "paypal":
-        for label, target in (("receiver, /webhooks/stripe (HMAC)", report.floor),
-                              ("receiver, /webhooks/paypal (RSA)", report.receiver)):
-            print(f"  {label:<34}{target.median('rps'):>8,.0f}{target.median('p50_ms'):>9.2f}"
-                  f"{target.median('p99_ms'):>9.2f}{target.median('cpu_us'):>12,.0f}")
-        rounds = ", ".join(f"{ratio:.0%}" for ratio in report.round_ratios)
-        print(f"  paypal / stripe = {report.ratio:.0%}   (req/s medians; per round: {rounds}; goal ≥ 90%)")
-        if report.errors:
-            print(f"  WARNING: {report.errors} failed requests")
-        return
     for label, target in (("floor (Flask: verify + LPUSH)", report.floor),
                           ("payhooks receiver (Procfile web)", report.receiver)):
         print(f"  {label:<34}{target.median('rps'):>8,.0f}{target.median('p50_ms'):>9.2f}"
@@ -141,43 +156,14 @@ def print_receiver(report) -> None:
         print(f"  WARNING: {report.errors} failed requests")
 
 
-def print_e2e(report) -> None:
-    print(f"\ne2e — {report.events:,} events, PostgreSQL: {report.postgres}, "
-          f"one INSERT + COMMIT takes {report.commit_ms:.1f} ms here")
-    print(f"  posting (receiver answers)   {report.post.rps:>8,.0f} req/s   "
-          f"p50 {report.post.p50_ms:.2f} ms, p99 {report.post.p99_ms:.2f} ms, errors {report.post.errors}")
-    print(f"  end to end (all applied)     {report.rate:>8,.0f} events/s "
-          f"({report.processed:,} in {report.seconds:.2f} s)")
-    print(f"  worker after last POST       {report.drain_rate:>8,.0f} events/s "
-          f"(DESIGN.md: Celery c=2 ≈ 750, consumer floor ≈ 1,690)")
-    print(f"  worker CPU per event         {report.worker_cpu_ms:>8.1f} ms       "
-          f"(Celery parent + pool children)")
-    for name, (found, expected) in report.checks.items():
-        mark = "ok" if found == expected else "FAILED"
-        print(f"  {name:<28} {found:>10,}  expected {expected:,}  {mark}")
-
-
-def print_outbound(reports) -> None:
-    """The outbox dispatch's cost on the worker: e2e rate and worker CPU per event, off vs on, alternated."""
-    from statistics import median
-
-    modes = {mode: [r for r in reports if r.outbound == mode] for mode in ("off", "dispatch", "endpoint")}
-    off = modes["off"]
-    print(f"\noutbound — e2e {reports[0].events:,} events, {len(off)} rounds alternating the three, medians")
-    print(f"  {'':<44}{'events/s':>10}{'worker CPU ms/event':>22}{'all delivered s':>17}")
-    labels = {"off": "outbox written, never dispatched", "dispatch": "dispatched on commit, no endpoint",
-              "endpoint": "dispatched and delivered to one endpoint"}
-    for mode, group in modes.items():
-        delivered = [r.delivered_seconds for r in group if r.delivered_seconds is not None]
-        print(f"  {labels[mode]:<44}{median(r.rate for r in group):>10,.0f}{median(r.worker_cpu_ms for r in group):>22.2f}"
-              f"{(f'{median(delivered):.1f}' if delivered else '-'):>17}")
-    for mode in ("dispatch", "endpoint"):
-        group = modes[mode]
-        rounds = ", ".join(f"{b.rate / a.rate:.0%}" for a, b in zip(off, group))
-        print(f"  {mode} / off: e2e rate {median(r.rate for r in group) / median(r.rate for r in off):.0%} "
-              f"(per round: {rounds}), worker CPU per event "
-              f"{median(r.worker_cpu_ms for r in group) / median(r.worker_cpu_ms for r in off):.0%}")
-    print("  (goal: the outbox costs the hot path < 10%; the endpoint row adds the deliveries themselves)")
+def print_summary(args, started: datetime.datetime, rows: list[tuple[str, str, str]]) -> None:
+    """One Markdown table of the headline figures, to paste into BENCHMARKS.md."""
+    minutes = (datetime.datetime.now(datetime.UTC) - started).total_seconds() / 60
+    print(f"\nsummary — `python -m bench {' '.join(sys.argv[1:]) or 'all'}`, {started:%Y-%m-%d %H:%M} UTC, "
+          f"{revision()}, {machine()}, {minutes:.1f} min")
+    print("\n| figure | value | goal |\n|---|---|---|")
+    for figure, value, goal in rows:
+        print(f"| {figure} | {value} | {goal} |")
 
 
 def _interrupt(signum, frame):
@@ -188,15 +174,26 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from bench import aof, attack, e2e, receiver, soak
+    from bench import aof, attack, costs, e2e, latency, receiver, scale, soak
 
     started = datetime.datetime.now(datetime.UTC)
     print(f"payhooks bench {args.command} — {started:%Y-%m-%d %H:%M} UTC — {revision()} — {machine()}",
           flush=True)
-    receiver_report = e2e_report = None
+    receiver_report = e2e_report = latency_report = scale_report = costs_report = None
     attack_reports = []
     aof_report = soak_report = None
-    outbound_reports = []
+    broken: list[str] = []
+
+    def attempt(name: str, run):
+        """Run one part; one that fails is reported and the others still run and print."""
+        try:
+            return run()
+        except Exception:
+            traceback.print_exc()
+            print(f"bench {name} failed (traceback above); going on with the rest", file=sys.stderr, flush=True)
+            broken.append(name)
+            return None
+
     try:
         if args.command == "attack":
             attack_reports = attack.run(args)
@@ -208,11 +205,16 @@ def main(argv: list[str] | None = None) -> int:
                 concurrency=args.soak_concurrency, web_concurrency=args.web_concurrency, rate=args.rate,
                 fault_interval=tuple(args.fault_every)))
         if args.command in ("receiver", "all"):
-            receiver_report = receiver.run(args)
+            receiver_report = attempt("receiver", lambda: receiver.run(args))
         if args.command in ("e2e", "all"):
-            e2e_report = e2e.run(args)
-        if args.command == "outbound":
-            outbound_reports = [e2e.run(args, mode) for _ in range(args.rounds) for mode in ("off", "dispatch", "endpoint")]
+            e2e_report = attempt("e2e", lambda: e2e.run(args))
+        if args.command in ("latency", "all"):
+            capacity = e2e_report.series["payhooks"].median("rate") if e2e_report else None
+            latency_report = attempt("latency", lambda: latency.run(args, capacity))
+        if args.command in ("scale", "all"):
+            scale_report = attempt("scale", lambda: scale.run(args))
+        if args.command in ("costs", "all"):
+            costs_report = attempt("costs", lambda: costs.run(args))
     except KeyboardInterrupt:
         print("interrupted; the processes the bench started are stopped", file=sys.stderr)
         return 130
@@ -220,17 +222,28 @@ def main(argv: list[str] | None = None) -> int:
     if receiver_report:
         print_receiver(receiver_report)
     if e2e_report:
-        print_e2e(e2e_report)
+        e2e.print_report(e2e_report)
+    if latency_report:
+        latency.print_report(latency_report)
+    if scale_report:
+        scale.print_report(scale_report)
+    if costs_report:
+        costs.print_report(costs_report, scale_report.hot_rate if scale_report else None,
+                           max(scale_report.counts) if scale_report else 0)
+    rows = [row for module, report in ((receiver, receiver_report), (e2e, e2e_report), (latency, latency_report),
+                                       (scale, scale_report), (costs, costs_report)) if report
+            for row in module.summary(report)]
+    if rows:
+        print_summary(args, started, rows)
     if attack_reports:
         attack.print_reports(attack_reports)
     if aof_report:
         aof.print_report(aof_report)
     if soak_report:
         soak.print_report(soak_report)
-    if outbound_reports:
-        print_outbound(outbound_reports)
-    failed = ((receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
-              or any(not r.ok for r in outbound_reports)
+    if broken:
+        print(f"\nFAILED: {', '.join(broken)} (tracebacks above)")
+    failed = (broken or (receiver_report and receiver_report.errors) or (e2e_report and not e2e_report.ok)
               or (aof_report and aof_report.errors) or (soak_report and not soak_report.ok))
     return 1 if failed else 0
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -37,13 +40,30 @@ class Group:
         return process
 
     def celery_worker(self, name: str, argv: list[str], env: dict[str, str]) -> Process:
-        process = self.start(name, argv, env)
-        wait_until(lambda: process.saw(" ready.") or _exited(process), 60, 0.1, f"{name} ready")
+        return self.wait_ready(self.start(name, argv, env))
+
+    @staticmethod
+    def wait_ready(process: Process, timeout: float = 120.0) -> Process:
+        """Wait until a Celery worker logs that it is ready."""
+        try:
+            wait_until(lambda: process.saw(" ready.") or _exited(process), timeout, 0.1, f"{process.name} ready")
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}; its last lines:\n{process.log(30)}") from None
         return process
 
-    def stop(self) -> None:
-        while self.processes:
-            self.processes.pop().stop(timeout=15)
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to all at once (newest first), then wait; SIGKILL whatever is left at the deadline."""
+        processes, self.processes = self.processes[::-1], []
+        for process in processes:
+            process.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            if process.proc is None:
+                continue
+            try:
+                process.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @contextlib.contextmanager

@@ -219,3 +219,11 @@ def alternate(args, generator: str, body: bytes, a: Target, b: Target) -> None:
                   f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
                   f"cpu {cpu_us:5.0f} µs/req  errors {result.errors}", flush=True)
 
+
+
+def summary(report: ReceiverReport) -> list[tuple[str, str, str]]:
+    return [
+        ("receiver / floor (req/s)", f"{report.ratio:.0%}", "≥ 90%"),
+        (f"receiver p99 at {report.connections} connections",
+         f"{report.receiver.median('p99_ms'):.1f} ms (floor {report.floor.median('p99_ms'):.1f})", "≤ 15 ms at 8"),
+    ]
