@@ -40,6 +40,7 @@ from infra.logs import configure_logging
 from infra.settings import Settings
 from transport.queue import Claims
 from workers.consumer import Consumer, rejected_item
+from workers.handoff import Handoff
 from workers.queues import (
     DISPATCH_OUTBOX,
     EXPIRE_MANUAL_PAYMENTS,
@@ -60,6 +61,8 @@ from workers.runtime import Runtime
 def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.require("redis_url", "the workers need a Redis broker"),
+        # kombu's Redis transport, minus a crash on a lost connection (workers/broker.py)
+        "broker_transport": "workers.broker:Transport",
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout,
             # kombu looks for expired unacknowledged messages every 10 s but, by
@@ -168,18 +171,21 @@ def make_celery(settings: Settings) -> Celery:
     app.payhooks = runtime = Runtime(settings)
     app.steps["worker"].add(EventConsumers)
     consumers: list[Consumer] = []
+    # After-commit messages leave from a thread of their own: a send blocked on a broker
+    # that is away must not stop the consumer that committed (workers/handoff.py).
+    handoff = Handoff(app.send_task)
 
     def schedule_lookups(report) -> None:
         """After commit: look up the sessions a batch found without credits (a Payment Link's, say)."""
         for provider, session_id in sorted(report.lookups):
-            app.send_task(LOOK_UP_SESSION, (provider, session_id), argsrepr=repr((provider, session_id)))
+            handoff.submit(LOOK_UP_SESSION, (provider, session_id), repr((provider, session_id)))
 
     runtime.follow_ups.append(schedule_lookups)
 
     def schedule_dispatch(report) -> None:
         """After commit: fan the batch's outbox messages out to their consumers."""
         if report.announced and runtime.dispatch_requested():
-            app.send_task(DISPATCH_OUTBOX, (), argsrepr="()")
+            handoff.submit(DISPATCH_OUTBOX, (), "()")
 
     if settings.outbox_dispatch_on_commit:
         runtime.follow_ups.append(schedule_dispatch)
