@@ -22,15 +22,18 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import select
 
 from application.batch import EventResult, Incoming
-from application.recovery import RateLimit, SweepReport, _pages, credits_added, verification
+from application.recovery import (
+    RateLimit,
+    SweepReport,
+    credits_added,
+    reconcile_listed,
+    verification,
+)
 from application.unit import UnitOfWork
 from models.enums import EventStatus
 from models.payments import claim_for_check, release_claims
-from models.reconciliation import advance_cursor, read_cursor
-from models.tables import WebhookEvent
 from providers import paypal
 from providers.changes import (
     CaptureRequested,
@@ -140,40 +143,16 @@ class PayPalRecovery:
         now: datetime | None = None,
     ) -> dict:
         """Apply every PayPal event of a handled type that the inbox lacks; return what was found."""
-        now = now or datetime.now(UTC)
-        with self.database.transaction() as session:
-            cursor = read_cursor(session, paypal.NAME)
-        if since is None:
-            since = cursor - overlap if cursor else now - initial_lookback
-        report = {"since": since.isoformat(), "listed": 0, "missing": 0, "applied": 0, "missing_ids": []}
-        newest = cursor
         handled = set(paypal.HANDLED_TYPES)
-        for page in _pages(self.api.list_webhook_events(start_time=since), 100):
-            page = [raw for raw in page if isinstance(raw.get("id"), str)]
-            report["listed"] += len(page)
-            with self.database.transaction() as session:
-                known = set(session.scalars(
-                    select(WebhookEvent.provider_event_id).where(
-                        WebhookEvent.provider == paypal.NAME,
-                        WebhookEvent.provider_event_id.in_([e["id"] for e in page]),
-                    )
-                ))
-            for raw in page:
-                created = paypal._parse_time(raw.get("create_time"))
-                if created is not None:
-                    newest = max(newest, created) if newest else created
-                if raw["id"] in known or raw.get("event_type") not in handled:
-                    continue
-                report["missing"] += 1
-                report["missing_ids"].append(raw["id"])
-                if not dry_run:
-                    self._apply(paypal.parse_event(orjson.dumps(raw)), source="reconcile")
-                    report["applied"] += 1
-        if not dry_run and newest is not None:
-            with self.database.transaction() as session:
-                advance_cursor(session, paypal.NAME, newest)
-        report["cursor"] = newest.isoformat() if newest else None
-        return report
+        return reconcile_listed(
+            self.database, paypal.NAME,
+            lambda start: self.api.list_webhook_events(start_time=start),
+            created_of=lambda raw: paypal._parse_time(raw.get("create_time")),
+            handled=lambda raw: raw.get("event_type") in handled,
+            parse=lambda raw: paypal.parse_event(orjson.dumps(raw)),
+            apply=self._apply,
+            overlap=overlap, initial_lookback=initial_lookback, since=since, dry_run=dry_run, now=now,
+        )
 
     def verify(self, order_id: str, *, now: datetime | None = None) -> dict:
         """Ask PayPal about one order now and apply its answer (the return page's check).

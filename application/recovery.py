@@ -185,37 +185,15 @@ class Recovery:
         now: datetime | None = None,
     ) -> dict:
         """Process every provider event we handle that the inbox lacks; return what was found."""
-        now = now or datetime.now(UTC)
-        with self.database.transaction() as session:
-            cursor = read_cursor(session, stripe.NAME)
-        if since is None:
-            since = cursor - overlap if cursor else now - initial_lookback
-        report = {"since": since.isoformat(), "listed": 0, "missing": 0, "applied": 0, "missing_ids": []}
-        newest = cursor
-        for page in _pages(self.stripe_api.list_events(created_gte=int(since.timestamp()), types=stripe.HANDLED_TYPES), 100):
-            report["listed"] += len(page)
-            with self.database.transaction() as session:
-                known = set(session.scalars(
-                    select(WebhookEvent.provider_event_id).where(
-                        WebhookEvent.provider == stripe.NAME,
-                        WebhookEvent.provider_event_id.in_([e["id"] for e in page]),
-                    )
-                ))
-            for raw in page:
-                created = datetime.fromtimestamp(raw["created"], UTC)
-                newest = max(newest, created) if newest else created
-                if raw["id"] in known:
-                    continue
-                report["missing"] += 1
-                report["missing_ids"].append(raw["id"])
-                if not dry_run:
-                    self._apply(stripe.parse_event(json.dumps(raw, separators=(",", ":"))), source="reconcile")
-                    report["applied"] += 1
-        if not dry_run and newest is not None:
-            with self.database.transaction() as session:
-                advance_cursor(session, stripe.NAME, newest)
-        report["cursor"] = newest.isoformat() if newest else None
-        return report
+        return reconcile_listed(
+            self.database, stripe.NAME,
+            lambda start: self.stripe_api.list_events(created_gte=int(start.timestamp()), types=stripe.HANDLED_TYPES),
+            created_of=lambda raw: datetime.fromtimestamp(raw["created"], UTC),
+            handled=lambda raw: True,  # the listing asks for the handled types only
+            parse=lambda raw: stripe.parse_event(json.dumps(raw, separators=(",", ":"))),
+            apply=self._apply,
+            overlap=overlap, initial_lookback=initial_lookback, since=since, dry_run=dry_run, now=now,
+        )
 
     # -- verify -------------------------------------------------------------------
 
@@ -274,6 +252,61 @@ def credits_added(database, cause: str) -> int:
         return int(session.scalar(
             select(func.coalesce(func.sum(CreditLedger.amount), 0)).where(CreditLedger.cause == cause)
         ))
+
+
+def reconcile_listed(
+    database,
+    provider: str,
+    list_since: Callable[[datetime], Iterator[dict]],
+    *,
+    created_of: Callable[[dict], datetime | None],
+    handled: Callable[[dict], bool],
+    parse: Callable[[dict], ProviderEvent],
+    apply: Callable[..., EventResult],
+    overlap: timedelta,
+    initial_lookback: timedelta,
+    since: datetime | None,
+    dry_run: bool,
+    now: datetime | None,
+) -> dict:
+    """Walk a provider's event listing from its cursor (less an overlap) and apply what the inbox lacks.
+
+    One inbox query per page of 100; the cursor advances to the newest event
+    seen, so the next run starts there (a dry run moves nothing).
+    """
+    now = now or datetime.now(UTC)
+    with database.transaction() as session:
+        cursor = read_cursor(session, provider)
+    if since is None:
+        since = cursor - overlap if cursor else now - initial_lookback
+    report = {"since": since.isoformat(), "listed": 0, "missing": 0, "applied": 0, "missing_ids": []}
+    newest = cursor
+    for page in _pages(list_since(since), 100):
+        page = [raw for raw in page if isinstance(raw.get("id"), str)]
+        report["listed"] += len(page)
+        with database.transaction() as session:
+            known = set(session.scalars(
+                select(WebhookEvent.provider_event_id).where(
+                    WebhookEvent.provider == provider,
+                    WebhookEvent.provider_event_id.in_([raw["id"] for raw in page]),
+                )
+            ))
+        for raw in page:
+            created = created_of(raw)
+            if created is not None:
+                newest = max(newest, created) if newest else created
+            if raw["id"] in known or not handled(raw):
+                continue
+            report["missing"] += 1
+            report["missing_ids"].append(raw["id"])
+            if not dry_run:
+                apply(parse(raw), source="reconcile")
+                report["applied"] += 1
+    if not dry_run and newest is not None:
+        with database.transaction() as session:
+            advance_cursor(session, provider, newest)
+    report["cursor"] = newest.isoformat() if newest else None
+    return report
 
 
 def _pages(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
