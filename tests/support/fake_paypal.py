@@ -50,16 +50,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from flask import Flask, Response, request
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 from providers import paypal
 from tests.support import canaries
 from tests.support import paypal_events as pe
 from tests.support.canaries import EMAIL, NAME
+from tests.support.local_server import LocalServer
 
 _UPPER = string.ascii_uppercase + string.digits
 
@@ -78,12 +78,9 @@ class PayPalError(Exception):
         self.status, self.name, self.message, self.issue = status, name, message, issue
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs) -> None:  # the test output is not the place
-        pass
+class FakePayPal(LocalServer):
+    name = "fake-paypal"
 
-
-class FakePayPal:
     def __init__(
         self,
         *,
@@ -114,47 +111,7 @@ class FakePayPal:
         self._outage_status: int | None = None
         self._outage_certificates = False
         self._delay = 0.0
-        self._server = None
-        self._thread: threading.Thread | None = None
         self._app = self._build_app()
-
-    # -- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._server is None:
-            self._server = make_server(
-                "127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler
-            )
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="fake-paypal",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakePayPal is not started")
-        return f"http://127.0.0.1:{self._server.server_port}"
 
     # -- failure injection ------------------------------------------------------------
 

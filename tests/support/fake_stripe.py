@@ -68,13 +68,13 @@ import time
 import traceback
 from collections import namedtuple
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import Flask, Response, request
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tests.support.canaries import load_fixtures
+from tests.support.local_server import LocalServer
 
 # Stripe's example objects with canary customer data (tests/support/canaries.py).
 FIXTURES: dict[str, dict] = load_fixtures()
@@ -400,15 +400,12 @@ def _expand(params: dict, supported: set[str]) -> list[str]:
     return paths
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs):
-        pass
-
-
 # -- the fake ---------------------------------------------------------------------
 
 
-class FakeStripe:
+class FakeStripe(LocalServer):
+    name = "fake-stripe"
+
     """Stripe's checkout-session and event API, served on 127.0.0.1 for tests.
 
     State (``sessions``, ``events``, ``payment_intents``, ``prices``, ``requests``)
@@ -441,8 +438,6 @@ class FakeStripe:
         self._outage_should_retry: bool | None = None
         self.latency = 0.0  # seconds every answer waits, outside the lock (slow(), for slow-provider tests)
         self.waiting = 0  # requests in that wait now
-        self._server = None
-        self._thread: threading.Thread | None = None
         self._app = self._build_app()
         self._routes: list[tuple[str, re.Pattern, Callable[..., tuple[int, dict]]]] = [
             ("POST", re.compile(r"/v1/checkout/sessions"), self._create_session),
@@ -466,45 +461,6 @@ class FakeStripe:
             ("POST", re.compile(r"/v1/webhook_endpoints/([^/]+)"), self._update_webhook_endpoint),
             ("DELETE", re.compile(r"/v1/webhook_endpoints/([^/]+)"), self._delete_webhook_endpoint),
         ]
-
-    # -- lifecycle -----------------------------------------------------------
-
-    def start(self) -> Self:
-        if self._server is not None:
-            return self
-        self._server = make_server(
-            "127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # stop() waits for one poll
-            name="fake-stripe",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeStripe is not started")
-        return f"http://127.0.0.1:{self._server.server_port}"
 
     def reset(self) -> None:
         """Forget every object, event, recorded request and injected failure."""
