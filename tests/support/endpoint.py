@@ -39,7 +39,10 @@ class Endpoint:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request: nothing was delivered
+                    return
                 with endpoint._lock:
                     endpoint.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
                     status = endpoint.answers.pop(0) if endpoint.answers else 200
