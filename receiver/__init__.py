@@ -24,11 +24,13 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     # Werkzeug answers 413 before reading more than this, chunked bodies included;
     # /api lowers it per request (receiver/bodies.py).
     app.config["MAX_CONTENT_LENGTH"] = max(settings.webhook_max_bytes, settings.api_max_bytes)
-    app.extensions["payhooks"] = services or Services(settings)
+    services = services or Services(settings)
+    app.extensions["payhooks"] = services
     register_error_handlers(app)
     bodies.register(app, settings)
     if settings.web_routes in ("all", "webhooks"):
-        app.register_blueprint(webhooks.blueprint)
+        # Deliveries are answered in front of Flask (receiver/webhooks.py says why).
+        app.wsgi_app = webhooks.WebhookEndpoints(services, app.wsgi_app)
     app.register_blueprint(health.blueprint)
     if settings.web_routes in ("all", "api"):
         app.register_blueprint(api.blueprint, url_prefix="/api")

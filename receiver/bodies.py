@@ -1,4 +1,4 @@
-"""Request bodies: read in full, within a size limit and a deadline, before any view runs.
+"""Request bodies: read in full, within a size limit and a deadline, before anything looks at them.
 
 A client that sends its headers and then trickles the body must not hold the
 receiver. The web process runs gunicorn's gevent worker (receiver/gunicorn_conf.py),
@@ -9,18 +9,22 @@ Anywhere else (the test client, another WSGI server) the body is read without a
 deadline: a thread blocked in ``recv`` cannot be interrupted, which is why the
 Procfile does not run the receiver on threads.
 
-/api takes small JSON documents, so its limit is API_MAX_BYTES; webhooks keep
-WEBHOOK_MAX_BYTES. Werkzeug refuses a declared length over the limit before
-reading a byte, and stops reading a chunked body at the limit.
+Webhooks (receiver/webhooks.py) read with ``BodyReader.read`` and keep
+WEBHOOK_MAX_BYTES; Flask's routes read before their view runs, /api within
+API_MAX_BYTES. Werkzeug refuses a declared length over the limit before reading
+a byte, and stops reading a chunked body at the limit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from flask import Flask, request
 from werkzeug.exceptions import RequestTimeout
+from werkzeug.wsgi import get_input_stream
 
 from infra.settings import Settings
 
@@ -31,17 +35,33 @@ def cooperative() -> bool:
     return bool(monkey and monkey.is_module_patched("socket"))
 
 
-def register(app: Flask, settings: Settings) -> None:
-    if cooperative():
-        import gevent
+class BodyReader:
+    """Reads whole bodies under the settings' deadline; raises werkzeug's 413 and 408 errors."""
 
-        def deadline():
-            return gevent.Timeout(
-                settings.request_body_timeout_seconds,
-                RequestTimeout(f"the body must arrive within {settings.request_body_timeout_seconds} seconds"),
-            )
-    else:
-        deadline = contextlib.nullcontext
+    def __init__(self, settings: Settings) -> None:
+        self.deadline = _deadline(settings.request_body_timeout_seconds)
+
+    def read(self, environ: dict, limit: int) -> bytes:
+        """The whole body of a WSGI request: RequestEntityTooLarge past ``limit``, RequestTimeout past the deadline."""
+        stream = get_input_stream(environ, max_content_length=limit)
+        with self.deadline():
+            return stream.read()
+
+
+def _deadline(seconds: float) -> Callable[[], AbstractContextManager]:
+    if not cooperative():
+        return contextlib.nullcontext
+    import gevent
+
+    def deadline():
+        return gevent.Timeout(seconds, RequestTimeout(f"the body must arrive within {seconds:g} seconds"))
+
+    return deadline
+
+
+def register(app: Flask, settings: Settings) -> None:
+    """Flask's routes (the API, health, metrics) read their body before the view, under the same deadline."""
+    deadline = BodyReader(settings).deadline
 
     @app.before_request
     def read_body():

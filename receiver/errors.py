@@ -14,9 +14,13 @@ from receiver.responses import Error
 log = logging.getLogger("payhooks.receiver")
 
 
+def error_body(code: str, message: str, **extra) -> dict:
+    """The JSON document of an error answer."""
+    return Error(error=code, message=message, **extra).model_dump(mode="json", exclude_none=True)
+
+
 def error(status: int, code: str, message: str, **extra):
-    body = Error(error=code, message=message, **extra).model_dump(mode="json", exclude_none=True)
-    response = jsonify(body)
+    response = jsonify(error_body(code, message, **extra))
     response.status_code = status
     return response
 
