@@ -57,6 +57,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     recv.add_argument("--warmup", type=float, default=2.0, help="warm-up per server (default 2)")
     recv.add_argument("--rounds", type=int, default=3, help="A/B rounds (default 3)")
     recv.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    recv.add_argument("--light-connections", type=int, default=8,
+                      help="then the same rounds at this many connections, for p99 (default 8; 0: not)")
     recv.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                       help="load generator: wrk if on the PATH (auto), or the Python client")
     attack = parser.add_argument_group("attack")
@@ -108,7 +110,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.hot_user = True
         args.prefill = ALL_PREFILL if args.prefill is None else args.prefill
     args.prefill = args.prefill or 0
-    if any(getattr(args, name) < 1 for name in counts) or args.stall <= 0 or args.prefill < 0:
+    if (any(getattr(args, name) < 1 for name in counts) or args.stall <= 0 or args.prefill < 0
+            or args.light_connections < 0):
         parser.error("counts, and --stall, must be positive")
     return args
 
@@ -152,6 +155,11 @@ def print_receiver(report) -> None:
     cpu = report.floor.median("cpu_us") / report.receiver.median("cpu_us")
     print(f"  floor / receiver gunicorn CPU per request = {cpu:.0%}   (the same ratio, "
           f"less sensitive to other load on the machine)")
+    if report.light_connections:
+        print(f"  at {report.light_connections} connections: p50 / p99 ms, receiver "
+              f"{report.receiver.median('p50_ms', light=True):.2f} / {report.receiver.median('p99_ms', light=True):.2f}, "
+              f"floor {report.floor.median('p50_ms', light=True):.2f} / {report.floor.median('p99_ms', light=True):.2f} "
+              f"(goal: receiver p99 ≤ 15 ms)")
     if report.errors:
         print(f"  WARNING: {report.errors} failed requests")
 

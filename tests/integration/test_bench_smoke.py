@@ -12,6 +12,9 @@ from tests.support.processes import ROOT, keep_output, service_env
 SMALL = ["--web-concurrency", "1", "--worker-concurrency", "1"]
 # Each mode, its tiny arguments, and lines its report must contain.
 MODES = {
+    "receiver": (["--seconds", "0.5", "--warmup", "0", "--rounds", "1", "--connections", "4",
+                  "--light-connections", "2", "--generator", "python"],
+                 ["receiver / floor = ", "at 2 connections: p50 / p99 ms", "| receiver p99 at 2 connections |"]),
     "e2e": (["--events", "20", "--rounds", "1", "--post-connections", "4", "--prefill", "100", "--hot-user"],
             ["payhooks / peer = ", "payhooks worker CPU per event = ", "prefilled / empty, queue drained (full batches)",
              "hot user / spread users: events/s", "books: all ok", "| payhooks / peer |"]),
@@ -27,7 +30,7 @@ MODES = {
 
 @pytest.mark.slow
 def test_every_bench_mode_runs_and_prints_its_figures():
-    # The four at once: each starts its own databases, Redis and processes on free ports.
+    # All at once: each starts its own databases, Redis and processes on free ports.
     running = {
         mode: subprocess.Popen([sys.executable, "-m", "bench", mode, *SMALL, *arguments], cwd=ROOT, env=service_env({}),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
