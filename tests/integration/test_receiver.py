@@ -220,3 +220,42 @@ def test_metrics_want_the_metrics_token_when_one_is_set(quiet):
     assert answer.status_code == 200
     assert b"payhooks_queue_depth" in answer.data
     assert client.get("/healthz").status_code == 200  # health checks stay open for load balancers
+
+
+@pytest.mark.parametrize("path", ["/webhooks/stripe", "/webhooks/paypal"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "HEAD"])
+def test_webhooks_take_only_post(client, queue, path, method):
+    response = client.open(path, method=method, data=b"{}")
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    if method != "HEAD":
+        assert response.get_json()["error"] == "method_not_allowed"
+    assert queued(queue) == []
+
+
+class _BrokenPublisher:
+    def publish(self, provider, event_id, body, received_at=None):
+        raise RuntimeError("the publisher broke")
+
+
+def test_an_unexpected_error_is_a_json_500_logged_without_the_body(quiet, caplog):
+    from receiver.services import Services
+
+    evt = completed_event()
+    evt["data"]["object"]["customer_details"] = {"email": "canary-500@example.com", "name": "Canary Fivehundred"}
+    body = encode(evt)
+    app = create_app(quiet, services=Services(quiet, publisher=_BrokenPublisher()))
+
+    with caplog.at_level("INFO"):
+        response = app.test_client().post("/webhooks/stripe", data=body, headers=signed_headers(body, PRIMARY_SECRET))
+
+    assert response.status_code == 500
+    assert response.get_json() == {
+        "error": "internal_error", "message": "an unexpected error occurred; it has been logged",
+    }
+    [record] = [r for r in caplog.records if r.getMessage() == "unhandled error"]
+    assert "the publisher broke" in caplog.text  # the traceback is there for the operator
+    assert record.levelname == "ERROR"
+    for secret in ("canary-500@example.com", "Canary Fivehundred", PRIMARY_SECRET):
+        assert secret not in caplog.text
