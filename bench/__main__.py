@@ -1,6 +1,7 @@
-"""python -m bench [receiver|e2e|latency|scale|costs|attack|aof|soak|all] [options]   (make bench BENCH_ARGS="...")
+"""python -m bench [receiver|steps|e2e|latency|scale|costs|attack|aof|soak|all] [options]   (make bench BENCH_ARGS="...")
 
 receiver: payhooks' receiver vs its floor (bare Flask: verify + LPUSH), alternated.
+steps:    a delivery taken apart: CPU µs of each step of the receiver, in one process.
 e2e:      payhooks end to end (first POST → last grant) vs the synchronous ORM peer, alternated;
           --prefill N adds payhooks on a database of N rows per table, --hot-user one user for all.
 latency:  POST-to-grant p50/p90/p99 at a trickle and at half of the measured capacity.
@@ -10,7 +11,7 @@ aof:      the receiver into Redis with appendfsync everysec vs always, alternate
 attack:   valid deliveries beside slow and idle clients, per gunicorn worker model.
 soak:     the chaos soak (make soak): N events delivered 1–3 times in shuffled order while
           workers, the receiver, Redis and PostgreSQL connections are killed at random.
-all:      receiver, e2e --hot-user --prefill 1000000, latency, scale, costs, and a summary table (the default).
+all:      receiver, steps, e2e --hot-user --prefill 1000000, latency, scale, costs, and a summary table (the default).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-COMMANDS = ("receiver", "e2e", "latency", "scale", "costs", "attack", "aof", "soak", "all")
+COMMANDS = ("receiver", "steps", "e2e", "latency", "scale", "costs", "attack", "aof", "soak", "all")
 ALL_PREFILL = 1_000_000
 MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a whole run
 
@@ -61,6 +62,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                       help="then the same rounds at this many connections, for p99 (default 8; 0: not)")
     recv.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                       help="load generator: wrk if on the PATH (auto), or the Python client")
+    steps = parser.add_argument_group("steps")
+    steps.add_argument("--step-iterations", type=int, default=5000, help="calls per step and loop (default 5000)")
     attack = parser.add_argument_group("attack")
     attack.add_argument("--models", default="sync,gthread,gevent,nginx",
                         help="worker models to attack, comma-separated (default: all four)")
@@ -104,7 +107,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= MAX_SECONDS or not 0 <= args.warmup <= MAX_SECONDS:
         parser.error(f"--seconds and --warmup must be within (0, {MAX_SECONDS}]")
-    counts = ("rounds", "connections", "events", "post_connections", "worker_concurrency",
+    counts = ("rounds", "connections", "step_iterations", "events", "post_connections", "worker_concurrency",
               "web_concurrency", "soak_events", "soak_workers", "soak_concurrency", "senders")
     if args.command == "all":
         args.hot_user = True
@@ -182,12 +185,12 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from bench import aof, attack, costs, e2e, latency, receiver, scale, soak
+    from bench import aof, attack, costs, e2e, latency, receiver, scale, soak, steps
 
     started = datetime.datetime.now(datetime.UTC)
     print(f"payhooks bench {args.command} — {started:%Y-%m-%d %H:%M} UTC — {revision()} — {machine()}",
           flush=True)
-    receiver_report = e2e_report = latency_report = scale_report = costs_report = None
+    receiver_report = steps_report = e2e_report = latency_report = scale_report = costs_report = None
     attack_reports = []
     aof_report = soak_report = None
     broken: list[str] = []
@@ -214,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 fault_interval=tuple(args.fault_every)))
         if args.command in ("receiver", "all"):
             receiver_report = attempt("receiver", lambda: receiver.run(args))
+        if args.command in ("steps", "all"):
+            steps_report = attempt("steps", lambda: steps.run(args))
         if args.command in ("e2e", "all"):
             e2e_report = attempt("e2e", lambda: e2e.run(args))
         if args.command in ("latency", "all"):
@@ -229,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if receiver_report:
         print_receiver(receiver_report)
+    if steps_report:
+        steps.print_report(steps_report)
     if e2e_report:
         e2e.print_report(e2e_report)
     if latency_report:
@@ -238,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if costs_report:
         costs.print_report(costs_report, scale_report.hot_rate if scale_report else None,
                            max(scale_report.counts) if scale_report else 0)
-    rows = [row for module, report in ((receiver, receiver_report), (e2e, e2e_report), (latency, latency_report),
+    rows = [row for module, report in ((receiver, receiver_report), (steps, steps_report), (e2e, e2e_report), (latency, latency_report),
                                        (scale, scale_report), (costs, costs_report)) if report
             for row in module.summary(report)]
     if rows:
