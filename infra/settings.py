@@ -408,6 +408,9 @@ class Settings(BaseSettings):
     # Retention (models/retention.py)
     retention_payload_days: PositiveInt = _setting(7, "RETENTION_PAYLOAD_DAYS", "Days raw bodies are kept")
     retention_inbox_days: PositiveInt = _setting(90, "RETENTION_INBOX_DAYS", "Days inbox ids are kept (35 at least)")
+    retention_outbound_days: PositiveInt = _setting(
+        30, "RETENTION_OUTBOUND_DAYS", "Days outbox messages and their delivery log are kept once none is pending"
+    )
     retention_interval_seconds: PositiveInt = _setting(3600, "RETENTION_INTERVAL_SECONDS", "How often retention runs")
 
     # Recovery (application/recovery.py)

@@ -95,13 +95,16 @@ def reconcile_events(self: PayhooksTask) -> dict:
     return results or {"skipped": "not configured"}
 
 
-def prune(db, *, payload_days: int, inbox_days: int, batch_size: int = 1000, now: datetime | None = None) -> dict:
-    """Drop old raw payloads, then old inbox rows, a batch per transaction until none is left."""
+def prune(
+    db, *, payload_days: int, inbox_days: int, outbound_days: int, batch_size: int = 1000, now: datetime | None = None
+) -> dict:
+    """Drop old raw payloads, old inbox rows, then settled outbox messages, a batch per transaction until none is left."""
     now = now or datetime.now(UTC)
-    totals = {"payloads_pruned": 0, "rows_deleted": 0}
+    totals = {"payloads_pruned": 0, "rows_deleted": 0, "outbox_deleted": 0}
     for key, step, days in (
         ("payloads_pruned", retention.prune_payloads, payload_days),
         ("rows_deleted", retention.delete_old_rows, max(inbox_days, retention.MIN_INBOX_RETENTION_DAYS)),
+        ("outbox_deleted", retention.delete_old_outbox, outbound_days),
     ):
         while True:
             with db.transaction() as session:
@@ -115,7 +118,8 @@ def prune(db, *, payload_days: int, inbox_days: int, batch_size: int = 1000, now
 @shared_task(bind=True, base=PayhooksTask, name=PRUNE_INBOX)
 def prune_inbox(self: PayhooksTask) -> dict:
     settings = self.runtime.settings
-    totals = prune(self.runtime.db, payload_days=settings.retention_payload_days, inbox_days=settings.retention_inbox_days)
+    totals = prune(self.runtime.db, payload_days=settings.retention_payload_days,
+                   inbox_days=settings.retention_inbox_days, outbound_days=settings.retention_outbound_days)
     if any(totals.values()):
         log.info("retention: %s", totals)
     return totals

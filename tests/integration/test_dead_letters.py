@@ -351,7 +351,7 @@ def test_replaying_an_event_applied_meanwhile_whose_inbox_row_was_pruned(databas
     from tasks.maintenance import prune
 
     pruned = prune(
-        database, payload_days=7, inbox_days=35, now=datetime.now(UTC) + timedelta(days=60)
+        database, payload_days=7, inbox_days=35, outbound_days=30, now=datetime.now(UTC) + timedelta(days=60)
     )
     assert pruned["rows_deleted"] >= 1
     assert inbox_row(database, paid["id"]) is None

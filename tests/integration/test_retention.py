@@ -39,9 +39,9 @@ def test_prune_keeps_ids_for_dedupe_and_failed_payloads_for_replay(database):
         deliver(database, evt)
         age(database, evt["id"], days)
 
-    totals = prune(database, payload_days=7, inbox_days=35, batch_size=2)
+    totals = prune(database, payload_days=7, inbox_days=35, outbound_days=30, batch_size=2)
 
-    assert totals == {"payloads_pruned": 3, "rows_deleted": 1}
+    assert (totals["payloads_pruned"], totals["rows_deleted"]) == (3, 1)
     rows = inbox(database)
     assert rows[recent["id"]] == (EventStatus.PROCESSED, True)
     assert rows[week_old["id"]] == (EventStatus.PROCESSED, False)
@@ -58,3 +58,53 @@ def test_prune_keeps_ids_for_dedupe_and_failed_payloads_for_replay(database):
 def test_inbox_retention_below_35_days_is_refused():
     with pytest.raises(SettingsError, match="at least 35"):
         Settings.from_env({"RETENTION_INBOX_DAYS": "30"})
+
+
+def _message(session, name: str, *, days: int, dispatched: bool = True, deliveries: tuple[str, ...] = ()) -> None:
+    """An outbox message written ``days`` ago, with a delivery (and one logged attempt) per status given."""
+    outbox_id = session.scalar(
+        text(
+            """
+            INSERT INTO outbox_messages (message_id, type, user_id, data, created_at, dispatched_at)
+            VALUES (:name, 'payment.succeeded', 'user_ret_out', '{}', now() - make_interval(days => :days),
+                    CASE WHEN :dispatched THEN now() - make_interval(days => :days) END)
+            RETURNING id
+            """
+        ),
+        {"name": name, "days": days, "dispatched": dispatched},
+    )
+    for number, status in enumerate(deliveries):
+        delivery_id = session.scalar(
+            text(
+                """
+                INSERT INTO outbound_deliveries (outbox_id, consumer, status, give_up_at)
+                VALUES (:outbox, :consumer, :status, now()) RETURNING id
+                """
+            ),
+            {"outbox": outbox_id, "consumer": f"hook:h{number}", "status": status},
+        )
+        session.execute(
+            text("INSERT INTO outbound_attempts (delivery_id, attempt, outcome, latency_ms) VALUES (:id, 1, 'retry', 5)"),
+            {"id": delivery_id},
+        )
+
+
+def test_settled_outbox_messages_go_with_their_delivery_log_after_the_retention(database):
+    with database.transaction() as session:
+        session.execute(text("DELETE FROM outbox_messages"))
+        _message(session, "ret_old_delivered", days=40, deliveries=("delivered", "delivered"))
+        _message(session, "ret_old_failed", days=40, deliveries=("failed", "delivered"))
+        _message(session, "ret_old_pending", days=40, deliveries=("delivered", "pending"))
+        _message(session, "ret_old_undispatched", days=40, dispatched=False)
+        _message(session, "ret_old_no_consumer", days=31)  # dispatched to nobody: nothing to wait for
+        _message(session, "ret_recent", days=29, deliveries=("delivered",))
+
+    totals = prune(database, payload_days=7, inbox_days=35, outbound_days=30, batch_size=1)
+
+    assert totals["outbox_deleted"] == 3
+    with database.transaction() as session:
+        kept = set(session.scalars(text("SELECT message_id FROM outbox_messages")))
+        deliveries = session.scalar(text("SELECT count(*) FROM outbound_deliveries"))
+        attempts = session.scalar(text("SELECT count(*) FROM outbound_attempts"))
+    assert kept == {"ret_old_pending", "ret_old_undispatched", "ret_recent"}  # a pending delivery keeps its message
+    assert (deliveries, attempts) == (3, 3)  # old_pending's two and recent's one; the rest went with their messages
