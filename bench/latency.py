@@ -46,9 +46,11 @@ class Phase:
     answer_errors: int
     seen_ms: list[float] = field(default_factory=list)  # sorted
     created_ms: list[float] = field(default_factory=list)  # sorted
+    answered_ms: list[float] = field(default_factory=list)  # sorted: POST written to its answer read
 
     def percentile(self, kind: str, p: float) -> float:
-        return load._percentile(self.seen_ms if kind == "seen" else self.created_ms, p)
+        series = {"seen": self.seen_ms, "created": self.created_ms, "answered": self.answered_ms}[kind]
+        return load._percentile(series, p)
 
 
 @dataclass
@@ -91,12 +93,13 @@ def measure(system: Payhooks, label: str, rate: float, seconds: float) -> Phase:
     stop = threading.Event()
     poller = threading.Thread(target=_poll, args=(system, mark, sent, seen, stop, count), daemon=True)
     poller.start()
-    errors = asyncio.run(_paced(system.url, bodies, users, rate, sent))
+    errors, answered = asyncio.run(_paced(system.url, bodies, users, rate, sent))
     poller.join(timeout=max(30.0, seconds))
     stop.set()
     phase = Phase(label, rate, count, len(seen), errors,
                   sorted((seen[u][0] - sent[u]) * 1000 for u in seen if u in sent),
-                  sorted((seen[u][1] - sent[u]) * 1000 for u in seen if u in sent))
+                  sorted((seen[u][1] - sent[u]) * 1000 for u in seen if u in sent),
+                  sorted(seconds * 1000 for seconds in answered))
     print(f"  {label:<16} {rate:7.1f} events/s × {seconds:g} s: {phase.granted}/{count} granted ({errors} POSTs failed); POST to grant "
           f"seen p50 {phase.percentile('seen', 50):.0f} p90 {phase.percentile('seen', 90):.0f} "
           f"p99 {phase.percentile('seen', 99):.0f} ms", flush=True)
@@ -121,8 +124,10 @@ def _poll(system: Payhooks, mark: int, sent: dict, seen: dict, stop: threading.E
             time.sleep(POLL)
 
 
-async def _paced(url: str, bodies: list[bytes], users: list[str], rate: float, sent: dict[str, float]) -> int:
-    """POST each body at its slot (i / rate after the start), without waiting for answers; the errors."""
+async def _paced(
+    url: str, bodies: list[bytes], users: list[str], rate: float, sent: dict[str, float]
+) -> tuple[int, list[float]]:
+    """POST each body at its slot (i / rate after the start), without waiting for answers; errors, answer times."""
     host, port = load._address(url)
     latencies: list[float] = []
     start = time.perf_counter()
@@ -139,20 +144,22 @@ async def _paced(url: str, bodies: list[bytes], users: list[str], rate: float, s
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(body, user)))
     answers = await asyncio.gather(*tasks)
-    return sum(not ok for ok in answers)
+    return sum(not ok for ok in answers), latencies
 
 
 def print_report(report: LatencyReport) -> None:
     print(f"\nlatency — POST to grant, evenly paced, {report.seconds:g} s per phase; capacity "
           f"{report.capacity:,.0f} events/s ({report.capacity_source})")
     print(f"  {'':<18}{'events/s':>9}{'granted':>11}  {'seen (poll 10 ms) p50/p90/p99 ms':>34}"
-          f"   {'created_at p50/p90/p99 ms':>27}")
+          f"   {'created_at p50/p90/p99 ms':>27}   {'answered p50/p90/p99 ms':>25}")
     for phase in report.phases:
-        seen = "/".join(f"{phase.percentile('seen', p):.0f}" for p in (50, 90, 99))
-        created = "/".join(f"{phase.percentile('created', p):.0f}" for p in (50, 90, 99))
-        print(f"  {phase.label:<18}{phase.rate:>9.1f}{phase.granted:>6}/{phase.sent:<5} {seen:>34}   {created:>27}")
+        seen, created, answered = ("/".join(f"{phase.percentile(kind, p):.0f}" for p in (50, 90, 99))
+                                   for kind in ("seen", "created", "answered"))
+        print(f"  {phase.label:<18}{phase.rate:>9.1f}{phase.granted:>6}/{phase.sent:<5} {seen:>34}   {created:>27}"
+              f"   {answered:>25}")
     print("  seen: when a poller every 10 ms first saw the committed ledger row (upper bound, ±10 ms); "
-          "created_at: the applying transaction's start (lower bound). Goal: trickle p99 ≤ 250 ms.")
+          "created_at: the applying transaction's start (lower bound); answered: the receiver's 200 "
+          "(each POST on a new connection). Goal: trickle p99 ≤ 250 ms.")
     failed = sum(phase.answer_errors for phase in report.phases)
     if failed:
         print(f"  WARNING: {failed} POSTs failed (timeout or refused); their events were never sent")
