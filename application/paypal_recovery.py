@@ -8,7 +8,11 @@
   status>``) applied like any other: a capture completed, pending or declined
   is applied as such; a voided order is cancelled; an approval nobody
   captured (its webhook lost) asks for the capture, after commit, through the
-  lookup mechanism; an order the buyer has not approved is left alone.
+  lookup mechanism; an order the buyer has not approved is left alone until
+  its expiry (``expires_at``: PAYPAL_ORDER_EXPIRY_SECONDS after it was made)
+  plus the grace has passed, and then expired (``paypal.ORDER_EXPIRED``), as is
+  an overdue order PayPal no longer knows. An approval that comes after all
+  still captures and pays: the lifecycle lets an expired payment complete.
 * ``reconcile_events``: PayPal's webhook events since the cursor (minus an
   overlap), ``GET /v1/notifications/webhooks-events``; those of the types we
   handle that the inbox lacks are applied as found by reconciliation. The
@@ -39,12 +43,13 @@ from providers.changes import (
     CaptureRequested,
     Ignored,
     PaymentCanceled,
+    PaymentExpired,
     PaymentFailed,
     PaymentProcessing,
     PaymentSucceeded,
     ProviderEvent,
 )
-from providers.errors import ProviderUnavailableError
+from providers.errors import ProviderNotFoundError, ProviderUnavailableError
 
 log = logging.getLogger("payhooks.recovery")
 
@@ -53,6 +58,7 @@ OUTCOMES = {
     PaymentProcessing: "still open",
     PaymentFailed: "failed",
     PaymentCanceled: "expired",
+    PaymentExpired: "expired",
     CaptureRequested: "capture requested",
 }
 
@@ -67,6 +73,18 @@ def order_event(source: str, order: dict, now: datetime) -> ProviderEvent:
         "resource_type": "checkout-order",
         "create_time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "resource": order,
+    }
+    return paypal.parse_event(orjson.dumps(body))
+
+
+def expired_order_event(source: str, order_id: str, status: str, now: datetime) -> ProviderEvent:
+    """The sweep's verdict on an order nobody approved before its expiry (``status``: PayPal's, or GONE)."""
+    body = {
+        "id": f"{source}:{order_id}:{status}:expired",
+        "event_type": paypal.ORDER_EXPIRED,
+        "resource_type": "checkout-order",
+        "create_time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "resource": {"id": order_id, "status": status},
     }
     return paypal.parse_event(orjson.dumps(body))
 
@@ -97,7 +115,8 @@ class PayPalRecovery:
                 limit=batch_size, dry_run=dry_run, providers=[paypal.NAME],
             )
         limit = RateLimit(calls_per_second)
-        for index, (payment_id, _, order_id, _) in enumerate(claimed):
+        for index, (payment_id, _, order_id, expires_at) in enumerate(claimed):
+            overdue = expires_at is not None and now - expiry_grace > expires_at
             limit.wait()
             try:
                 order = self.api.get_order(order_id)
@@ -110,13 +129,22 @@ class PayPalRecovery:
                     with self.database.transaction() as session:
                         release_claims(session, unchecked)
                 break
+            except ProviderNotFoundError as exc:
+                if not overdue:  # a typo'd id, or PayPal's listing not caught up: ask again next time
+                    report.errors.append(f"{order_id}: {exc}")
+                    continue
+                order = None  # PayPal forgot an order nobody approved
             except Exception as exc:  # one bad order must not stop the sweep
                 report.errors.append(f"{order_id}: {exc}")
                 continue
             report.checked += 1
             try:
-                event = order_event("sweep", order, now)
-                change = paypal.translate(event)
+                event = order_event("sweep", order, now) if order is not None else None
+                change = paypal.translate(event) if event is not None else Ignored("order gone")
+                if isinstance(change, Ignored) and overdue:
+                    status = str(order.get("status") or "UNKNOWN") if order is not None else "GONE"
+                    event = expired_order_event("sweep", order_id, status, now)
+                    change = paypal.translate(event)
                 outcome = "still open" if isinstance(change, Ignored) else OUTCOMES.get(type(change), "still open")
                 if not isinstance(change, Ignored) and not dry_run:
                     self._apply(event, source="sweep")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, literal_column, select
@@ -230,6 +230,8 @@ class PaymentTracker:
             provider="paypal",
             package_id=package.id,
             package_name=package.name,
+            # PayPal sends nothing when an unapproved order lapses; the sweep expires it after this.
+            expires_at=datetime.now(UTC) + timedelta(seconds=self.settings.paypal_order_expiry_seconds),
         )
         return {"checkout_url": approve, "session_id": order["id"], "payment_id": payment["id"], "provider": "paypal"}
 

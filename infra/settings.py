@@ -298,6 +298,10 @@ class Settings(BaseSettings):
     paypal_webhook_tolerance_seconds: PositiveInt = _setting(
         600, "PAYPAL_WEBHOOK_TOLERANCE", "Age or skew of PAYPAL-TRANSMISSION-TIME accepted, in seconds"
     )
+    paypal_order_expiry_seconds: PositiveInt = _setting(
+        3 * 3600, "PAYPAL_ORDER_EXPIRY_SECONDS",
+        "An order made by /api/checkout and not approved this long is expired by the sweep (after its grace)",
+    )
     paypal_ca_file: OptionalStr = _setting(
         None, "PAYPAL_CA_FILE", "PEM trust anchors for PayPal's signing certificates; unset: the certifi bundle"
     )

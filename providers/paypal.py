@@ -56,6 +56,7 @@ from providers.changes import (
     Ignored,
     InvalidEventError,
     PaymentCanceled,
+    PaymentExpired,
     PaymentFailed,
     PaymentProcessing,
     PaymentRef,
@@ -932,10 +933,24 @@ HANDLERS: dict[str, Callable[[ProviderEvent], Change]] = {
 HANDLED_TYPES = tuple(HANDLERS)
 with_lookup = with_capture
 
+# Ours, never PayPal's: PayPal says nothing when an order nobody approved lapses,
+# so the sweep (application/paypal_recovery.py) writes this for an order still
+# unapproved, or no longer known, past its expiry. Not in HANDLERS: nobody
+# subscribes to it, and reconciliation never finds it in PayPal's listing.
+ORDER_EXPIRED = "PAYHOOKS.ORDER.EXPIRED"
+
+
+def order_expired(event: ProviderEvent) -> Change:
+    """An order left unapproved past its expiry: the checkout expired (an approval after all still pays)."""
+    return PaymentExpired(PaymentRef(session_id=_required_id(event.data["object"], "order")))
+
+
+_OURS: dict[str, Callable[[ProviderEvent], Change]] = {ORDER_EXPIRED: order_expired}
+
 
 def translate(event: ProviderEvent) -> Change:
     """The change an event asks for; Ignored for types we do not act on."""
-    handler = HANDLERS.get(event.type)
+    handler = HANDLERS.get(event.type) or _OURS.get(event.type)
     if handler is None:
         return Ignored(f"{event.type} is not handled")
     return handler(event)

@@ -20,6 +20,7 @@ from models.enums import EventStatus, PaymentStatus
 from models.tables import CreditAccount, Payment, ProviderCursor, WebhookEvent
 from providers.paypal_api import PayPalAPI
 from tests.support import paypal_events as pe
+from tests.conftest import STARTER
 from tests.support.fake_paypal import FakePayPal
 
 SWEEP = {"min_age": timedelta(0), "expiry_grace": timedelta(minutes=10)}
@@ -166,3 +167,50 @@ def test_verify_asks_paypal_about_one_order_and_grants_once(recovery, unit, sett
     assert (first["payment_verified"], first["status"], first["credits_added"], first["balance"]) == (True, "completed", 100, 100)
     assert (first["provider_status"], first["provider_payment_status"]) == ("COMPLETED", "COMPLETED")
     assert (again["credits_added"], again["balance"]) == (0, 100)
+
+
+def checkout_order(unit, settings, api, user: str) -> str:
+    """An order made through POST /api/checkout's path: recorded pending with PAYPAL_ORDER_EXPIRY_SECONDS to live."""
+    shop = settings.replace(credit_packages={"starter": STARTER}, checkout_success_url="https://shop.example/ok")
+    return PaymentTracker(unit, shop, paypal_api=api).create_checkout(
+        user_id=user, package_id="starter", provider="paypal")["session_id"]
+
+
+def test_an_order_nobody_approves_expires_once_overdue_and_an_approval_after_all_still_pays(
+    recovery, unit, settings, fake, api, database
+):
+    order_id = checkout_order(unit, settings, api, "u_lapse")
+    expiry = timedelta(seconds=settings.paypal_order_expiry_seconds)
+
+    at_expiry = recovery.sweep_pending(**SWEEP, now=datetime.now(UTC) + expiry)
+    assert (at_expiry.checked, at_expiry.still_open, at_expiry.expired) == (1, 1, 0)  # the grace is not over
+    assert state(database, order_id) == (PaymentStatus.PENDING, 0)
+
+    overdue = recovery.sweep_pending(**SWEEP, now=datetime.now(UTC) + expiry + SWEEP["expiry_grace"] + timedelta(seconds=5))
+    assert overdue.decisions == [(overdue.decisions[0][0], order_id, "expired")]
+    assert state(database, order_id) == (PaymentStatus.EXPIRED, 0)
+    assert recovery.sweep_pending(**SWEEP, now=datetime.now(UTC) + 2 * expiry).checked == 0  # not asked about again
+
+    fake.approve(order_id)  # the buyer comes back after all
+    api.capture_order(order_id)
+    recovery.verify(order_id)
+    assert state(database, order_id) == (PaymentStatus.COMPLETED, STARTER.credits)
+
+
+def test_an_overdue_order_paypal_no_longer_knows_expires(recovery, unit, settings, fake, api, database):
+    order_id = checkout_order(unit, settings, api, "u_gone")
+    with fake.lock:
+        del fake.orders[order_id]
+    expiry = timedelta(seconds=settings.paypal_order_expiry_seconds)
+
+    early = recovery.sweep_pending(**SWEEP, now=later())
+    assert (early.checked, len(early.errors)) == (0, 1)  # not overdue: an unknown id is asked about again
+    assert state(database, order_id) == (PaymentStatus.PENDING, 0)
+
+    overdue = recovery.sweep_pending(**SWEEP, now=datetime.now(UTC) + expiry + SWEEP["expiry_grace"] + timedelta(seconds=5))
+    assert (overdue.checked, overdue.expired, overdue.errors) == (1, 1, [])
+    assert state(database, order_id) == (PaymentStatus.EXPIRED, 0)
+    with database.transaction() as session:
+        [event_id] = session.scalars(select(WebhookEvent.provider_event_id).where(WebhookEvent.provider == "paypal",
+                                                                                   WebhookEvent.event_type == "PAYHOOKS.ORDER.EXPIRED"))
+    assert event_id == f"sweep:{order_id}:GONE:expired"

@@ -143,6 +143,7 @@ INT_VARS = [
     ("RETENTION_PAYLOAD_DAYS", "retention_payload_days", "14", 14),
     ("RETENTION_INBOX_DAYS", "retention_inbox_days", "60", 60),
     ("RETENTION_OUTBOUND_DAYS", "retention_outbound_days", "45", 45),
+    ("PAYPAL_ORDER_EXPIRY_SECONDS", "paypal_order_expiry_seconds", "7200", 7200),
     ("RETENTION_INTERVAL_SECONDS", "retention_interval_seconds", "600", 600),
     ("OUTBOUND_RETRY_WINDOW_SECONDS", "outbound_retry_window_seconds", "7200", 7200),
     ("OUTBOUND_SECRET_OVERLAP_SECONDS", "outbound_secret_overlap_seconds", "600", 600),
