@@ -99,9 +99,11 @@ class WebhookEndpoints:
         provider = PATHS.get(environ.get("PATH_INFO", ""))
         if provider is None:
             return self._fallback(environ, start_response)
-        if environ.get("REQUEST_METHOD") != "POST":
+        method = environ.get("REQUEST_METHOD")
+        if method != "POST":
             answer = Answer(405, error_body("method_not_allowed", "webhooks are POSTed"), (("Allow", "POST"),))
-            return answer(start_response)
+            body = answer(start_response)
+            return [] if method == "HEAD" else body  # a HEAD answer has headers only
         try:
             answer = self._receive(provider, environ)
         except Exception:
