@@ -362,6 +362,7 @@ class OutboundDelivery(Base):
     __table_args__ = (
         UniqueConstraint("outbox_id", "consumer"),
         Index("ix_outbound_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_outbound_deliveries_failed", "endpoint_id", "id", postgresql_where=text("status = 'failed'")),
         Index(None, "endpoint_id", "created_at"),
         CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
     )

@@ -78,18 +78,18 @@ def _state_collector(svc) -> metrics.StateCollector:
 
     def deliveries():
         with svc.database.transaction() as session:
-            by_status, _ = outbound.counts(session)
+            by_status = outbound.counts(session)
         return {(status,): float(count) for status, count in by_status.items()}
 
     def oldest_pending():
         with svc.database.transaction() as session:
-            _, age = outbound.counts(session)
-        return {(): age}
+            return {(): outbound.oldest_pending_age(session)}
 
     return metrics.StateCollector(
         {
             "payhooks_outbound_deliveries": (
-                "Outbound deliveries (webhooks, e-mail receipts, hooks) by status: pending, delivered, failed",
+                "Outbound deliveries (webhooks, e-mail receipts, hooks) pending or failed; "
+                "payhooks_outbound_attempts_total counts the delivered",
                 deliveries,
                 ["status"],
             ),

@@ -19,8 +19,8 @@ from application.unit import UnitOfWork
 from models.enums import EventStatus, PaymentStatus
 from models.tables import CreditAccount, Payment, ProviderCursor, WebhookEvent
 from providers.paypal_api import PayPalAPI
-from tests.support import paypal_events as pe
 from tests.conftest import STARTER
+from tests.support import paypal_events as pe
 from tests.support.fake_paypal import FakePayPal
 
 SWEEP = {"min_age": timedelta(0), "expiry_grace": timedelta(minutes=10)}

@@ -12,6 +12,7 @@ from models.tables import CreditLedger, WebhookEvent
 from providers import stripe
 from tasks.maintenance import prune
 from tests.support.apply import handle
+from tests.support.outbound_rows import write_message
 from tests.support.stripe_events import completed_event, encode
 
 
@@ -60,44 +61,15 @@ def test_inbox_retention_below_35_days_is_refused():
         Settings.from_env({"RETENTION_INBOX_DAYS": "30"})
 
 
-def _message(session, name: str, *, days: int, dispatched: bool = True, deliveries: tuple[str, ...] = ()) -> None:
-    """An outbox message written ``days`` ago, with a delivery (and one logged attempt) per status given."""
-    outbox_id = session.scalar(
-        text(
-            """
-            INSERT INTO outbox_messages (message_id, type, user_id, data, created_at, dispatched_at)
-            VALUES (:name, 'payment.succeeded', 'user_ret_out', '{}', now() - make_interval(days => :days),
-                    CASE WHEN :dispatched THEN now() - make_interval(days => :days) END)
-            RETURNING id
-            """
-        ),
-        {"name": name, "days": days, "dispatched": dispatched},
-    )
-    for number, status in enumerate(deliveries):
-        delivery_id = session.scalar(
-            text(
-                """
-                INSERT INTO outbound_deliveries (outbox_id, consumer, status, give_up_at)
-                VALUES (:outbox, :consumer, :status, now()) RETURNING id
-                """
-            ),
-            {"outbox": outbox_id, "consumer": f"hook:h{number}", "status": status},
-        )
-        session.execute(
-            text("INSERT INTO outbound_attempts (delivery_id, attempt, outcome, latency_ms) VALUES (:id, 1, 'retry', 5)"),
-            {"id": delivery_id},
-        )
-
-
 def test_settled_outbox_messages_go_with_their_delivery_log_after_the_retention(database):
     with database.transaction() as session:
         session.execute(text("DELETE FROM outbox_messages"))
-        _message(session, "ret_old_delivered", days=40, deliveries=("delivered", "delivered"))
-        _message(session, "ret_old_failed", days=40, deliveries=("failed", "delivered"))
-        _message(session, "ret_old_pending", days=40, deliveries=("delivered", "pending"))
-        _message(session, "ret_old_undispatched", days=40, dispatched=False)
-        _message(session, "ret_old_no_consumer", days=31)  # dispatched to nobody: nothing to wait for
-        _message(session, "ret_recent", days=29, deliveries=("delivered",))
+        write_message(session, "ret_old_delivered", days=40, deliveries=("delivered", "delivered"))
+        write_message(session, "ret_old_failed", days=40, deliveries=("failed", "delivered"))
+        write_message(session, "ret_old_pending", days=40, deliveries=("delivered", "pending"))
+        write_message(session, "ret_old_undispatched", days=40, dispatched=False)
+        write_message(session, "ret_old_no_consumer", days=31)  # dispatched to nobody: nothing to wait for
+        write_message(session, "ret_recent", days=29, deliveries=("delivered",))
 
     totals = prune(database, payload_days=7, inbox_days=35, outbound_days=30, batch_size=1)
 
