@@ -1,9 +1,10 @@
-"""python -m bench [receiver|steps|e2e|latency|scale|costs|attack|aof|soak|all] [options]   (make bench BENCH_ARGS="...")
+"""python -m bench [receiver|steps|e2e|deliveries|latency|scale|costs|attack|aof|soak|all] [options]   (make bench BENCH_ARGS="...")
 
 receiver: payhooks' receiver vs its floor (bare Flask: verify + LPUSH), alternated.
 steps:    a delivery taken apart: CPU µs of each step of the receiver, in one process.
 e2e:      payhooks end to end (first POST → last grant) vs the synchronous ORM peer, alternated;
           --prefill N adds payhooks on a database of N rows per table, --hot-user one user for all.
+deliveries: worker CPU per outbound webhook delivered (--profile: where it goes); not in all.
 latency:  POST-to-grant p50/p90/p99 at a trickle and at half of the measured capacity.
 scale:    1 → 2 → 4 worker processes draining the same queue.
 costs:    per-event CPU of receiver, worker, PostgreSQL and Redis; the model of N hosts.
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-COMMANDS = ("receiver", "steps", "e2e", "latency", "scale", "costs", "attack", "aof", "soak", "all")
+COMMANDS = ("receiver", "steps", "e2e", "deliveries", "latency", "scale", "costs", "attack", "aof", "soak", "all")
 ALL_PREFILL = 1_000_000
 MAX_SECONDS = 240  # one signature must stay inside the 300 s tolerance for a whole run
 
@@ -62,6 +63,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                       help="then the same rounds at this many connections, for p99 (default 8; 0: not)")
     recv.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                       help="load generator: wrk if on the PATH (auto), or the Python client")
+    deliveries = parser.add_argument_group("deliveries")
+    deliveries.add_argument("--profile", action="store_true", help="also profile the sending (cProfile)")
     steps = parser.add_argument_group("steps")
     steps.add_argument("--step-iterations", type=int, default=5000, help="calls per step and loop (default 5000)")
     attack = parser.add_argument_group("attack")
@@ -185,12 +188,12 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from bench import aof, attack, costs, e2e, latency, receiver, scale, soak, steps
+    from bench import aof, attack, costs, deliveries, e2e, latency, receiver, scale, soak, steps
 
     started = datetime.datetime.now(datetime.UTC)
     print(f"payhooks bench {args.command} — {started:%Y-%m-%d %H:%M} UTC — {revision()} — {machine()}",
           flush=True)
-    receiver_report = steps_report = e2e_report = latency_report = scale_report = costs_report = None
+    receiver_report = steps_report = deliveries_report = e2e_report = latency_report = scale_report = costs_report = None
     attack_reports = []
     aof_report = soak_report = None
     broken: list[str] = []
@@ -219,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             receiver_report = attempt("receiver", lambda: receiver.run(args))
         if args.command in ("steps", "all"):
             steps_report = attempt("steps", lambda: steps.run(args))
+        if args.command == "deliveries":
+            deliveries_report = attempt("deliveries", lambda: deliveries.run(args))
         if args.command in ("e2e", "all"):
             e2e_report = attempt("e2e", lambda: e2e.run(args))
         if args.command in ("latency", "all"):
@@ -236,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         print_receiver(receiver_report)
     if steps_report:
         steps.print_report(steps_report)
+    if deliveries_report:
+        deliveries.print_report(deliveries_report)
     if e2e_report:
         e2e.print_report(e2e_report)
     if latency_report:
@@ -245,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if costs_report:
         costs.print_report(costs_report, scale_report.hot_rate if scale_report else None,
                            max(scale_report.counts) if scale_report else 0)
-    rows = [row for module, report in ((receiver, receiver_report), (steps, steps_report), (e2e, e2e_report), (latency, latency_report),
+    rows = [row for module, report in ((receiver, receiver_report), (steps, steps_report), (deliveries, deliveries_report), (e2e, e2e_report), (latency, latency_report),
                                        (scale, scale_report), (costs, costs_report)) if report
             for row in module.summary(report)]
     if rows:
