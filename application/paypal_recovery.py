@@ -32,6 +32,7 @@ from application.recovery import (
     RateLimit,
     SweepReport,
     credits_added,
+    look_up_now,
     reconcile_listed,
     verification,
 )
@@ -185,8 +186,8 @@ class PayPalRecovery:
     def verify(self, order_id: str, *, now: datetime | None = None) -> dict:
         """Ask PayPal about one order now and apply its answer (the return page's check).
 
-        An order approved but not captured yet is captured after this returns
-        (the lookup); ``status`` then still says pending.
+        An order approved but not captured yet is captured here, before the
+        answer (the same ``PayPal-Request-Id`` as every other capture of it).
         """
         now = now or datetime.now(UTC)
         order = self.api.get_order(order_id)
@@ -194,6 +195,7 @@ class PayPalRecovery:
         added = 0
         if not isinstance(paypal.translate(event), Ignored):
             result = self._apply(event, source="verify")
+            look_up_now(self.unit, self.api, paypal.NAME, order_id, result)  # an approval: capture it now
             added = credits_added(self.database, event.id) if not result.duplicate else 0
         capture = paypal._latest_capture(paypal._first(order.get("purchase_units"))) or {}
         return verification(self.database, paypal.NAME, order_id, added,

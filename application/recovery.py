@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from application import lookups
 from application.batch import EventResult, Incoming
 from application.unit import UnitOfWork
 from models.enums import EventStatus
@@ -41,6 +42,7 @@ from models.reconciliation import advance_cursor, read_cursor
 from models.tables import CreditLedger, Payment, WebhookEvent
 from providers import stripe
 from providers.changes import ProviderEvent
+from providers.errors import ProviderRequestError
 from providers.stripe_api import ProviderUnavailableError, StripeAPI
 
 log = logging.getLogger("payhooks.recovery")
@@ -205,6 +207,7 @@ class Recovery:
         credits_added = 0
         if event is not None:
             result = self._apply(event, source="verify")
+            look_up_now(self.unit, self.stripe_api, stripe.NAME, session_id, result)
             credits_added = self._credits_added(event.id) if not result.duplicate else 0
         return verification(
             self.database, stripe.NAME, session_id, credits_added,
@@ -221,6 +224,23 @@ class Recovery:
 
     def _credits_added(self, cause: str) -> int:
         return credits_added(self.database, cause)
+
+
+def look_up_now(unit: UnitOfWork, api, provider: str, session_id: str, result: EventResult) -> None:
+    """A verified event held for a lookup (a session's line items, a PayPal capture): look it up now.
+
+    Workers do it after their commit through the lookup task; verify runs in the
+    web process while the buyer waits on the return page, so it does it here,
+    after its own commit, rather than leave it to the next retry of held events.
+    Whatever fails leaves the event held, as it would be anyway.
+    """
+    if result.status != EventStatus.HELD:
+        return
+    try:
+        lookups.look_up_session(unit, api, provider, session_id)
+    except (ProviderRequestError, ProviderUnavailableError) as exc:
+        log.warning("verify could not look %s %s up now (%s); the held event waits for its retry",
+                    provider, session_id, exc.__class__.__name__)
 
 
 def verification(

@@ -18,6 +18,7 @@ from application.tracker import PaymentTracker
 from application.unit import UnitOfWork
 from models.enums import EventStatus, PaymentStatus
 from models.tables import CreditAccount, Payment, ProviderCursor, WebhookEvent
+from providers.errors import ProviderUnavailableError
 from providers.paypal_api import PayPalAPI
 from tests.conftest import STARTER
 from tests.support import paypal_events as pe
@@ -214,3 +215,38 @@ def test_an_overdue_order_paypal_no_longer_knows_expires(recovery, unit, setting
         [event_id] = session.scalars(select(WebhookEvent.provider_event_id).where(WebhookEvent.provider == "paypal",
                                                                                    WebhookEvent.event_type == "PAYHOOKS.ORDER.EXPIRED"))
     assert event_id == f"sweep:{order_id}:GONE:expired"
+
+
+def test_verify_of_an_approved_order_captures_it_before_answering(recovery, unit, settings, fake, api, database):
+    order_id = checkout_order(unit, settings, api, "u_return_page")
+    fake.approve(order_id)  # the buyer is back on the return page before any webhook
+
+    answer = recovery.verify(order_id)
+
+    assert (answer["payment_verified"], answer["status"], answer["credits_added"], answer["balance"]) == (
+        True, "completed", STARTER.credits, STARTER.credits)
+    assert [path for method, path, _ in fake.requests if method == "POST" and path.endswith("/capture")] == [
+        f"/v2/checkout/orders/{order_id}/capture"]
+    assert recovery.verify(order_id)["credits_added"] == 0  # once
+
+
+class _CaptureAway(PayPalAPI):
+    def capture_order(self, order_id, *, request_id=None):
+        raise ProviderUnavailableError("PayPal is away (test)")
+
+
+def test_verify_that_cannot_capture_now_answers_pending_and_leaves_the_approval_held(unit, settings, fake, api, database):
+    order_id = checkout_order(unit, settings, api, "u_capture_away")
+    fake.approve(order_id)
+    away = _CaptureAway(fake.client_id, fake.client_secret, fake.url, max_retries=0)
+    try:
+        answer = PayPalRecovery(unit, away).verify(order_id)
+    finally:
+        away.close()
+
+    assert (answer["payment_verified"], answer["status"], answer["credits_added"]) == (False, "pending", 0)
+    with database.transaction() as session:
+        held = session.scalars(select(WebhookEvent.status).where(WebhookEvent.provider_event_id.like(f"verify:{order_id}:%")))
+        assert list(held) == [EventStatus.HELD]  # the periodic retry of held events captures it later
+    look_up_session(unit, api, "paypal", order_id)
+    assert state(database, order_id) == (PaymentStatus.COMPLETED, STARTER.credits)

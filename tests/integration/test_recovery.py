@@ -720,3 +720,23 @@ def test_verify_route_completes_a_paid_session_with_a_currency_conversion(fake, 
     assert answer.status_code == 200, answer.get_json()
     assert (answer.get_json()["status"], answer.get_json()["credits_added"]) == ("completed", 100)
     assert ledger(database) == [("user_fx_verify", LedgerKind.GRANT, 100, f"verify:{session_id}:paid:complete")]
+
+
+def test_verify_of_a_payment_link_session_reads_its_line_items_before_answering(fake, database, stripe_settings):
+    from tests.support.stripe_flows import build, serve
+
+    flow = build("payment_link")
+    serve(flow, fake)
+    [session_id] = flow.config.line_items
+    rules = stripe_settings.replace(credit_catalog=dict(flow.config.catalog)).rules()
+    recovery = Recovery(UnitOfWork(database, rules), stripe_api(fake))
+
+    answer = recovery.verify(session_id)
+
+    granted = flow.payments[0].granted
+    assert (answer["payment_verified"], answer["status"], answer["credits_added"], answer["balance"]) == (
+        True, "completed", granted, granted)
+    # the line items were read while the buyer waited, not at the next retry of held events
+    assert [r.path for r in list(fake.requests) if r.path.endswith("/line_items")] == [
+        f"/v1/checkout/sessions/{session_id}/line_items"]
+    assert recovery.verify(session_id)["credits_added"] == 0
