@@ -23,7 +23,7 @@ from http import HTTPStatus
 
 import orjson
 from werkzeug.datastructures import EnvironHeaders
-from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
 
 from infra import metrics
 from infra.logs import log_context
@@ -120,6 +120,10 @@ class WebhookEndpoints:
         except RequestTimeout as exc:
             log.warning("%s delivery cut off: %s", provider, exc.description)
             return _refuse(provider, 408, "request_timeout", exc.description)
+        except HTTPException as exc:  # the client went away mid-body (ClientDisconnected), a bad length
+            log.warning("%s delivery body unreadable: %s", provider, exc.__class__.__name__)
+            code = (exc.name or "bad request").lower().replace(" ", "_")
+            return _refuse(provider, exc.code or 400, code, exc.description or "the body could not be read")
         return self._views[provider](body, environ)
 
     def _stripe(self, body: bytes, environ: dict) -> Answer:

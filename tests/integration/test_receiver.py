@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
 
 import pytest
@@ -261,3 +263,22 @@ def test_an_unexpected_error_is_a_json_500_logged_without_the_body(quiet, caplog
     assert record.levelname == "ERROR"
     for secret in ("canary-500@example.com", "Canary Fivehundred", PRIMARY_SECRET):
         assert secret not in caplog.text
+
+
+def test_a_client_gone_mid_body_is_a_quiet_400(client, queue, caplog):
+    body = encode(completed_event())
+    environ = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": "/webhooks/stripe", "SERVER_NAME": "x", "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.errors": None,
+        "wsgi.input": io.BytesIO(body[:100]), "CONTENT_LENGTH": str(len(body)),  # the rest never comes
+        **{f"HTTP_{k.upper().replace('-', '_')}": v for k, v in signed_headers(body, PRIMARY_SECRET).items()},
+    }
+    answered = []
+
+    with caplog.at_level("INFO"):
+        document = b"".join(client.application(environ, lambda status, headers: answered.append(status)))
+
+    assert answered == ["400 Bad Request"]
+    assert json.loads(document)["error"] == "bad_request"
+    assert queued(queue) == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # not a traceback per hostile request
