@@ -208,14 +208,24 @@ def replayable(
 
 
 def reopen(session: Session, delivery_id: int, window: timedelta) -> bool:
-    """Make a delivery pending and due now, with a fresh retry window (a replay)."""
+    """Make a delivery pending and due now, with a fresh retry window (a replay).
+
+    Its outbox message is held ``FOR SHARE`` first, so retention
+    (models/retention.py, ``SKIP LOCKED``) cannot delete it under the replay;
+    a message retention already holds is deleted first and the replay finds nothing.
+    """
     result = session.execute(
         text(
             """
+            WITH message AS (
+                SELECT m.id FROM outbox_messages m JOIN outbound_deliveries d ON d.outbox_id = m.id
+                WHERE d.id = :id FOR SHARE OF m
+            )
             UPDATE outbound_deliveries
             SET status = 'pending', next_attempt_at = now(), lease_until = NULL, delivered_at = NULL,
                 give_up_at = now() + make_interval(secs => :window)
-            WHERE id = :id AND (status <> 'pending' OR lease_until IS NULL OR lease_until < now())
+            WHERE id = :id AND outbox_id IN (SELECT id FROM message)
+              AND (status <> 'pending' OR lease_until IS NULL OR lease_until < now())
             """
         ),
         {"id": delivery_id, "window": window.total_seconds()},

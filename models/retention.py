@@ -48,25 +48,50 @@ def delete_old_rows(session: Session, *, older_than: datetime, batch_size: int) 
     ).rowcount
 
 
-# Oldest first along the primary key, and only below the first message young enough
-# to keep: ids grow with time, so this reads the expired rows and not the whole
-# table (outbox_messages has no index on created_at, and the hot path writes it).
+# The first message young enough to keep. Ids grow with time, so everything
+# expired lies below it; found once per run by walking the primary key from the
+# oldest row (outbox_messages has no index on created_at: the hot path writes it).
+_FIRST_KEPT = text(
+    "SELECT id FROM outbox_messages WHERE created_at >= :older_than ORDER BY id LIMIT 1"
+)
+
+# A batch after the last one, below the first kept: each batch reads only its own
+# rows, not again those the batches before it deleted or had to leave.
 _OLD_OUTBOX = text(
     """
     DELETE FROM outbox_messages WHERE id IN (
         SELECT m.id FROM outbox_messages m
-        WHERE m.id < COALESCE(
-                (SELECT k.id FROM outbox_messages k WHERE k.created_at >= :older_than ORDER BY k.id LIMIT 1),
-                9223372036854775807)
+        WHERE m.id > :after AND m.id < :below
           AND m.created_at < :older_than
           AND m.dispatched_at IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM outbound_deliveries d WHERE d.outbox_id = m.id AND d.status = 'pending')
         ORDER BY m.id LIMIT :batch_size
         FOR UPDATE OF m SKIP LOCKED)
+    RETURNING id
     """
 )
 
 
-def delete_old_outbox(session: Session, *, older_than: datetime, batch_size: int) -> int:
-    """Settled outbox messages written before ``older_than``; their deliveries and attempts cascade."""
-    return session.execute(_OLD_OUTBOX, {"older_than": older_than, "batch_size": batch_size}).rowcount
+class OutboxPruner:
+    """Deletes settled outbox messages written before ``older_than``, a batch per call, oldest first.
+
+    Their deliveries and attempts cascade. A message with a pending delivery
+    stays (a replay holds its message with ``FOR SHARE``, models/outbound.py,
+    so one being replayed is skipped, not deleted under it).
+    """
+
+    def __init__(self, older_than: datetime) -> None:
+        self.older_than = older_than
+        self._after = 0
+        self._below: int | None = None
+
+    def __call__(self, session: Session, *, batch_size: int) -> int:
+        if self._below is None:
+            first_kept = session.scalar(_FIRST_KEPT, {"older_than": self.older_than})
+            self._below = first_kept if first_kept is not None else 2**63 - 1
+        deleted = list(session.scalars(_OLD_OUTBOX, {
+            "after": self._after, "below": self._below, "older_than": self.older_than, "batch_size": batch_size,
+        }))
+        if deleted:
+            self._after = max(deleted)
+        return len(deleted)

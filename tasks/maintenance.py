@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from celery import shared_task
 
@@ -100,15 +101,17 @@ def prune(
 ) -> dict:
     """Drop old raw payloads, old inbox rows, then settled outbox messages, a batch per transaction until none is left."""
     now = now or datetime.now(UTC)
-    totals = {"payloads_pruned": 0, "rows_deleted": 0, "outbox_deleted": 0}
-    for key, step, days in (
-        ("payloads_pruned", retention.prune_payloads, payload_days),
-        ("rows_deleted", retention.delete_old_rows, max(inbox_days, retention.MIN_INBOX_RETENTION_DAYS)),
-        ("outbox_deleted", retention.delete_old_outbox, outbound_days),
-    ):
+    inbox_days = max(inbox_days, retention.MIN_INBOX_RETENTION_DAYS)
+    steps = {
+        "payloads_pruned": partial(retention.prune_payloads, older_than=now - timedelta(days=payload_days)),
+        "rows_deleted": partial(retention.delete_old_rows, older_than=now - timedelta(days=inbox_days)),
+        "outbox_deleted": retention.OutboxPruner(now - timedelta(days=outbound_days)),
+    }
+    totals = dict.fromkeys(steps, 0)
+    for key, step in steps.items():
         while True:
             with db.transaction() as session:
-                done = step(session, older_than=now - timedelta(days=days), batch_size=batch_size)
+                done = step(session, batch_size=batch_size)
             totals[key] += done
             if done < batch_size:
                 break

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select, text
 
@@ -80,3 +83,29 @@ def test_settled_outbox_messages_go_with_their_delivery_log_after_the_retention(
         attempts = session.scalar(text("SELECT count(*) FROM outbound_attempts"))
     assert kept == {"ret_old_pending", "ret_old_undispatched", "ret_recent"}  # a pending delivery keeps its message
     assert (deliveries, attempts) == (3, 3)  # old_pending's two and recent's one; the rest went with their messages
+
+
+def test_a_replay_in_progress_keeps_its_message_from_retention(database):
+    from models import outbound
+
+    with database.transaction() as session:
+        write_message(session, "ret_replayed", days=40, deliveries=("failed",))
+        delivery_id = session.scalar(text(
+            "SELECT d.id FROM outbound_deliveries d JOIN outbox_messages m ON m.id = d.outbox_id "
+            "WHERE m.message_id = 'ret_replayed'"))
+    pruned = {}
+
+    def run_retention():
+        pruned.update(prune(database, payload_days=7, inbox_days=35, outbound_days=30))
+
+    with database.transaction() as replay:
+        assert outbound.reopen(replay, delivery_id, timedelta(days=3))  # the operator's replay, not yet committed
+        retention = threading.Thread(target=run_retention)
+        retention.start()
+        retention.join(timeout=3)  # with the message held, retention skips it at once
+    retention.join(timeout=30)
+
+    assert pruned["outbox_deleted"] == 0
+    with database.transaction() as session:
+        assert session.scalar(text("SELECT status FROM outbound_deliveries WHERE id = :id"), {"id": delivery_id}) == "pending"
+    assert prune(database, payload_days=7, inbox_days=35, outbound_days=30)["outbox_deleted"] == 0  # pending: kept
