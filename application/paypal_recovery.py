@@ -26,6 +26,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import orjson
+from sqlalchemy import select
 
 from application.batch import EventResult, Incoming
 from application.recovery import (
@@ -37,8 +38,9 @@ from application.recovery import (
     verification,
 )
 from application.unit import UnitOfWork
-from models.enums import EventStatus
+from models.enums import EventStatus, PaymentStatus
 from models.payments import claim_for_check, release_claims
+from models.tables import Payment
 from providers import paypal
 from providers.changes import (
     CaptureRequested,
@@ -117,7 +119,8 @@ class PayPalRecovery:
             )
         limit = RateLimit(calls_per_second)
         for index, (payment_id, _, order_id, expires_at) in enumerate(claimed):
-            overdue = expires_at is not None and now - expiry_grace > expires_at
+            # Only a payment still pending: one processing has a capture on its way, whatever the order says.
+            overdue = expires_at is not None and now - expiry_grace > expires_at and self._pending(payment_id)
             limit.wait()
             try:
                 order = self.api.get_order(order_id)
@@ -200,6 +203,10 @@ class PayPalRecovery:
         capture = paypal._latest_capture(paypal._first(order.get("purchase_units"))) or {}
         return verification(self.database, paypal.NAME, order_id, added,
                             provider_status=order.get("status"), provider_payment_status=capture.get("status"))
+
+    def _pending(self, payment_id: int) -> bool:
+        with self.database.transaction() as session:
+            return session.scalar(select(Payment.status).where(Payment.id == payment_id)) == PaymentStatus.PENDING
 
     def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
         result = self.unit.apply_one(Incoming(event, source))

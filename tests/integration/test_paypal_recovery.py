@@ -250,3 +250,20 @@ def test_verify_that_cannot_capture_now_answers_pending_and_leaves_the_approval_
         assert list(held) == [EventStatus.HELD]  # the periodic retry of held events captures it later
     look_up_session(unit, api, "paypal", order_id)
     assert state(database, order_id) == (PaymentStatus.COMPLETED, STARTER.credits)
+
+
+def test_an_overdue_order_with_a_capture_on_its_way_is_never_expired(recovery, unit, settings, fake, api, database):
+    order_id = checkout_order(unit, settings, api, "u_echeck")
+    fake.approve(order_id)
+    fake.pend_capture.add(order_id)  # an eCheck: the capture clears days later
+    api.capture_order(order_id)
+    recovery.verify(order_id)
+    assert state(database, order_id) == (PaymentStatus.PROCESSING, 0)
+    with fake.lock:
+        del fake.orders[order_id]  # PayPal answers 404 (new REST credentials, say)
+
+    overdue = recovery.sweep_pending(
+        **SWEEP, now=datetime.now(UTC) + timedelta(seconds=settings.paypal_order_expiry_seconds, minutes=11))
+
+    assert (overdue.checked, overdue.expired, len(overdue.errors)) == (0, 0, 1)
+    assert state(database, order_id) == (PaymentStatus.PROCESSING, 0)
