@@ -91,7 +91,7 @@ def _measure(iterations: int) -> list[tuple[str, float, float]]:
     settings = Settings.from_env()
     secret = settings.reveal("stripe_webhook_secrets")[0]
     body = stripe_events.encode(stripe_events.completed_event(user_id="bench_user", credits="100"))
-    header = stripe.sign(body, secret, int(time.time()))
+    signed = {"header": stripe.sign(body, secret, int(time.time()))}  # signed again before every loop
     event = stripe.parse_event(body)
     client = redis.Redis.from_url(settings.redis_url)
 
@@ -99,7 +99,7 @@ def _measure(iterations: int) -> list[tuple[str, float, float]]:
         return {"REQUEST_METHOD": "POST", "PATH_INFO": path, "SERVER_NAME": "bench", "SERVER_PORT": "80",
                 "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
                 "wsgi.input_terminated": True, "wsgi.errors": sys.stderr, "CONTENT_LENGTH": str(len(body)),
-                "CONTENT_TYPE": "application/json", "HTTP_STRIPE_SIGNATURE": header}
+                "CONTENT_TYPE": "application/json", "HTTP_STRIPE_SIGNATURE": signed["header"]}
 
     def request(app, path: str = "/webhooks/stripe"):
         statuses = []
@@ -142,7 +142,7 @@ def _measure(iterations: int) -> list[tuple[str, float, float]]:
         ("  read the body (limit, deadline)", read_body),
         ("    of which: arm and cancel the deadline", deadline),
         ("  verify the signature (HMAC-SHA256)", lambda: stripe.verify_signature(
-            body, header, [secret], tolerance=300, now=time.time())),
+            body, signed["header"], [secret], tolerance=300, now=time.time())),
         ("  parse the event (orjson, checks)", lambda: stripe.parse_event(body)),
         ("  encode the envelope", lambda: Envelope(stripe.NAME, event.id, time.time(), body).encode()),
         ("  LPUSH (redis-py, one round trip)", lambda: publisher.publish(stripe.NAME, event.id, body)),
@@ -156,6 +156,7 @@ def _measure(iterations: int) -> list[tuple[str, float, float]]:
             step()
         cpu, wall = [], []
         for _ in range(3):
+            signed["header"] = stripe.sign(body, secret, int(time.time()))
             started_cpu, started_wall = time.process_time(), time.perf_counter()
             for _ in range(iterations):
                 step()
