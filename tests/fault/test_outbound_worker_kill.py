@@ -51,7 +51,10 @@ def test_a_killed_delivery_worker_delays_but_never_loses_or_duplicates_a_message
     def kick() -> None:
         celery.send_task(KICK_OUTBOUND, ())
 
-    with Endpoint(delay=1.0) as receiver:
+    # Held for half of OUTBOUND_TIMEOUT_SECONDS (1 s in the tests): long enough for the kill to find
+    # deliveries in flight, short enough that no attempt times out (at 1.0 s half of them did, and
+    # the retries after the lease could outlast the wait below).
+    with Endpoint(delay=0.5) as receiver:
         _, secret = Endpoints(database, settings).add(receiver.url, ["credits.granted"], secret=PRIMARY_SECRET)
         apply_batch(database, [completed_event(user_id=f"user_kill_{n}", credits="2") for n in range(MESSAGES)])
         with database.transaction() as session:
