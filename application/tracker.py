@@ -117,6 +117,9 @@ class PaymentTracker:
         """
         if not (session_id or payment_id):
             raise InvalidRequestError("session_id", "a session_id or a payment_id is required")
+        if expires_at is None and provider == "paypal" and session_id:
+            # PayPal says nothing when an order nobody approved lapses; the sweep expires it after this.
+            expires_at = datetime.now(UTC) + timedelta(seconds=self.settings.paypal_order_expiry_seconds)
         asked = PaymentRow(
             id=0, provider=provider, user_id=user_id, credits=credits, provider_session_id=session_id,
             provider_payment_id=payment_id, amount_cents=amount_cents, currency=currency.lower(),
@@ -230,8 +233,6 @@ class PaymentTracker:
             provider="paypal",
             package_id=package.id,
             package_name=package.name,
-            # PayPal sends nothing when an unapproved order lapses; the sweep expires it after this.
-            expires_at=datetime.now(UTC) + timedelta(seconds=self.settings.paypal_order_expiry_seconds),
         )
         return {"checkout_url": approve, "session_id": order["id"], "payment_id": payment["id"], "provider": "paypal"}
 

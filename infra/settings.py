@@ -300,7 +300,7 @@ class Settings(BaseSettings):
     )
     paypal_order_expiry_seconds: PositiveInt = _setting(
         3 * 3600, "PAYPAL_ORDER_EXPIRY_SECONDS",
-        "An order made by /api/checkout and not approved this long is expired by the sweep (after its grace)",
+        "A PayPal order recorded pending and not approved this long is expired by the sweep (after its grace)",
     )
     paypal_ca_file: OptionalStr = _setting(
         None, "PAYPAL_CA_FILE", "PEM trust anchors for PayPal's signing certificates; unset: the certifi bundle"

@@ -267,3 +267,13 @@ def test_an_overdue_order_with_a_capture_on_its_way_is_never_expired(recovery, u
 
     assert (overdue.checked, overdue.expired, len(overdue.errors)) == (0, 0, 1)
     assert state(database, order_id) == (PaymentStatus.PROCESSING, 0)
+
+
+def test_an_order_the_host_recorded_without_an_expiry_gets_paypals(recovery, unit, settings, fake, api, database):
+    order_id = pending_order(unit, settings, api, "u_recorded")  # POST /api/payments with no expires_at
+
+    overdue = recovery.sweep_pending(
+        **SWEEP, now=datetime.now(UTC) + timedelta(seconds=settings.paypal_order_expiry_seconds, minutes=11))
+
+    assert overdue.expired == 1
+    assert state(database, order_id) == (PaymentStatus.EXPIRED, 0)
