@@ -18,7 +18,7 @@ from application.tracker import PaymentTracker
 from application.unit import UnitOfWork
 from models.enums import EventStatus, PaymentStatus
 from models.tables import CreditAccount, Payment, ProviderCursor, WebhookEvent
-from providers.errors import ProviderUnavailableError
+from providers.errors import ProviderRequestError, ProviderUnavailableError
 from providers.paypal_api import PayPalAPI
 from tests.conftest import STARTER
 from tests.support import paypal_events as pe
@@ -277,3 +277,23 @@ def test_an_order_the_host_recorded_without_an_expiry_gets_paypals(recovery, uni
 
     assert overdue.expired == 1
     assert state(database, order_id) == (PaymentStatus.EXPIRED, 0)
+
+
+def test_a_declined_capture_is_captured_once_the_buyer_approves_again(recovery, unit, settings, fake, api, database):
+    order_id = checkout_order(unit, settings, api, "u_declined")
+    fake.approve(order_id)
+    fake.declines.add(order_id)  # the buyer's card is refused
+
+    declined = recovery.verify(order_id)
+    assert (declined["status"], declined["credits_added"]) == ("pending", 0)  # the approval waits, held
+    with pytest.raises(ProviderRequestError, match="no capture yet"):  # the retry of held events: refused again
+        look_up_session(unit, api, "paypal", order_id)
+    assert state(database, order_id) == (PaymentStatus.PENDING, 0)
+
+    fake.reapprove(order_id)  # sent back to PayPal (PayPal's advice), the buyer picks another funding source
+    look_up_session(unit, api, "paypal", order_id)
+
+    assert state(database, order_id) == (PaymentStatus.COMPLETED, STARTER.credits)
+    captures = [h.get("PayPal-Request-Id") or h.get("Paypal-Request-Id")
+                for method, path, h in fake.requests if method == "POST" and path.endswith(f"{order_id}/capture")]
+    assert len(captures) == 3 and captures[0] == captures[1] != captures[2]  # one id per approval

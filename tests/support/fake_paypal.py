@@ -18,7 +18,10 @@ What it serves (JSON, as PayPal does):
   ``POST /v2/checkout/orders/<id>/capture``: only an APPROVED order; the same
   ``PayPal-Request-Id`` answers the first capture again; an order captured
   before is a 422 ``ORDER_ALREADY_CAPTURED``. The capture comes back COMPLETED,
-  or PENDING for an order marked with ``pend_capture``.
+  or PENDING for an order marked with ``pend_capture``, or is refused with a
+  422 ``INSTRUMENT_DECLINED`` once for an order in ``declines`` — an answer the
+  same ``PayPal-Request-Id`` then always gets, until the buyer approves again
+  (``reapprove``) and a capture comes with a new id.
 - ``GET /v2/payments/captures/<id>``, ``POST /v2/payments/captures/<id>/refund``.
 - ``GET /v1/notifications/webhooks-events``: ``start_time``, ``end_time``,
   ``event_type``, ``page_size``, newest first, paginated with ``links[rel=next]``.
@@ -105,6 +108,7 @@ class FakePayPal(LocalServer):
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
         self.errors: list[str] = []
         self.pend_capture: set[str] = set()  # orders whose capture comes back PENDING
+        self.declines: set[str] = set()  # orders whose next capture the buyer's funding source declines
         self._by_request_id: dict[tuple[str, str], tuple[int, dict]] = {}
         self._fail_count = 0
         self._fail_status = 500
@@ -133,6 +137,17 @@ class FakePayPal(LocalServer):
         self._delay = seconds
 
     # -- the buyer's side and PayPal's own doings (test helpers) ---------------------
+
+    def reapprove(self, order_id: str) -> dict:
+        """The buyer, sent back after a declined capture, approves again with another funding source."""
+        with self.lock:
+            order = self.orders[order_id]
+            if order["status"] != "APPROVED":
+                raise ValueError(f"order {order_id} is {order['status']}, not APPROVED")
+            before = dt.datetime.strptime(order["update_time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+            later = max(dt.datetime.now(dt.UTC), before + dt.timedelta(seconds=1))  # PayPal's times are in seconds
+            order.update(update_time=later.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            return self.record_event("CHECKOUT.ORDER.APPROVED", order)
 
     def approve(self, order_id: str) -> dict:
         """The buyer approves the order: APPROVED, with a payer; CHECKOUT.ORDER.APPROVED is recorded."""
@@ -383,9 +398,18 @@ class FakePayPal(LocalServer):
     def _idempotent(self, kind: str, run: Callable[[], tuple[int, dict]]) -> tuple[int, dict]:
         request_id = request.headers.get("PayPal-Request-Id")
         if request_id and (kind, request_id) in self._by_request_id:
-            status, body = self._by_request_id[(kind, request_id)]
+            answer = self._by_request_id[(kind, request_id)]
+            if isinstance(answer, PayPalError):
+                raise answer
+            status, body = answer
             return status, copy.deepcopy(body)
-        status, body = run()
+        try:
+            status, body = run()
+        except PayPalError as exc:
+            # "the latest status of the previous request": a decline is the answer to that id from now on
+            if request_id and exc.issue == "INSTRUMENT_DECLINED":
+                self._by_request_id[(kind, request_id)] = exc
+            raise
         if request_id:
             self._by_request_id[(kind, request_id)] = (status, copy.deepcopy(body))
         return status, body
@@ -490,6 +514,15 @@ class FakePayPal(LocalServer):
 
     def _capture(self, order_id: str) -> tuple[int, dict]:
         order = self._order(order_id)
+        if order_id in self.declines and order["status"] == "APPROVED":
+            self.declines.discard(order_id)
+            raise PayPalError(
+                422,
+                "UNPROCESSABLE_ENTITY",
+                "The instrument presented was either declined by the processor or bank, or it can't be used "
+                "for this payment.",
+                "INSTRUMENT_DECLINED",
+            )
         if order["status"] == "COMPLETED":
             raise PayPalError(
                 422,
