@@ -35,6 +35,7 @@ from sqlalchemy import func, select
 
 from application import lookups
 from application.batch import EventResult, Incoming
+from application.errors import is_transient
 from application.unit import UnitOfWork
 from models.enums import EventStatus
 from models.payments import claim_for_check, release_claims
@@ -241,6 +242,12 @@ def look_up_now(unit: UnitOfWork, api, provider: str, session_id: str, result: E
     except (ProviderRequestError, ProviderUnavailableError) as exc:
         log.warning("verify could not look %s %s up now (%s); the held event waits for its retry",
                     provider, session_id, exc.__class__.__name__)
+    except Exception as exc:  # verify's own event is committed: answer what stands, never an error for this
+        if is_transient(exc):
+            log.warning("verify's lookup of %s %s met %s; the held event waits for its retry",
+                        provider, session_id, exc.__class__.__name__)
+        else:
+            log.exception("verify's lookup of %s %s failed; the held event waits for its retry", provider, session_id)
 
 
 def verification(

@@ -769,18 +769,9 @@ _UP_ORDER = re.compile(r"/v2/checkout/orders/([A-Za-z0-9-]{1,64})/?$")
 _CODE = re.compile(r"[0-9A-Z_]{1,64}")
 
 
-def capture_request_id(order_id: str, approved_at: str | None = None) -> str:
-    """The ``PayPal-Request-Id`` of the capture of one approval of an order (its ``update_time`` then).
-
-    The same for every attempt at that approval, so PayPal captures once however
-    often it is asked. A new one once the buyer approves again: after a capture
-    refused with INSTRUMENT_DECLINED, PayPal's advice is to restart the checkout
-    so the buyer picks another funding source and to capture the same order
-    again, and PayPal answers a repeated request id with its earlier answer.
-    """
-    if not approved_at:
-        return f"payhooks-capture-{order_id}"
-    return f"payhooks-capture-{order_id}-{hashlib.sha256(approved_at.encode()).hexdigest()[:12]}"
+def capture_request_id(order_id: str) -> str:
+    """The ``PayPal-Request-Id`` of an order's capture: the same for every attempt, so PayPal captures once."""
+    return f"payhooks-capture-{order_id}"
 
 
 def checkout_order_approved(event: ProviderEvent) -> Change:
@@ -807,7 +798,7 @@ def order_outcome(order: dict) -> Change:
     if status in (None, "APPROVED", "COMPLETED"):
         return CaptureRequested(
             PaymentRef(session_id=order_id),
-            request_id=capture_request_id(order_id, _text(order.get("update_time"))),
+            request_id=capture_request_id(order_id),
             purchase=purchase,
         )
     return Ignored("order not approved by the buyer yet")
@@ -823,22 +814,16 @@ def with_capture(event: ProviderEvent, order: dict) -> ProviderEvent:
 def look_up(api, order_id: str) -> dict:
     """What an approval held under the order's lookup key waits for (application/lookups.py): its capture.
 
-    The order is read first: one captured (or voided) already is the answer. An
-    approved one is captured with its approval's ``PayPal-Request-Id``, the
-    same however often this runs, so PayPal captures once. A capture PayPal
-    refuses (declined, voided, expired) leaves the order as it stands, which is
-    read instead; an order with no capture to apply yet is a
-    ``ProviderRequestError``, and the approval stays held (the periodic retry of
-    held events tries again, and captures if the buyer approved again).
+    Captured with the same ``PayPal-Request-Id`` every time, so PayPal captures
+    once however often this runs. A capture PayPal refuses (declined, voided,
+    expired) leaves the order as it stands, which is read instead; an order
+    with no capture to apply yet is a ``ProviderRequestError``, and the
+    approval stays held (the periodic retry of held events tries again).
     """
-    order = api.get_order(order_id)
-    if _latest_capture(_first(order.get("purchase_units"))) is None and order.get("status") == "APPROVED":
-        try:
-            order = api.capture_order(
-                order_id, request_id=capture_request_id(order_id, _text(order.get("update_time")))
-            )
-        except ProviderRequestError:
-            order = api.get_order(order_id)
+    try:
+        order = api.capture_order(order_id, request_id=capture_request_id(order_id))
+    except ProviderRequestError:
+        order = api.get_order(order_id)
     status = order.get("status")
     if _latest_capture(_first(order.get("purchase_units"))) is None and status != "VOIDED":
         raise ProviderRequestError(f"order {order_id} is {_code(status) or 'unknown'} and has no capture yet")
@@ -1121,7 +1106,3 @@ def _shape(value: object) -> str:
     return {"dict": "an object", "list": "an array", "float": "a decimal number"}.get(
         type(value).__name__, "a value"
     )
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None

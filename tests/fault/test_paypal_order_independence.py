@@ -128,11 +128,6 @@ class OneOrder:
 
     # -- the API the lookup calls ---------------------------------------------------------
 
-    def get_order(self, order_id: str) -> dict:
-        assert order_id == self.order_id
-        return pe.order(self.order_id, status="APPROVED", amount_cents=self.amount, user_id=self.user,
-                        credits=self.credits)
-
     def capture_order(self, order_id: str, *, request_id: str) -> dict:
         assert (order_id, request_id) == (self.order_id, paypal.capture_request_id(self.order_id))
         order = pe.order(self.order_id, status="COMPLETED", amount_cents=self.amount, user_id=self.user,

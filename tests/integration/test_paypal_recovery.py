@@ -230,15 +230,22 @@ def test_verify_of_an_approved_order_captures_it_before_answering(recovery, unit
     assert recovery.verify(order_id)["credits_added"] == 0  # once
 
 
-class _CaptureAway(PayPalAPI):
+class _CaptureFails(PayPalAPI):
+    failure: Exception
+
     def capture_order(self, order_id, *, request_id=None):
-        raise ProviderUnavailableError("PayPal is away (test)")
+        raise self.failure
 
 
-def test_verify_that_cannot_capture_now_answers_pending_and_leaves_the_approval_held(unit, settings, fake, api, database):
-    order_id = checkout_order(unit, settings, api, "u_capture_away")
+@pytest.mark.parametrize("failure", [ProviderUnavailableError("PayPal is away (test)"), RuntimeError("a bug (test)")],
+                         ids=["paypal-away", "unexpected"])
+def test_verify_that_cannot_capture_now_answers_pending_and_leaves_the_approval_held(
+    unit, settings, fake, api, database, failure
+):
+    order_id = checkout_order(unit, settings, api, f"u_capture_{type(failure).__name__}")
     fake.approve(order_id)
-    away = _CaptureAway(fake.client_id, fake.client_secret, fake.url, max_retries=0)
+    away = _CaptureFails(fake.client_id, fake.client_secret, fake.url, max_retries=0)
+    away.failure = failure
     try:
         answer = PayPalRecovery(unit, away).verify(order_id)
     finally:
@@ -279,21 +286,31 @@ def test_an_order_the_host_recorded_without_an_expiry_gets_paypals(recovery, uni
     assert state(database, order_id) == (PaymentStatus.EXPIRED, 0)
 
 
-def test_a_declined_capture_is_captured_once_the_buyer_approves_again(recovery, unit, settings, fake, api, database):
+def test_a_declined_card_is_tried_once_however_often_the_held_approval_is_retried(
+    recovery, unit, settings, fake, api, database
+):
     order_id = checkout_order(unit, settings, api, "u_declined")
     fake.approve(order_id)
-    fake.declines.add(order_id)  # the buyer's card is refused
+    fake.declines.add(order_id)  # the buyer's card is refused at capture (INSTRUMENT_DECLINED)
 
     declined = recovery.verify(order_id)
     assert (declined["status"], declined["credits_added"]) == ("pending", 0)  # the approval waits, held
-    with pytest.raises(ProviderRequestError, match="no capture yet"):  # the retry of held events: refused again
-        look_up_session(unit, api, "paypal", order_id)
-    assert state(database, order_id) == (PaymentStatus.PENDING, 0)
+    for _ in range(2):  # the periodic retry of held events
+        with pytest.raises(ProviderRequestError, match="no capture yet"):
+            look_up_session(unit, api, "paypal", order_id)
 
-    fake.reapprove(order_id)  # sent back to PayPal (PayPal's advice), the buyer picks another funding source
-    look_up_session(unit, api, "paypal", order_id)
-
-    assert state(database, order_id) == (PaymentStatus.COMPLETED, STARTER.credits)
     captures = [h.get("PayPal-Request-Id") or h.get("Paypal-Request-Id")
                 for method, path, h in fake.requests if method == "POST" and path.endswith(f"{order_id}/capture")]
-    assert len(captures) == 3 and captures[0] == captures[1] != captures[2]  # one id per approval
+    assert len(captures) == 3 and len(set(captures)) == 1  # one request id: PayPal answers it with the decline
+    assert order_id not in fake.declines  # and the card itself was tried once
+    assert state(database, order_id) == (PaymentStatus.PENDING, 0)
+
+    # The buyer approves again with another funding source (PayPal's advice after a decline). The
+    # same id is answered with the old decline until PayPal forgets it (6 h), then captured.
+    fake.reapprove(order_id)
+    with pytest.raises(ProviderRequestError):
+        look_up_session(unit, api, "paypal", order_id)
+    with fake.lock:
+        fake._by_request_id.clear()  # six hours later
+    look_up_session(unit, api, "paypal", order_id)
+    assert state(database, order_id) == (PaymentStatus.COMPLETED, STARTER.credits)

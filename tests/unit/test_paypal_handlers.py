@@ -473,11 +473,10 @@ def test_readme_lists_exactly_the_paypal_event_types_handled():
 
 
 class _CaptureAPI:
-    """What application/lookups.py hands paypal.look_up: get_order (its answers in turn, the last one
-    repeated) and capture_order."""
+    """What application/lookups.py hands paypal.look_up: capture_order and get_order."""
 
-    def __init__(self, *orders: dict, captured: dict | None = None, refuse: bool = False) -> None:
-        self.orders, self.captured, self.refuse, self.calls = list(orders), captured, refuse, []
+    def __init__(self, *, captured: dict | None = None, order: dict | None = None, refuse: bool = False) -> None:
+        self.captured, self.order, self.refuse, self.calls = captured, order, refuse, []
 
     def capture_order(self, order_id, *, request_id):
         self.calls.append(("capture", order_id, request_id))
@@ -489,47 +488,29 @@ class _CaptureAPI:
 
     def get_order(self, order_id):
         self.calls.append(("get", order_id))
-        return self.orders.pop(0) if len(self.orders) > 1 else self.orders[0]
+        return self.order
 
 
-def test_look_up_captures_an_approval_with_its_own_request_id():
-    approved = {**pe.order("ORDLOOKUP0000001", status="APPROVED"), "update_time": "2026-11-30T10:00:00Z"}
-    captured = pe.order("ORDLOOKUP0000001", status="COMPLETED", captures=[pe.capture("CAPLOOKUP0000001")])
-    api = _CaptureAPI(approved, captured=captured)
-    assert paypal.look_up(api, "ORDLOOKUP0000001") is captured
-    request_id = paypal.capture_request_id("ORDLOOKUP0000001", "2026-11-30T10:00:00Z")
-    assert api.calls == [("get", "ORDLOOKUP0000001"), ("capture", "ORDLOOKUP0000001", request_id)]
-    approval = paypal.parse_event(pe.encode(pe.event("CHECKOUT.ORDER.APPROVED", approved)))
-    assert paypal.translate(approval).request_id == request_id  # what the approval event itself names
-    assert isinstance(paypal.translate(paypal.with_lookup(approval, captured)), PaymentSucceeded)
-
-
-def test_an_approval_again_is_a_capture_with_a_new_request_id():
-    first, again = (paypal.capture_request_id("ORDLOOKUP0000004", at) for at in
-                    ("2026-11-30T10:00:00Z", "2026-11-30T10:03:12Z"))  # the buyer restarted after a decline
-    assert first != again
-    assert first == paypal.capture_request_id("ORDLOOKUP0000004", "2026-11-30T10:00:00Z")
-    assert len(again) <= 108  # PayPal-Request-Id's limit
-
-
-def test_look_up_of_an_order_captured_already_asks_for_no_capture():
-    captured = pe.order("ORDLOOKUP0000005", status="COMPLETED", captures=[pe.capture("CAPLOOKUP0000005")])
-    api = _CaptureAPI(captured)
-    assert paypal.look_up(api, "ORDLOOKUP0000005") is captured
-    assert api.calls == [("get", "ORDLOOKUP0000005")]
+def test_look_up_captures_with_the_order_s_own_request_id():
+    order = pe.order("ORDLOOKUP0000001", status="COMPLETED", captures=[pe.capture("CAPLOOKUP0000001")])
+    api = _CaptureAPI(captured=order)
+    assert paypal.look_up(api, "ORDLOOKUP0000001") is order
+    assert api.calls == [("capture", "ORDLOOKUP0000001", paypal.capture_request_id("ORDLOOKUP0000001"))]
+    approval = paypal.parse_event(pe.encode(pe.event("CHECKOUT.ORDER.APPROVED", pe.order("ORDLOOKUP0000001"))))
+    assert isinstance(paypal.translate(paypal.with_lookup(approval, order)), PaymentSucceeded)
 
 
 def test_look_up_reads_a_refused_order_and_applies_what_it_says():
     voided = pe.order("ORDLOOKUP0000002", status="VOIDED")
-    api = _CaptureAPI(pe.order("ORDLOOKUP0000002", status="APPROVED"), voided, refuse=True)
+    api = _CaptureAPI(order=voided, refuse=True)
     assert paypal.look_up(api, "ORDLOOKUP0000002") is voided
-    assert [call[0] for call in api.calls] == ["get", "capture", "get"]
+    assert [call[0] for call in api.calls] == ["capture", "get"]
 
 
 def test_look_up_of_an_order_with_no_capture_yet_is_refused_not_looped():
     from providers.errors import ProviderRequestError
 
-    api = _CaptureAPI(pe.order("ORDLOOKUP0000003", status="APPROVED"), refuse=True)
+    api = _CaptureAPI(order=pe.order("ORDLOOKUP0000003", status="APPROVED"), refuse=True)
     with pytest.raises(ProviderRequestError, match="no capture"):
         paypal.look_up(api, "ORDLOOKUP0000003")
 def test_an_approved_orders_payer_address_is_carried_for_receipts_but_never_shown():
