@@ -20,8 +20,8 @@ What it serves (JSON, as PayPal does):
   before is a 422 ``ORDER_ALREADY_CAPTURED``. The capture comes back COMPLETED,
   or PENDING for an order marked with ``pend_capture``, or is refused with a
   422 ``INSTRUMENT_DECLINED`` once for an order in ``declines`` — an answer the
-  same ``PayPal-Request-Id`` then always gets, until the buyer approves again
-  (``reapprove``) and a capture comes with a new id.
+  same ``PayPal-Request-Id`` then always gets, as PayPal answers a repeated id
+  with its earlier answer. ``reapprove`` is the buyer approving again after it.
 - ``GET /v2/payments/captures/<id>``, ``POST /v2/payments/captures/<id>/refund``.
 - ``GET /v1/notifications/webhooks-events``: ``start_time``, ``end_time``,
   ``event_type``, ``page_size``, newest first, paginated with ``links[rel=next]``.
