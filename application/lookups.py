@@ -4,8 +4,9 @@ Stripe: Payment Links, Pricing Tables and sessions made in the Dashboard carry
 no metadata of ours; what was bought is in the session's line items, which
 webhooks never include. PayPal: an approved order must be captured by us.
 Either event is held under a lookup key (application/apply.py); after the
-transaction, this asks the provider (``<provider>.look_up``) and applies the
-held events again with its answer attached (``<provider>.with_lookup``).
+transaction, this asks the provider (``<provider>.look_up``, told which events
+wait) and applies the held events again with its answer attached
+(``<provider>.with_lookup``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ def look_up_session(unit: UnitOfWork, api, provider: str, session_id: str) -> Ba
     if not waiting:
         return BatchReport()
     adapter = registry.get(provider)
-    facts = adapter.look_up(api, session_id)  # ProviderUnavailableError propagates: the caller retries
-    return unit.apply(
-        [Incoming(adapter.with_lookup(adapter.parse_event(row.payload), facts), "lookup") for row in waiting]
-    )
+    events = [adapter.parse_event(row.payload) for row in waiting]
+    facts = adapter.look_up(api, session_id, events)  # ProviderUnavailableError propagates: the caller retries
+    return unit.apply([Incoming(adapter.with_lookup(event, facts), "lookup") for event in events])

@@ -769,14 +769,28 @@ _UP_ORDER = re.compile(r"/v2/checkout/orders/([A-Za-z0-9-]{1,64})/?$")
 _CODE = re.compile(r"[0-9A-Z_]{1,64}")
 
 
-def capture_request_id(order_id: str) -> str:
-    """The ``PayPal-Request-Id`` of an order's capture: the same for every attempt, so PayPal captures once."""
-    return f"payhooks-capture-{order_id}"
+def capture_request_id(order_id: str, approval: str | None = None) -> str:
+    """The ``PayPal-Request-Id`` of the capture an approval event (its id) asks for.
+
+    The same for every attempt at that approval, so PayPal captures once and a
+    card it declined is not tried again however often the held approval is
+    retried: PayPal answers a repeated id with its earlier answer. A new
+    approval event — the buyer sent back after ``INSTRUMENT_DECLINED``, as
+    PayPal advises, approving with another funding source — asks with a new id.
+    Not the order's ``update_time``: nothing says PayPal leaves it alone on a
+    refused capture, and a new id at every retry would try the card each time.
+    """
+    if not approval:
+        return f"payhooks-capture-{order_id}"
+    return f"payhooks-capture-{order_id}-{hashlib.sha256(approval.encode()).hexdigest()[:16]}"
 
 
 def checkout_order_approved(event: ProviderEvent) -> Change:
     """The buyer approved an order: capture it (outside any transaction), unless it already was."""
-    return order_outcome(event.data["object"])
+    change = order_outcome(event.data["object"])
+    if isinstance(change, CaptureRequested):
+        change = replace(change, request_id=capture_request_id(change.ref.session_id, event.id))
+    return change
 
 
 def order_outcome(order: dict) -> Change:
@@ -811,17 +825,20 @@ def with_capture(event: ProviderEvent, order: dict) -> ProviderEvent:
     return replace(event, data={**event.data, "object": order})
 
 
-def look_up(api, order_id: str) -> dict:
+def look_up(api, order_id: str, waiting: Sequence[ProviderEvent] = ()) -> dict:
     """What an approval held under the order's lookup key waits for (application/lookups.py): its capture.
 
-    Captured with the same ``PayPal-Request-Id`` every time, so PayPal captures
-    once however often this runs. A capture PayPal refuses (declined, voided,
-    expired) leaves the order as it stands, which is read instead; an order
-    with no capture to apply yet is a ``ProviderRequestError``, and the
-    approval stays held (the periodic retry of held events tries again).
+    Captured with the ``PayPal-Request-Id`` of the newest approval waiting
+    (``capture_request_id``), the same however often this runs for it, so
+    PayPal captures once. A capture PayPal refuses (declined, voided, expired)
+    leaves the order as it stands, which is read instead; an order with no
+    capture to apply yet is a ``ProviderRequestError``, and the approval stays
+    held (the periodic retry of held events tries again).
     """
+    approvals = [event.id for event in waiting if event.type == "CHECKOUT.ORDER.APPROVED"]
+    request_id = capture_request_id(order_id, approvals[-1] if approvals else None)
     try:
-        order = api.capture_order(order_id, request_id=capture_request_id(order_id))
+        order = api.capture_order(order_id, request_id=request_id)
     except ProviderRequestError:
         order = api.get_order(order_id)
     status = order.get("status")

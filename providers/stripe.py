@@ -427,7 +427,7 @@ def with_line_items(event: ProviderEvent, items: list[dict]) -> ProviderEvent:
     return replace(event, data={**event.data, "object": session})
 
 
-def look_up(api, session_id: str) -> list[dict]:
+def look_up(api, session_id: str, waiting: Sequence[ProviderEvent] = ()) -> list[dict]:
     """What an event held under the session's lookup key waits for (application/lookups.py): its line items."""
     return api.list_line_items(session_id)
 

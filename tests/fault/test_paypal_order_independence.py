@@ -129,7 +129,8 @@ class OneOrder:
     # -- the API the lookup calls ---------------------------------------------------------
 
     def capture_order(self, order_id: str, *, request_id: str) -> dict:
-        assert (order_id, request_id) == (self.order_id, paypal.capture_request_id(self.order_id))
+        approval = next(event.id for event in self.events if event.type == "CHECKOUT.ORDER.APPROVED")
+        assert (order_id, request_id) == (self.order_id, paypal.capture_request_id(self.order_id, approval))
         order = pe.order(self.order_id, status="COMPLETED", amount_cents=self.amount, user_id=self.user,
                          credits=self.credits, captures=[self.captured])
         return copy.deepcopy(order)

@@ -68,7 +68,7 @@ def test_an_approved_order_is_captured_by_the_worker_once(client, worker, databa
     wait_until(lambda: outcome(database, user)[:2] == (PaymentStatus.COMPLETED, 100), what="order captured and granted")
     captures = [h for method, path, h in paypal_fake.requests if path.endswith(f"/v2/checkout/orders/{order_id}/capture")]
     assert captures and {h.get("Paypal-Request-Id") or h.get("PayPal-Request-Id") for h in captures} == {
-        paypal.capture_request_id(order_id)
+        paypal.capture_request_id(order_id, approved["id"])  # three deliveries of one approval: one id
     }
     assert len(paypal_fake.orders[order_id]["purchase_units"][0]["payments"]["captures"]) == 1
     # PayPal's own PAYMENT.CAPTURE.COMPLETED follows: nothing more is granted

@@ -12,12 +12,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from application.batch import Incoming
 from application.lookups import look_up_session
 from application.paypal_recovery import PayPalRecovery
 from application.tracker import PaymentTracker
 from application.unit import UnitOfWork
 from models.enums import EventStatus, PaymentStatus
 from models.tables import CreditAccount, Payment, ProviderCursor, WebhookEvent
+from providers import paypal
 from providers.errors import ProviderRequestError, ProviderUnavailableError
 from providers.paypal_api import PayPalAPI
 from tests.conftest import STARTER
@@ -286,7 +288,7 @@ def test_an_order_the_host_recorded_without_an_expiry_gets_paypals(recovery, uni
     assert state(database, order_id) == (PaymentStatus.EXPIRED, 0)
 
 
-def test_a_declined_card_is_tried_once_however_often_the_held_approval_is_retried(
+def test_a_declined_card_is_tried_once_per_approval_and_a_new_approval_is_captured(
     recovery, unit, settings, fake, api, database
 ):
     order_id = checkout_order(unit, settings, api, "u_declined")
@@ -305,12 +307,13 @@ def test_a_declined_card_is_tried_once_however_often_the_held_approval_is_retrie
     assert order_id not in fake.declines  # and the card itself was tried once
     assert state(database, order_id) == (PaymentStatus.PENDING, 0)
 
-    # The buyer approves again with another funding source (PayPal's advice after a decline). The
-    # same id is answered with the old decline until PayPal forgets it (6 h), then captured.
-    fake.reapprove(order_id)
-    with pytest.raises(ProviderRequestError):
-        look_up_session(unit, api, "paypal", order_id)
-    with fake.lock:
-        fake._by_request_id.clear()  # six hours later
-    look_up_session(unit, api, "paypal", order_id)
+    # Sent back to PayPal (PayPal's advice after a decline), the buyer approves with another funding
+    # source; PayPal's new CHECKOUT.ORDER.APPROVED is held like the first, and its capture has an id of its own.
+    approved_again = paypal.parse_event(pe.encode(fake.reapprove(order_id)))
+    assert unit.apply_one(Incoming(approved_again, "webhook")).status == EventStatus.HELD
+    look_up_session(unit, api, "paypal", order_id)  # what the worker does after that commit
+
     assert state(database, order_id) == (PaymentStatus.COMPLETED, STARTER.credits)
+    captures = [h.get("PayPal-Request-Id") or h.get("Paypal-Request-Id")
+                for method, path, h in fake.requests if method == "POST" and path.endswith(f"{order_id}/capture")]
+    assert captures[-1] == paypal.capture_request_id(order_id, approved_again.id) != captures[0]

@@ -85,12 +85,21 @@ def test_sample_reversal_is_a_refund_of_it_all():
 
 
 def test_sample_order_approved_asks_for_an_idempotent_capture():
-    change = translate(pe.sample("CHECKOUT.ORDER.APPROVED"))
+    approval = pe.sample("CHECKOUT.ORDER.APPROVED")
+    change = translate(approval)
     assert change == CaptureRequested(
         PaymentRef(session_id="42942721MY574140S"),
-        request_id="payhooks-capture-42942721MY574140S",
+        request_id=paypal.capture_request_id("42942721MY574140S", approval["id"]),
         purchase=Purchase(amount_cents=4800, currency="usd", line_items=()),
     )
+    assert change.request_id.startswith("payhooks-capture-42942721MY574140S-")
+    assert translate(pe.sample("CHECKOUT.ORDER.APPROVED")).request_id == change.request_id  # a redelivery: the same
+
+
+def test_a_new_approval_of_the_same_order_asks_with_a_new_request_id():
+    first, again = (paypal.capture_request_id("ORDER9", approval) for approval in ("WH-1AAA", "WH-2BBB"))
+    assert first != again and first == paypal.capture_request_id("ORDER9", "WH-1AAA")
+    assert len(again) <= 108  # PayPal-Request-Id's limit
 
 
 def test_sample_approval_reversed_fails_the_order():
@@ -122,15 +131,11 @@ def test_sample_disputes():
 
 
 def test_order_approved_carries_the_purchase_from_custom_id():
-    change = translate(
-        pe.event(
-            "CHECKOUT.ORDER.APPROVED",
-            pe.order("ORDER1", user_id="u_42", credits=250, amount_cents=1999),
-        )
-    )
+    approval = pe.event("CHECKOUT.ORDER.APPROVED", pe.order("ORDER1", user_id="u_42", credits=250, amount_cents=1999))
+    change = translate(approval)
     assert change == CaptureRequested(
         PaymentRef(session_id="ORDER1"),
-        request_id=paypal.capture_request_id("ORDER1"),
+        request_id=paypal.capture_request_id("ORDER1", approval["id"]),
         purchase=Purchase(
             user_id="u_42", credits=250, amount_cents=1999, currency="usd", line_items=()
         ),
