@@ -22,24 +22,24 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import select
 
-from application.batch import EventResult, Incoming
+from application.batch import EventResult
 from application.recovery import (
-    RateLimit,
+    Claimed,
     SweepReport,
+    apply_found,
     credits_added,
     look_up_now,
     reconcile_listed,
+    sweep_claimed,
     verification,
 )
 from application.unit import UnitOfWork
-from models.enums import EventStatus, PaymentStatus
-from models.payments import claim_for_check, release_claims
+from models.enums import PaymentStatus
 from models.tables import Payment
 from providers import paypal
 from providers.changes import (
@@ -52,9 +52,7 @@ from providers.changes import (
     PaymentSucceeded,
     ProviderEvent,
 )
-from providers.errors import ProviderNotFoundError, ProviderUnavailableError
-
-log = logging.getLogger("payhooks.recovery")
+from providers.errors import ProviderNotFoundError
 
 OUTCOMES = {
     PaymentSucceeded: "completed",
@@ -111,59 +109,28 @@ class PayPalRecovery:
         now: datetime | None = None,
     ) -> SweepReport:
         now = now or datetime.now(UTC)
-        report = SweepReport()
-        with self.database.transaction() as session:
-            claimed = claim_for_check(
-                session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60),
-                limit=batch_size, dry_run=dry_run, providers=[paypal.NAME],
-            )
-        limit = RateLimit(calls_per_second)
-        for index, (payment_id, _, order_id, expires_at) in enumerate(claimed):
+
+        def look(claim: Claimed) -> tuple[str, ProviderEvent | None]:
             # Only a payment still pending: one processing has a capture on its way, whatever the order says.
-            overdue = expires_at is not None and now - expiry_grace > expires_at and self._pending(payment_id)
-            limit.wait()
+            overdue = claim.overdue(now, expiry_grace) and self._pending(claim.payment_id)
             try:
-                order = self.api.get_order(order_id)
-            except ProviderUnavailableError as exc:
-                report.unavailable = True
-                report.errors.append(str(exc))
-                unchecked = [row[0] for row in claimed[index:]]
-                log.warning("paypal sweep stopped: %s; %d payments left for the next sweep", exc, len(unchecked))
-                if not dry_run:
-                    with self.database.transaction() as session:
-                        release_claims(session, unchecked)
-                break
-            except ProviderNotFoundError as exc:
+                order = self.api.get_order(claim.session_id)
+            except ProviderNotFoundError:
                 if not overdue:  # a typo'd id, or PayPal's listing not caught up: ask again next time
-                    report.errors.append(f"{order_id}: {exc}")
-                    continue
+                    raise
                 order = None  # PayPal forgot an order nobody approved
-            except Exception as exc:  # one bad order must not stop the sweep
-                report.errors.append(f"{order_id}: {exc}")
-                continue
-            report.checked += 1
-            try:
-                event = order_event("sweep", order, now) if order is not None else None
-                change = paypal.translate(event) if event is not None else Ignored("order gone")
-                if isinstance(change, Ignored) and overdue:
-                    status = str(order.get("status") or "UNKNOWN") if order is not None else "GONE"
-                    event = expired_order_event("sweep", order_id, status, now)
-                    change = paypal.translate(event)
-                outcome = "still open" if isinstance(change, Ignored) else OUTCOMES.get(type(change), "still open")
-                if not isinstance(change, Ignored) and not dry_run:
-                    self._apply(event, source="sweep")
-            except Exception as exc:  # one bad order must not stop the sweep
-                log.exception("paypal sweep could not apply order %s", order_id)
-                report.errors.append(f"{order_id}: {exc.__class__.__name__}: {exc}")
-                continue
-            report.decisions.append((payment_id, order_id, outcome))
-            if outcome == "completed":
-                report.completed += 1
-            elif outcome in ("expired", "failed"):
-                report.expired += 1
-            else:
-                report.still_open += 1
-        return report
+            event = order_event("sweep", order, now) if order is not None else None
+            change = paypal.translate(event) if event is not None else Ignored("order gone")
+            if isinstance(change, Ignored) and overdue:
+                status = str(order.get("status") or "UNKNOWN") if order is not None else "GONE"
+                event = expired_order_event("sweep", claim.session_id, status, now)
+                change = paypal.translate(event)
+            if isinstance(change, Ignored):
+                return "still open", None
+            return OUTCOMES.get(type(change), "still open"), event
+
+        return sweep_claimed(self.unit, paypal.NAME, look, now=now, min_age=min_age, batch_size=batch_size,
+                             calls_per_second=calls_per_second, dry_run=dry_run)
 
     def reconcile_events(
         self,
@@ -209,7 +176,4 @@ class PayPalRecovery:
             return session.scalar(select(Payment.status).where(Payment.id == payment_id)) == PaymentStatus.PENDING
 
     def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
-        result = self.unit.apply_one(Incoming(event, source))
-        if result.status == EventStatus.FAILED:
-            log.error("%s could not apply %s: %s", source, event.id, result.error)
-        return result
+        return apply_found(self.unit, event, source=source)

@@ -108,6 +108,93 @@ class RateLimit:
         self.next_at = max(now, self.next_at) + self.interval
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A pending payment a sweep claimed, to ask its provider about."""
+
+    payment_id: int
+    session_id: str
+    expires_at: datetime | None
+
+    def overdue(self, now: datetime, grace: timedelta) -> bool:
+        return self.expires_at is not None and now - grace > self.expires_at  # no overflow near year 9999
+
+
+# What a sweep found out about one payment: an outcome ("completed", "expired", "failed",
+# "still open", ...) and the event to apply for it, if any. Raises what the provider raised.
+Look = Callable[[Claimed], tuple[str, ProviderEvent | None]]
+
+
+def sweep_claimed(
+    unit: UnitOfWork,
+    provider: str,
+    look: Look,
+    *,
+    now: datetime,
+    min_age: timedelta,
+    batch_size: int,
+    calls_per_second: float,
+    dry_run: bool,
+) -> SweepReport:
+    """Claim a provider's pending payments, ask about each at a bounded rate, apply what is found.
+
+    The one sweep loop: claims (``SKIP LOCKED`` and a lease, no transaction across
+    a call), the rate limit, a provider outage (stop, and hand the unasked claims
+    back at once), one payment's failure (reported, the sweep goes on) and the
+    counting. Each provider supplies ``look``: how to ask and what the answer means.
+    """
+    report = SweepReport()
+    with unit.database.transaction() as session:
+        rows = claim_for_check(
+            session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size,
+            dry_run=dry_run, providers=[provider],
+        )
+    claimed = [Claimed(payment_id, session_id, expires_at) for payment_id, _, session_id, expires_at in rows]
+    limit = RateLimit(calls_per_second)
+    for index, claim in enumerate(claimed):
+        limit.wait()
+        try:
+            outcome, event = look(claim)
+        except ProviderUnavailableError as exc:
+            report.unavailable = True
+            report.errors.append(str(exc))
+            unchecked = [c.payment_id for c in claimed[index:]]
+            log.warning("%s sweep stopped: %s; %d payments left for the next sweep", provider, exc, len(unchecked))
+            if not dry_run:
+                with unit.database.transaction() as session:
+                    release_claims(session, unchecked)
+            break
+        except Exception as exc:  # one bad session must not stop the sweep
+            report.errors.append(f"{claim.session_id}: {exc}")
+            continue
+        report.checked += 1
+        if event is not None and not dry_run:
+            try:
+                apply_found(unit, event, source="sweep")
+            except ProviderUnavailableError:
+                raise
+            except Exception as exc:  # one bad session must not stop the sweep
+                log.exception("%s sweep could not apply %s", provider, claim.session_id)
+                report.errors.append(f"{claim.session_id}: {exc.__class__.__name__}: {exc}")
+                continue
+        report.decisions.append((claim.payment_id, claim.session_id, outcome))
+        if outcome == "completed":
+            report.completed += 1
+        elif outcome in ("expired", "failed"):
+            report.expired += 1
+        else:
+            report.still_open += 1
+    return report
+
+
+def apply_found(unit: UnitOfWork, event: ProviderEvent, *, source: str) -> EventResult:
+    """Apply what recovery found (a sweep, reconciliation, verify); a failure is logged, and dead-lettered by the unit."""
+    result = unit.apply_one(Incoming(event, source))
+    if result.status == EventStatus.FAILED:
+        log.error("%s could not apply %s: %s", source, event.id, result.error)
+    return result
+
+
 class Recovery:
     provider = stripe.NAME
 
@@ -129,52 +216,18 @@ class Recovery:
         now: datetime | None = None,
     ) -> SweepReport:
         now = now or datetime.now(UTC)
-        report = SweepReport()
-        with self.database.transaction() as session:
-            claimed = claim_for_check(
-                session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size,
-                dry_run=dry_run, providers=[stripe.NAME],
-            )
-        limit = RateLimit(calls_per_second)
-        claimed = [(payment_id, session_id, expires_at) for payment_id, _, session_id, expires_at in claimed]
-        for index, (payment_id, session_id, expires_at) in enumerate(claimed):
-            limit.wait()
-            try:
-                checkout = self.stripe_api.retrieve_checkout_session(session_id)
-            except ProviderUnavailableError as exc:
-                report.unavailable = True
-                report.errors.append(str(exc))
-                unchecked = [row[0] for row in claimed[index:]]
-                log.warning("sweep stopped: %s; %d payments left for the next sweep", exc, len(unchecked))
-                if not dry_run:
-                    with self.database.transaction() as session:
-                        release_claims(session, unchecked)
-                break
-            except Exception as exc:  # one bad session must not stop the sweep
-                report.errors.append(f"{session_id}: {exc}")
-                continue
-            report.checked += 1
-            try:
-                event = session_event("sweep", checkout, now)
-                if event is None and expires_at is not None and now - expiry_grace > expires_at:  # no overflow near year 9999
-                    event = expired_event("sweep", checkout, now)
-                outcome = "still open" if event is None else ("completed" if event.type.endswith("completed") else "expired")
-                if event is not None and not dry_run:
-                    self._apply(event, source="sweep")
-            except ProviderUnavailableError:
-                raise
-            except Exception as exc:  # one bad session must not stop the sweep
-                log.exception("sweep could not apply session %s", session_id)
-                report.errors.append(f"{session_id}: {exc.__class__.__name__}: {exc}")
-                continue
-            report.decisions.append((payment_id, session_id, outcome))
-            if outcome == "completed":
-                report.completed += 1
-            elif outcome == "expired":
-                report.expired += 1
-            else:
-                report.still_open += 1
-        return report
+
+        def look(claim: Claimed) -> tuple[str, ProviderEvent | None]:
+            checkout = self.stripe_api.retrieve_checkout_session(claim.session_id)
+            event = session_event("sweep", checkout, now)
+            if event is None and claim.overdue(now, expiry_grace):
+                event = expired_event("sweep", checkout, now)
+            if event is None:
+                return "still open", None
+            return ("completed" if event.type.endswith("completed") else "expired"), event
+
+        return sweep_claimed(self.unit, stripe.NAME, look, now=now, min_age=min_age, batch_size=batch_size,
+                             calls_per_second=calls_per_second, dry_run=dry_run)
 
     # -- reconcile ------------------------------------------------------------------
 
@@ -218,10 +271,7 @@ class Recovery:
     # -- shared -----------------------------------------------------------------
 
     def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
-        result = self.unit.apply_one(Incoming(event, source))
-        if result.status == EventStatus.FAILED:
-            log.error("%s could not apply %s: %s", source, event.id, result.error)
-        return result
+        return apply_found(self.unit, event, source=source)
 
     def _credits_added(self, cause: str) -> int:
         return credits_added(self.database, cause)
