@@ -183,6 +183,12 @@ def settings(settings_env) -> Settings:
     return Settings.from_env(settings_env)
 
 
+@pytest.fixture
+def quiet(settings, test_services) -> Settings:
+    """Settings on a broker database no worker consumes, so a test can read what the receiver queued."""
+    return settings.replace(redis_url=test_services.redis_url.rsplit("/", 1)[0] + "/1")
+
+
 @pytest.fixture(scope="session")
 def database(settings) -> Database:
     db = Database(settings.database_url)

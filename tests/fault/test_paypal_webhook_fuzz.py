@@ -61,12 +61,6 @@ def deliveries(draw) -> tuple[bytes, dict[str, str], bool]:
 
 
 @pytest.fixture
-def quiet(settings, test_services):
-    """Settings on a broker database no worker consumes, so the test can read what was queued."""
-    return settings.replace(redis_url=test_services.redis_url.rsplit("/", 1)[0] + "/1")
-
-
-@pytest.fixture
 def fuzz_client(quiet):
     return create_app(quiet).test_client()
 

@@ -18,12 +18,6 @@ from transport.queue import EVENTS, Envelope
 
 
 @pytest.fixture
-def quiet(settings, test_services):
-    """Settings on a broker database no worker consumes, so tests can read what was queued."""
-    return settings.replace(redis_url=test_services.redis_url.rsplit("/", 1)[0] + "/1")
-
-
-@pytest.fixture
 def queue(quiet):
     client = redis.Redis.from_url(quiet.redis_url)
     client.flushdb()
