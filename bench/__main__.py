@@ -59,6 +59,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     recv.add_argument("--warmup", type=float, default=2.0, help="warm-up per server (default 2)")
     recv.add_argument("--rounds", type=int, default=3, help="A/B rounds (default 3)")
     recv.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    recv.add_argument("--paypal", action="store_true",
+                      help="PayPal deliveries against Stripe's to the same receiver, instead of receiver vs floor")
     recv.add_argument("--light-connections", type=int, default=8,
                       help="then the same rounds at this many connections, for p99 (default 8; 0: not)")
     recv.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
@@ -151,15 +153,20 @@ def print_receiver(report) -> None:
     print(f"\nreceiver — {report.worker_class} workers, {report.generator}, {report.connections} connections, "
           f"{report.rounds} rounds × {report.seconds:g} s, medians; body {report.body_bytes:,} B")
     print(f"  {'':<34}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}")
-    for label, target in (("floor (Flask: verify + LPUSH)", report.floor),
-                          ("payhooks receiver (Procfile web)", report.receiver)):
+    labels = (("Stripe deliveries (HMAC)", "PayPal deliveries (RSA)") if report.mode == "paypal"
+              else ("floor (Flask: verify + LPUSH)", "payhooks receiver (Procfile web)"))
+    for label, target in zip(labels, (report.floor, report.receiver), strict=True):
         print(f"  {label:<34}{target.median('rps'):>8,.0f}{target.median('p50_ms'):>9.2f}"
               f"{target.median('p99_ms'):>9.2f}{target.median('cpu_us'):>12,.0f}")
     rounds = ", ".join(f"{ratio:.0%}" for ratio in report.round_ratios)
-    print(f"  receiver / floor = {report.ratio:.0%}   (req/s medians; per round: {rounds}; "
-          f"DESIGN.md: naive send_task ≈ 55%, goal ≥ 90%)")
+    if report.mode == "paypal":
+        print(f"  paypal / stripe = {report.ratio:.0%}   (req/s medians; per round: {rounds})")
+    else:
+        print(f"  receiver / floor = {report.ratio:.0%}   (req/s medians; per round: {rounds}; "
+              f"DESIGN.md: naive send_task ≈ 55%, goal ≥ 90%)")
     cpu = report.floor.median("cpu_us") / report.receiver.median("cpu_us")
-    print(f"  floor / receiver gunicorn CPU per request = {cpu:.0%}   (the same ratio, "
+    ratio = "stripe / paypal" if report.mode == "paypal" else "floor / receiver"
+    print(f"  {ratio} gunicorn CPU per request = {cpu:.0%}   (the same ratio, "
           f"less sensitive to other load on the machine)")
     if report.light_connections:
         print(f"  at {report.light_connections} connections: p50 / p99 ms, receiver "

@@ -15,6 +15,9 @@ MODES = {
     "receiver": (["--seconds", "0.5", "--warmup", "0", "--rounds", "1", "--connections", "4",
                   "--light-connections", "2", "--generator", "python"],
                  ["receiver / floor = ", "at 2 connections: p50 / p99 ms", "| receiver p99 at 2 connections |"]),
+    "receiver --paypal": (["--paypal", "--seconds", "0.5", "--warmup", "0", "--rounds", "1", "--connections", "4",
+                           "--generator", "python"],
+                          ["paypal / stripe = ", "| receiver, PayPal / Stripe deliveries (req/s) |"]),
     "steps": (["--step-iterations", "20"],
               ["steps — one signed Stripe delivery taken apart", "verify the signature", "add up to",
                "| receiver CPU per request in-process, payhooks / floor |"]),
@@ -38,7 +41,7 @@ MODES = {
 def test_every_bench_mode_runs_and_prints_its_figures():
     # All at once: each starts its own databases, Redis and processes on free ports.
     running = {
-        mode: subprocess.Popen([sys.executable, "-m", "bench", mode, *SMALL, *arguments], cwd=ROOT, env=service_env({}),
+        mode: subprocess.Popen([sys.executable, "-m", "bench", mode.split()[0], *SMALL, *arguments], cwd=ROOT, env=service_env({}),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for mode, (arguments, _) in MODES.items()
     }
