@@ -13,6 +13,7 @@ import requests
 from infra.embedded import free_port
 from receiver import create_app
 from tests.conftest import API_TOKEN, PRIMARY_SECRET, ROTATED_SECRET
+from tests.support import canaries
 from tests.support.stripe_events import completed_event, encode, signed_headers
 from transport.queue import EVENTS, Envelope
 
@@ -260,7 +261,9 @@ def test_an_unexpected_error_is_a_json_500_logged_without_the_body(quiet, caplog
 
 
 def test_a_client_gone_mid_body_is_a_quiet_400(client, queue, caplog):
-    body = encode(completed_event())
+    evt = completed_event()
+    evt["data"]["object"]["customer_details"] = {"email": canaries.EMAIL, "name": canaries.NAME}
+    body = encode(evt)
     environ = {
         "REQUEST_METHOD": "POST", "PATH_INFO": "/webhooks/stripe", "SERVER_NAME": "x", "SERVER_PORT": "80",
         "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.errors": None,
@@ -276,3 +279,7 @@ def test_a_client_gone_mid_body_is_a_quiet_400(client, queue, caplog):
     assert json.loads(document)["error"] == "bad_request"
     assert queued(queue) == []
     assert not [r for r in caplog.records if r.levelname == "ERROR"]  # not a traceback per hostile request
+    assert "delivery body unreadable: ClientDisconnected" in caplog.text
+    signature = signed_headers(body, PRIMARY_SECRET)["Stripe-Signature"]
+    for secret in (canaries.EMAIL, canaries.NAME, PRIMARY_SECRET, signature, body[:100].decode()):
+        assert secret not in caplog.text
