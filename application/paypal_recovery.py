@@ -25,7 +25,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import select
 
 from application.batch import EventResult
 from application.recovery import (
@@ -40,7 +39,6 @@ from application.recovery import (
 )
 from application.unit import UnitOfWork
 from models.enums import PaymentStatus
-from models.tables import Payment
 from providers import paypal
 from providers.changes import (
     CaptureRequested,
@@ -112,7 +110,7 @@ class PayPalRecovery:
 
         def look(claim: Claimed) -> tuple[str, ProviderEvent | None]:
             # Only a payment still pending: one processing has a capture on its way, whatever the order says.
-            overdue = claim.overdue(now, expiry_grace) and self._pending(claim.payment_id)
+            overdue = claim.status == PaymentStatus.PENDING and claim.overdue(now, expiry_grace)
             try:
                 order = self.api.get_order(claim.session_id)
             except ProviderNotFoundError:
@@ -170,10 +168,6 @@ class PayPalRecovery:
         capture = paypal._latest_capture(paypal._first(order.get("purchase_units"))) or {}
         return verification(self.database, paypal.NAME, order_id, added,
                             provider_status=order.get("status"), provider_payment_status=capture.get("status"))
-
-    def _pending(self, payment_id: int) -> bool:
-        with self.database.transaction() as session:
-            return session.scalar(select(Payment.status).where(Payment.id == payment_id)) == PaymentStatus.PENDING
 
     def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
         return apply_found(self.unit, event, source=source)

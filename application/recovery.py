@@ -113,6 +113,7 @@ class Claimed:
     """A pending payment a sweep claimed, to ask its provider about."""
 
     payment_id: int
+    status: str  # pending or processing
     session_id: str
     expires_at: datetime | None
 
@@ -149,7 +150,7 @@ def sweep_claimed(
             session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size,
             dry_run=dry_run, providers=[provider],
         )
-    claimed = [Claimed(payment_id, session_id, expires_at) for payment_id, _, session_id, expires_at in rows]
+    claimed = [Claimed(*row) for row in rows]
     limit = RateLimit(calls_per_second)
     for index, claim in enumerate(claimed):
         limit.wait()

@@ -198,7 +198,7 @@ def claim_for_check(
     the lease (``next_check_at``) keeps them off for a while after this
     transaction commits, so nobody holds a transaction across the provider call.
     Only ``providers``' payments when given: those with no API to ask (manual) must
-    not fill the batch. Returns (payment id, provider, session id, expires_at).
+    not fill the batch. Returns (payment id, status, session id, expires_at).
     """
     due = (
         select(Payment.id)
@@ -213,7 +213,7 @@ def claim_for_check(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    columns = (Payment.id, Payment.provider, Payment.provider_session_id, Payment.expires_at)
+    columns = (Payment.id, Payment.status, Payment.provider_session_id, Payment.expires_at)
     if dry_run:
         return [tuple(row) for row in session.execute(select(*columns).where(Payment.id.in_(due.scalar_subquery())))]
     claimed = session.execute(
