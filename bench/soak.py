@@ -45,7 +45,6 @@ import psutil
 import psycopg
 import redis
 import requests
-import yaml
 from sqlalchemy.engine import make_url
 
 from application.tracker import PaymentTracker
@@ -60,7 +59,7 @@ from tests.support.canaries import API_TOKEN, STRIPE_API_KEY, WEBHOOK_SECRET
 from tests.support.fake_stripe import FakeStripe
 from tests.support.processes import BIN, Process, wait_until
 from tests.support.stripe_events import SHAPES, encode
-from tests.support.stripe_flows import Flow, build, serve
+from tests.support.stripe_flows import Flow, build, config_file, serve
 from transport import queue
 
 FAULTS = ("child", "worker", "web", "redis", "postgres")
@@ -161,19 +160,6 @@ def make_flows(count: int, rng: random.Random) -> list[Flow]:
     return flows
 
 
-def config_file(flows: list[Flow], path: Path) -> Path:
-    catalog, plans = {}, {}
-    for flow in flows:
-        catalog.update(flow.config.catalog)
-        for price in {*flow.config.plans, *flow.config.zero_amount_plans}:
-            plan = {}
-            if price in flow.config.plans:
-                plan["credits"] = flow.config.plans[price]
-            if price in flow.config.zero_amount_plans:
-                plan["zero_amount_invoices"] = "grant"
-            plans[price] = plan
-    path.write_text(yaml.safe_dump({"credit_catalog": catalog, "subscription_plans": plans}))
-    return path
 
 
 # -- the processes ---------------------------------------------------------------------

@@ -17,7 +17,6 @@ import random
 
 import pytest
 import redis as redis_lib
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, or_, select
@@ -37,7 +36,7 @@ from tests.support.apply import apply_batch, parsed
 from tests.support.fake_stripe import FakeStripe
 from tests.support.processes import wait_until
 from tests.support.stripe_events import SHAPES, encode, signed_headers
-from tests.support.stripe_flows import FLOWS, Flow, build, serve
+from tests.support.stripe_flows import FLOWS, Flow, build, config_file, serve
 
 CASES = [(name, shape) for name in sorted(FLOWS) for shape in SHAPES]
 
@@ -153,19 +152,7 @@ def test_any_order_with_duplicates_and_batches_ends_as_specified(database, strip
 
 
 def _config_file(tmp_path, flows: list[Flow]) -> str:
-    catalog, plans = {}, {}
-    for flow in flows:
-        catalog.update(flow.config.catalog)
-        for price in {*flow.config.plans, *flow.config.zero_amount_plans}:
-            plan = {}
-            if price in flow.config.plans:
-                plan["credits"] = flow.config.plans[price]
-            if price in flow.config.zero_amount_plans:
-                plan["zero_amount_invoices"] = "grant"
-            plans[price] = plan
-    path = tmp_path / f"payhooks-{len(list(tmp_path.iterdir()))}.yaml"
-    path.write_text(yaml.safe_dump({"credit_catalog": catalog, "subscription_plans": plans}))
-    return str(path)
+    return str(config_file(flows, tmp_path / f"payhooks-{len(list(tmp_path.iterdir()))}.yaml"))
 
 
 def test_flow_corpus_end_to_end(process_env, test_services, settings, database, stripe_fake, tmp_path):

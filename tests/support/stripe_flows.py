@@ -41,6 +41,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 from providers.stripe import parse_event
 from tests.support import stripe_events as se
@@ -1188,3 +1191,19 @@ def serve(flow: Flow, fake) -> None:
             fake.add_payment_intent(obj)
         else:
             fake.add_session(obj, line_items=flow.config.line_items.get(object_id, ()))
+
+
+def config_file(flows: list[Flow], path: Path) -> Path:
+    """A PAYHOOKS_CONFIG file with what these flows need: their credit catalog and subscription plans."""
+    catalog, plans = {}, {}
+    for flow in flows:
+        catalog.update(flow.config.catalog)
+        for price in {*flow.config.plans, *flow.config.zero_amount_plans}:
+            plan = {}
+            if price in flow.config.plans:
+                plan["credits"] = flow.config.plans[price]
+            if price in flow.config.zero_amount_plans:
+                plan["zero_amount_invoices"] = "grant"
+            plans[price] = plan
+    path.write_text(yaml.safe_dump({"credit_catalog": catalog, "subscription_plans": plans}))
+    return path
