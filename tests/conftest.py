@@ -189,6 +189,15 @@ def quiet(settings, test_services) -> Settings:
     return settings.replace(redis_url=test_services.redis_url.rsplit("/", 1)[0] + "/1")
 
 
+@pytest.fixture
+def queue(quiet) -> redis.Redis:
+    """The quiet broker database, emptied before and after the test."""
+    client = redis.Redis.from_url(quiet.redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
 @pytest.fixture(scope="session")
 def database(settings) -> Database:
     db = Database(settings.database_url)

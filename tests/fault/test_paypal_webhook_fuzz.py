@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,14 +62,6 @@ def deliveries(draw) -> tuple[bytes, dict[str, str], bool]:
 @pytest.fixture
 def fuzz_client(quiet):
     return create_app(quiet).test_client()
-
-
-@pytest.fixture
-def queue(quiet):
-    client = redis.Redis.from_url(quiet.redis_url)
-    client.flushdb()
-    yield client
-    client.flushdb()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

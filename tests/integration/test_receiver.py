@@ -7,7 +7,6 @@ import json
 import time
 
 import pytest
-import redis
 import requests
 
 from infra.embedded import free_port
@@ -16,14 +15,6 @@ from tests.conftest import API_TOKEN, PRIMARY_SECRET, ROTATED_SECRET
 from tests.support import canaries
 from tests.support.stripe_events import completed_event, encode, signed_headers
 from transport.queue import EVENTS, Envelope
-
-
-@pytest.fixture
-def queue(quiet):
-    client = redis.Redis.from_url(quiet.redis_url)
-    client.flushdb()
-    yield client
-    client.flushdb()
 
 
 @pytest.fixture
