@@ -26,15 +26,12 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from application.batch import EventResult
 from application.recovery import (
     Claimed,
-    SweepReport,
-    apply_found,
+    ProviderRecovery,
     credits_added,
     look_up_now,
     reconcile_listed,
-    sweep_claimed,
     verification,
 )
 from application.unit import UnitOfWork
@@ -88,47 +85,32 @@ def expired_order_event(source: str, order_id: str, status: str, now: datetime) 
     return paypal.parse_event(orjson.dumps(body))
 
 
-class PayPalRecovery:
+class PayPalRecovery(ProviderRecovery):
     provider = paypal.NAME
 
     def __init__(self, unit: UnitOfWork, api) -> None:
-        self.unit = unit
-        self.database = unit.database
+        super().__init__(unit)
         self.api = api
 
-    def sweep_pending(
-        self,
-        *,
-        min_age: timedelta,
-        expiry_grace: timedelta,
-        batch_size: int = 100,
-        calls_per_second: float = 20.0,
-        dry_run: bool = False,
-        now: datetime | None = None,
-    ) -> SweepReport:
-        now = now or datetime.now(UTC)
-
-        def look(claim: Claimed) -> tuple[str, ProviderEvent | None]:
-            # Only a payment still pending: one processing has a capture on its way, whatever the order says.
-            overdue = claim.status == PaymentStatus.PENDING and claim.overdue(now, expiry_grace)
-            try:
-                order = self.api.get_order(claim.session_id)
-            except ProviderNotFoundError:
-                if not overdue:  # a typo'd id, or PayPal's listing not caught up: ask again next time
-                    raise
-                order = None  # PayPal forgot an order nobody approved
-            event = order_event("sweep", order, now) if order is not None else None
-            change = paypal.translate(event) if event is not None else Ignored("order gone")
-            if isinstance(change, Ignored) and overdue:
-                status = str(order.get("status") or "UNKNOWN") if order is not None else "GONE"
-                event = expired_order_event("sweep", claim.session_id, status, now)
-                change = paypal.translate(event)
-            if isinstance(change, Ignored):
-                return "still open", None
-            return OUTCOMES.get(type(change), "still open"), event
-
-        return sweep_claimed(self.unit, paypal.NAME, look, now=now, min_age=min_age, batch_size=batch_size,
-                             calls_per_second=calls_per_second, dry_run=dry_run)
+    def look(self, claim: Claimed, *, now: datetime, expiry_grace: timedelta) -> tuple[str, ProviderEvent | None]:
+        """The order as it stands; one nobody approved (or PayPal forgot) past its expiry and the grace, expired."""
+        # Only a payment still pending: one processing has a capture on its way, whatever the order says.
+        overdue = claim.status == PaymentStatus.PENDING and claim.overdue(now, expiry_grace)
+        try:
+            order = self.api.get_order(claim.session_id)
+        except ProviderNotFoundError:
+            if not overdue:  # a typo'd id, or PayPal's listing not caught up: ask again next time
+                raise
+            order = None  # PayPal forgot an order nobody approved
+        event = order_event("sweep", order, now) if order is not None else None
+        change = paypal.translate(event) if event is not None else Ignored("order gone")
+        if isinstance(change, Ignored) and overdue:
+            status = str(order.get("status") or "UNKNOWN") if order is not None else "GONE"
+            event = expired_order_event("sweep", claim.session_id, status, now)
+            change = paypal.translate(event)
+        if isinstance(change, Ignored):
+            return "still open", None
+        return OUTCOMES.get(type(change), "still open"), event
 
     def reconcile_events(
         self,
@@ -169,5 +151,3 @@ class PayPalRecovery:
         return verification(self.database, paypal.NAME, order_id, added,
                             provider_status=order.get("status"), provider_payment_status=capture.get("status"))
 
-    def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
-        return apply_found(self.unit, event, source=source)

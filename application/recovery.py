@@ -121,90 +121,22 @@ class Claimed:
         return self.expires_at is not None and now - grace > self.expires_at  # no overflow near year 9999
 
 
-# What a sweep found out about one payment: an outcome ("completed", "expired", "failed",
-# "still open", ...) and the event to apply for it, if any. Raises what the provider raised.
-Look = Callable[[Claimed], tuple[str, ProviderEvent | None]]
+class ProviderRecovery:
+    """What every provider's recovery shares: the sweep loop and applying what it found.
 
-
-def sweep_claimed(
-    unit: UnitOfWork,
-    provider: str,
-    look: Look,
-    *,
-    now: datetime,
-    min_age: timedelta,
-    batch_size: int,
-    calls_per_second: float,
-    dry_run: bool,
-) -> SweepReport:
-    """Claim a provider's pending payments, ask about each at a bounded rate, apply what is found.
-
-    The one sweep loop: claims (``SKIP LOCKED`` and a lease, no transaction across
-    a call), the rate limit, a provider outage (stop, and hand the unasked claims
-    back at once), one payment's failure (reported, the sweep goes on) and the
-    counting. Each provider supplies ``look``: how to ask and what the answer means.
+    A subclass names its ``provider`` and says in ``look`` how to ask about one
+    claimed payment and what the answer means.
     """
-    report = SweepReport()
-    with unit.database.transaction() as session:
-        rows = claim_for_check(
-            session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size,
-            dry_run=dry_run, providers=[provider],
-        )
-    claimed = [Claimed(*row) for row in rows]
-    limit = RateLimit(calls_per_second)
-    for index, claim in enumerate(claimed):
-        limit.wait()
-        try:
-            outcome, event = look(claim)
-        except ProviderUnavailableError as exc:
-            report.unavailable = True
-            report.errors.append(str(exc))
-            unchecked = [c.payment_id for c in claimed[index:]]
-            log.warning("%s sweep stopped: %s; %d payments left for the next sweep", provider, exc, len(unchecked))
-            if not dry_run:
-                with unit.database.transaction() as session:
-                    release_claims(session, unchecked)
-            break
-        except Exception as exc:  # one bad session must not stop the sweep
-            report.errors.append(f"{claim.session_id}: {exc}")
-            continue
-        report.checked += 1
-        if event is not None and not dry_run:
-            try:
-                apply_found(unit, event, source="sweep")
-            except ProviderUnavailableError:
-                raise
-            except Exception as exc:  # one bad session must not stop the sweep
-                log.exception("%s sweep could not apply %s", provider, claim.session_id)
-                report.errors.append(f"{claim.session_id}: {exc.__class__.__name__}: {exc}")
-                continue
-        report.decisions.append((claim.payment_id, claim.session_id, outcome))
-        if outcome == "completed":
-            report.completed += 1
-        elif outcome in ("expired", "failed"):
-            report.expired += 1
-        else:
-            report.still_open += 1
-    return report
 
+    provider: str
 
-def apply_found(unit: UnitOfWork, event: ProviderEvent, *, source: str) -> EventResult:
-    """Apply what recovery found (a sweep, reconciliation, verify); a failure is logged, and dead-lettered by the unit."""
-    result = unit.apply_one(Incoming(event, source))
-    if result.status == EventStatus.FAILED:
-        log.error("%s could not apply %s: %s", source, event.id, result.error)
-    return result
-
-
-class Recovery:
-    provider = stripe.NAME
-
-    def __init__(self, unit: UnitOfWork, stripe_api: StripeAPI) -> None:
+    def __init__(self, unit: UnitOfWork) -> None:
         self.unit = unit
         self.database = unit.database
-        self.stripe_api = stripe_api
 
-    # -- sweep -----------------------------------------------------------------
+    def look(self, claim: Claimed, *, now: datetime, expiry_grace: timedelta) -> tuple[str, ProviderEvent | None]:
+        """An outcome ("completed", "expired", "failed", "still open", ...) and the event to apply, if any."""
+        raise NotImplementedError
 
     def sweep_pending(
         self,
@@ -216,19 +148,86 @@ class Recovery:
         dry_run: bool = False,
         now: datetime | None = None,
     ) -> SweepReport:
+        """Claim this provider's pending payments, ask about each at a bounded rate, apply what is found.
+
+        The one sweep loop: claims (``SKIP LOCKED`` and a lease, no transaction across
+        a call), the rate limit, a provider outage (stop, and hand the unasked claims
+        back at once), one payment's failure (reported, the sweep goes on) and the
+        counting.
+        """
         now = now or datetime.now(UTC)
+        unit, provider = self.unit, self.provider
+        report = SweepReport()
+        with unit.database.transaction() as session:
+            rows = claim_for_check(
+                session, now=now, older_than=now - min_age, lease_until=now + timedelta(seconds=60), limit=batch_size,
+                dry_run=dry_run, providers=[provider],
+            )
+        claimed = [Claimed(*row) for row in rows]
+        limit = RateLimit(calls_per_second)
+        for index, claim in enumerate(claimed):
+            limit.wait()
+            try:
+                outcome, event = self.look(claim, now=now, expiry_grace=expiry_grace)
+            except ProviderUnavailableError as exc:
+                report.unavailable = True
+                report.errors.append(str(exc))
+                unchecked = [c.payment_id for c in claimed[index:]]
+                log.warning("%s sweep stopped: %s; %d payments left for the next sweep", provider, exc, len(unchecked))
+                if not dry_run:
+                    with unit.database.transaction() as session:
+                        release_claims(session, unchecked)
+                break
+            except Exception as exc:  # one bad session must not stop the sweep
+                report.errors.append(f"{claim.session_id}: {exc}")
+                continue
+            report.checked += 1
+            if event is not None and not dry_run:
+                try:
+                    self._apply(event, source="sweep")
+                except ProviderUnavailableError:
+                    raise
+                except Exception as exc:  # one bad session must not stop the sweep
+                    log.exception("%s sweep could not apply %s", provider, claim.session_id)
+                    report.errors.append(f"{claim.session_id}: {exc.__class__.__name__}: {exc}")
+                    continue
+            report.decisions.append((claim.payment_id, claim.session_id, outcome))
+            if outcome == "completed":
+                report.completed += 1
+            elif outcome in ("expired", "failed"):
+                report.expired += 1
+            else:
+                report.still_open += 1
+        return report
 
-        def look(claim: Claimed) -> tuple[str, ProviderEvent | None]:
-            checkout = self.stripe_api.retrieve_checkout_session(claim.session_id)
-            event = session_event("sweep", checkout, now)
-            if event is None and claim.overdue(now, expiry_grace):
-                event = expired_event("sweep", checkout, now)
-            if event is None:
-                return "still open", None
-            return ("completed" if event.type.endswith("completed") else "expired"), event
+    def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
+        return apply_found(self.unit, event, source=source)
 
-        return sweep_claimed(self.unit, stripe.NAME, look, now=now, min_age=min_age, batch_size=batch_size,
-                             calls_per_second=calls_per_second, dry_run=dry_run)
+
+def apply_found(unit: UnitOfWork, event: ProviderEvent, *, source: str) -> EventResult:
+    """Apply what recovery found (a sweep, reconciliation, verify); a failure is logged, and dead-lettered by the unit."""
+    result = unit.apply_one(Incoming(event, source))
+    if result.status == EventStatus.FAILED:
+        log.error("%s could not apply %s: %s", source, event.id, result.error)
+    return result
+
+
+class Recovery(ProviderRecovery):
+    provider = stripe.NAME
+
+    def __init__(self, unit: UnitOfWork, stripe_api: StripeAPI) -> None:
+        super().__init__(unit)
+        self.stripe_api = stripe_api
+
+    def look(self, claim: Claimed, *, now: datetime, expiry_grace: timedelta) -> tuple[str, ProviderEvent | None]:
+        """A session paid is completed; expired at Stripe, or past its expiry plus the grace and unpaid, expired."""
+        checkout = self.stripe_api.retrieve_checkout_session(claim.session_id)
+        event = session_event("sweep", checkout, now)
+        if event is None and claim.overdue(now, expiry_grace):
+            event = expired_event("sweep", checkout, now)
+        if event is None:
+            return "still open", None
+        return ("completed" if event.type.endswith("completed") else "expired"), event
 
     # -- reconcile ------------------------------------------------------------------
 
@@ -270,9 +269,6 @@ class Recovery:
         )
 
     # -- shared -----------------------------------------------------------------
-
-    def _apply(self, event: ProviderEvent, *, source: str) -> EventResult:
-        return apply_found(self.unit, event, source=source)
 
     def _credits_added(self, cause: str) -> int:
         return credits_added(self.database, cause)
