@@ -95,7 +95,21 @@ def claims_of(client, pids: set[int]) -> int:
 def kill_while_holding_claims(worker, client, database) -> int:
     """SIGKILL the whole worker once it is busy; return how many events its consumers held."""
     wait_until(lambda: processed(database) >= EVENTS // 10, 60, interval=0.01, what="the stream to be under way")
-    pids = {worker.proc.pid, *(child.pid for child in psutil.Process(worker.proc.pid).children())}
+    group = [psutil.Process(worker.proc.pid), *psutil.Process(worker.proc.pid).children()]
+    pids = {process.pid for process in group}
+
+    def stopped_holding_claims() -> bool:
+        # SIGSTOP first, then look: a consumer between its acknowledgement and its next claim holds
+        # nothing, and killing it then would prove nothing.
+        for process in group:
+            process.suspend()
+        if claims_of(client, pids) > 0:
+            return True
+        for process in group:
+            process.resume()
+        return False
+
+    wait_until(stopped_holding_claims, 30, interval=0.005, what="the worker stopped while holding claims")
     worker.kill()  # the main process and its pool: nothing acknowledged, nothing given back
     held = claims_of(client, pids)
     assert held > 0, "the killed worker held no claims: the test proves nothing"
